@@ -1,0 +1,51 @@
+# The front door. `make help` lists the targets.
+# The venv is rebuilt when pyproject.toml changes and stamped only after pip succeeds.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test test-fast lint typecheck bench screenshots clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the package with its test tools
+
+run: $(STAMP) ## bootstrap (venv, migrations, demo data) and serve on http://$(HOST):$(PORT)
+	$(BIN)/wallet db upgrade
+	$(BIN)/wallet demo --if-empty
+	$(BIN)/wallet serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP) ## bootstrap and run the whole test suite (PostgreSQL too when WALLET_TEST_POSTGRES_URL is set)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the suite without the browser and multi-process tests
+	$(BIN)/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy --strict on the core
+	$(BIN)/ruff check wallet tests bench
+	$(BIN)/mypy
+
+typecheck: lint ## alias of lint
+
+bench: $(STAMP) ## run the benchmarks in bench/ (see docs/benchmarks.md)
+	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/vesting.py
+	$(BIN)/python bench/honour.py
+
+screenshots: $(STAMP) ## refresh docs/images/ from the browser tests
+	WALLET_SCREENSHOTS=docs/images $(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
+
+clean: ## remove the venv, caches and the local instance (database, generated secrets)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache instance *.egg-info
