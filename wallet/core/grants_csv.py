@@ -1,0 +1,204 @@
+"""Parse a bulk-grant CSV into validated rows, all or nothing.
+
+DESIGN.md: UTF-8 CSV with header `email,amount,start,cliff_months,every,months` (every is
+month or quarter; empty every and months mean immediate); errors name the file's line
+numbers. The caller decodes the bytes; this module sees text only.
+
+Every row is checked before anything is returned, and every problem is reported as
+(line, reason) in one `RowsInvalid`, so a payroll clerk fixes the whole file in one pass.
+Line numbers are physical lines (the header is line 1); a row whose quoted field spans
+lines is reported at the line where it starts. Blank lines, and rows whose fields are all
+empty (spreadsheets export those as ",,,,,"), are skipped but still counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from wallet.core.errors import AmountInvalid, Malformed, RowsInvalid
+from wallet.core.money import parse_amount
+from wallet.core.vesting import Schedule, make_schedule
+
+HEADER = ("email", "amount", "start", "cliff_months", "every", "months")
+MAX_EMAIL_CHARS = 254  # RFC 5321 path limit less the angle brackets
+
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Six digits is far past any valid month count, and keeps int() away from huge strings.
+_COUNT_RE = re.compile(r"[0-9]{1,6}")
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    """One valid row of a grants file."""
+
+    line: int  # physical line number in the file where the row starts (header is line 1)
+    email: str  # stripped, lower-cased
+    amount: int  # micros
+    schedule: Schedule
+
+
+def parse_grants_csv(text: str, *, today: date, max_rows: int = 100_000) -> list[GrantRow]:
+    """Parse and validate every row, or raise `RowsInvalid` listing every problem."""
+    # newline="" hands the csv module the raw line endings, as its documentation requires,
+    # so a quoted "\r\n" inside a field survives and line_num counts physical lines.
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
+
+    header: list[str] | None = None
+    try:
+        header = next(reader)
+    except StopIteration:
+        got = "an empty file"
+    except csv.Error as exc:
+        got = _csv_problem(exc)
+    else:
+        got = ",".join(header) or "an empty first line"
+    if header is None or [name.strip() for name in header] != list(HEADER):
+        raise RowsInvalid([(1, f"header must be exactly: {','.join(HEADER)} (got: {_cut(got)})")])
+
+    problems: list[tuple[int, str]] = []
+    rows: list[GrantRow] = []
+    seen: dict[tuple[str, int, Schedule], int] = {}
+    count = 0
+    while True:
+        line = reader.line_num + 1  # where this row starts, even if a quote spans lines
+        fields: list[str] | None = None
+        malformed = ""
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # The reader resumes at the next physical line, so later rows are still checked.
+            malformed = _csv_problem(exc)
+        else:
+            if all(not field.strip() for field in fields):
+                continue
+        count += 1
+        if count > max_rows:
+            raise RowsInvalid(
+                [(line, f"too many rows: a file may hold at most {max_rows:,} rows; split it")]
+            )
+        if fields is None:
+            problems.append((line, malformed))
+            continue
+        if len(fields) != len(HEADER):
+            problems.append((line, f"expected {len(HEADER)} fields, got {len(fields)}"))
+            continue
+        row, reasons = _parse_row(line, [field.strip() for field in fields], today)
+        if row is None:
+            problems.extend((line, reason) for reason in reasons)
+            continue
+        first = seen.setdefault((row.email, row.amount, row.schedule), line)
+        if first != line:
+            problems.append((line, f"duplicates line {first}"))
+            continue
+        rows.append(row)
+
+    if problems:
+        raise RowsInvalid(problems)
+    if not rows:
+        raise RowsInvalid([(1, "file has no rows")])
+    return rows
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    reason = str(exc)
+    if "unexpected end of data" in reason:
+        reason = "a quoted field is never closed"
+    return f"malformed CSV: {reason}"
+
+
+def _parse_row(line: int, fields: list[str], today: date) -> tuple[GrantRow | None, list[str]]:
+    email_text, amount_text, start_text, cliff_text, every, months_text = fields
+    reasons: list[str] = []
+
+    email = email_text.lower()
+    email_problem = _email_problem(email)
+    if email_problem:
+        reasons.append(email_problem)
+
+    amount = 0
+    if not amount_text:
+        reasons.append("amount is required")
+    else:
+        try:
+            amount = parse_amount(amount_text)
+        except AmountInvalid as exc:
+            reasons.append(exc.message)
+
+    # Check the schedule even when email or amount is bad, so one pass finds everything.
+    schedule_reasons: list[str] = []
+    start = today
+    if start_text:
+        parsed = _parse_date(start_text)
+        if parsed is None:
+            schedule_reasons.append(
+                f"start {_shown(start_text)} is not a valid date in the form YYYY-MM-DD"
+            )
+        else:
+            start = parsed
+    cliff = _parse_count("cliff_months", cliff_text, schedule_reasons)
+    months = _parse_count("months", months_text, schedule_reasons)
+    if every not in ("", "month", "quarter"):
+        schedule_reasons.append(f'every must be empty, "month" or "quarter" (got {_shown(every)})')
+    if not schedule_reasons:
+        try:
+            schedule = make_schedule(start=start, cliff_months=cliff, every=every, months=months)
+        except Malformed as exc:
+            schedule_reasons.append(exc.message)
+    reasons += schedule_reasons
+    if reasons:
+        return None, reasons
+    return GrantRow(line=line, email=email, amount=amount, schedule=schedule), []
+
+
+def _email_problem(email: str) -> str | None:
+    if not email:
+        return "email is required"
+    if len(email) > MAX_EMAIL_CHARS:
+        return f"email is longer than {MAX_EMAIL_CHARS} characters"
+    local, at, domain = email.partition("@")
+    if (
+        not at
+        or not local
+        or not domain
+        or "@" in domain
+        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in email)
+    ):
+        return f"email {_shown(email)} is not an address such as ada@example.com"
+    return None
+
+
+def _parse_date(text: str) -> date | None:
+    # date.fromisoformat also takes "20250131" and "2025-W05-5"; the file format does not.
+    if _DATE_RE.fullmatch(text) is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _parse_count(name: str, text: str, reasons: list[str]) -> int | None:
+    if not text:
+        return None
+    if _COUNT_RE.fullmatch(text) is None:
+        if text.isascii() and text.isdigit():
+            reasons.append(f"{name} {_shown(text)} is too large")
+        else:
+            reasons.append(f"{name} must be a whole number such as 12 (got {_shown(text)})")
+        return None
+    return int(text)
+
+
+def _shown(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
