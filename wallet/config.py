@@ -1,0 +1,154 @@
+"""Configuration: defaults, then `WALLET_*` environment variables, then the test dict.
+
+DESIGN §9. Everything is optional for the embedded default: the SQLite database, the
+session secret and the key passphrase live in the instance folder, the secrets generated
+on first run. Production (`WALLET_ENV=production`) refuses to start unless both secrets
+come from the environment and neither looks like a development value.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from wallet.core.errors import WalletError
+
+
+class ConfigError(WalletError):
+    code = "config_invalid"
+    status = 500
+    title = "Configuration is invalid"
+
+
+ENVIRONMENTS = ("development", "production", "testing")
+
+DEFAULTS: dict[str, Any] = {
+    "WALLET_ENV": "development",
+    "WALLET_BASE_URL": "http://127.0.0.1:5000",
+    "WALLET_DATABASE_URL": "",  # empty: SQLite file in the instance folder
+    "WALLET_SECRET_KEY": "",  # empty: generated into the instance folder (not production)
+    "WALLET_KEY_PASSPHRASE": "",  # empty: generated into the instance folder (not production)
+    "WALLET_KEYSTORE": "keys",
+    "WALLET_KEY_STORAGE": "file",  # "file" (keystore folder) or "db" (encrypted in the database)
+    # Passwords: argon2id (RFC 9106 second recommended option by default).
+    "WALLET_ARGON2_TIME_COST": 3,
+    "WALLET_ARGON2_MEMORY_KIB": 65536,
+    # Sign-in throttling: failures allowed per window, per account and per client address.
+    "WALLET_LOGIN_WINDOW_SECONDS": 900,
+    "WALLET_LOGIN_MAX_PER_ACCOUNT": 5,
+    "WALLET_LOGIN_MAX_PER_ADDRESS": 30,
+    # Public endpoints (verify, nonces): requests per minute per client address and process.
+    "WALLET_PUBLIC_RATE_PER_MINUTE": 120,
+    "WALLET_TRUST_PROXY_HOPS": 0,  # how many reverse proxies set X-Forwarded-For
+    "WALLET_SESSION_HOURS": 12,
+    # Notes and status lists.
+    "WALLET_NOTE_TTL_DAYS": 365,
+    "WALLET_STATUS_LIST_SIZE": 131072,
+    "WALLET_STATUS_LIST_TTL": 60,
+    "WALLET_NONCE_TTL_SECONDS": 600,
+    # Federation: outbound calls go only to pinned endpoints of trusted issuers.
+    "WALLET_FEDERATION_TIMEOUT": 5.0,
+    "WALLET_FEDERATION_MAX_BYTES": 1048576,
+    "WALLET_FEDERATION_ALLOW_HTTP": True,  # plain http to peers (off in production)
+    "WALLET_TRUST_REFRESH_SECONDS": 3600,
+    "WALLET_IDEMPOTENCY_LEASE_SECONDS": 60,
+}
+
+_DEV_SECRET_MARKERS = ("dev", "change", "secret", "test", "example", "password")
+
+
+def load(instance_path: str, test_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the settings: defaults, then `WALLET_*` from the environment, then overrides."""
+    settings = dict(DEFAULTS)
+    explicit: set[str] = set()
+    for name, default in DEFAULTS.items():
+        raw = os.environ.get(name)
+        if raw is not None and raw != "":
+            settings[name] = _coerce(name, raw, default)
+            explicit.add(name)
+    if test_config is not None:
+        settings["WALLET_ENV"] = "testing"
+        settings.update(test_config)
+        explicit.update(test_config)
+    env = settings["WALLET_ENV"]
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"WALLET_ENV must be one of {', '.join(ENVIRONMENTS)} (got {env!r})")
+    settings["WALLET_BASE_URL"] = str(settings["WALLET_BASE_URL"]).rstrip("/")
+
+    instance = Path(instance_path)
+    if not instance.exists():
+        # The instance folder holds the database and generated secrets: owner only.
+        instance.mkdir(mode=0o700, parents=True)
+    if not settings["WALLET_DATABASE_URL"]:
+        settings["WALLET_DATABASE_URL"] = f"sqlite:///{instance / 'wallet.sqlite3'}"
+    settings["WALLET_DATABASE_URL"] = normalise_database_url(settings["WALLET_DATABASE_URL"])
+    settings["WALLET_KEYSTORE"] = str(Path(settings["WALLET_KEYSTORE"]).resolve())
+
+    for name, filename in (("WALLET_SECRET_KEY", "secret_key"),
+                           ("WALLET_KEY_PASSPHRASE", "key_passphrase")):
+        if env == "production":
+            _require_production_secret(name, settings[name])
+        elif not settings[name]:
+            settings[name] = _instance_secret(instance / filename)
+    if env == "production" and "WALLET_FEDERATION_ALLOW_HTTP" not in explicit:
+        settings["WALLET_FEDERATION_ALLOW_HTTP"] = False  # peers must use https
+    return settings
+
+
+def normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever driver the URL names."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {type(default).__name__} (got {raw!r})") from None
+    return raw
+
+
+def _require_production_secret(name: str, value: str) -> None:
+    if not value:
+        raise ConfigError(f"{name} must be set in production (see docs/operations.md)")
+    lowered = value.lower()
+    if len(value) < 32 or any(marker in lowered for marker in _DEV_SECRET_MARKERS):
+        raise ConfigError(f"{name} looks like a development value; use 32+ random characters")
+
+
+def _instance_secret(path: Path) -> str:
+    """Read a generated secret, creating it (mode 0600, never overwritten) on first use."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    # Write a private temporary file, then link it into place: the link is atomic and
+    # fails if another process got there first, in which case its value wins.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        tmp.unlink()
+    return value

@@ -1,0 +1,105 @@
+"""Engines and sessions: one engine per app (in `app.extensions`), one session per request.
+
+SQLite gets WAL, a busy timeout, foreign keys and `BEGIN IMMEDIATE` for every
+transaction, so two writers queue on the database lock instead of failing half-way
+(and `SELECT … FOR UPDATE`, which SQLite ignores, is never relied upon). PostgreSQL
+runs through psycopg 3 at READ COMMITTED; exactly-once changes are conditional updates
+and unique constraints, which are correct at that level on both databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, current_app, g
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine with this project's per-database settings."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            **kwargs,
+        )
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return sa.create_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN instead of pysqlite.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        # Take the write lock at BEGIN: a transaction that reads then writes can then
+        # never fail half-way with SQLITE_BUSY; concurrent writers wait their turn.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def init_app(app: Flask) -> None:
+    """Attach the engine to the app and close the request session on teardown."""
+    engine = make_engine(app.config["WALLET_DATABASE_URL"])
+    app.extensions["wallet.engine"] = engine
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        session = g.pop("wallet_session", None)
+        if session is not None:
+            session.close()
+
+
+def engine() -> Engine:
+    """Return the current app's engine."""
+    return current_app.extensions["wallet.engine"]  # type: ignore[no-any-return]
+
+
+def session() -> Session:
+    """Return the session of the current request or command, opening it on first use."""
+    current = g.get("wallet_session")
+    if current is None:
+        current = Session(engine(), expire_on_commit=False)
+        g.wallet_session = current
+    return current
+
+
+@contextmanager
+def new_session() -> Iterator[Session]:
+    """Open a separate session (for work that must commit on its own)."""
+    with Session(engine(), expire_on_commit=False) as separate:
+        yield separate
+
+
+def is_sqlite(bind: Engine | sa.Connection | Session) -> bool:
+    """Tell whether `bind` talks to SQLite."""
+    if isinstance(bind, Session):
+        bind = bind.get_bind()
+    return bind.dialect.name == "sqlite"
+
+
+def ping() -> None:
+    """Run a trivial query (for /healthz); raises when the database is unreachable."""
+    with engine().connect() as connection:
+        connection.execute(sa.text("SELECT 1"))

@@ -1,0 +1,17 @@
+"""Alembic environment: runs against the engine handed over in `config.attributes`."""
+
+from alembic import context
+
+from wallet.models import metadata
+
+engine = context.config.attributes["engine"]
+
+with engine.connect() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

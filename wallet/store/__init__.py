@@ -1,0 +1,1 @@
+"""Queries. Every function takes `session` keyword-only and flushes, never commits."""

@@ -1,0 +1,39 @@
+"""Small dialect-neutral SQL helpers shared by the store modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+T = TypeVar("T")
+
+# SQLite allows 32,766 bound variables per statement; stay well below it.
+CHUNK = 2000
+
+
+def insert_ignore(session: Session, table: sa.Table, values: dict[str, Any],
+                  conflict: Sequence[str]) -> int | None:
+    """Insert a row unless it would break the unique key `conflict`; return its new id.
+
+    `INSERT … ON CONFLICT DO NOTHING RETURNING id` on both databases: a concurrent
+    duplicate waits for the first writer and then inserts nothing, so a unique key is
+    claimed exactly once without aborting the transaction.
+    """
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        insert(table).values(**values)
+        .on_conflict_do_nothing(index_elements=list(conflict))
+        .returning(table.c.id)
+    )
+    row = session.execute(stmt).first()
+    return None if row is None else int(row[0])
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """Yield `items` in slices of at most `size`."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,272 @@
+"""Ledger queries: accounts, idempotent transfers, balances and invariant inputs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from wallet.core import ledger
+from wallet.core.errors import IdempotencyConflict, InsufficientFunds
+from wallet.models import Account, Note, Transfer
+from wallet.store._sql import chunks, insert_ignore
+
+
+def account(session: Session, *, org_id: int, name: str, currency: str) -> Account:
+    """Return an account, creating it on first use (safe under concurrency)."""
+    found = session.exec(
+        select(Account).where(
+            Account.org_id == org_id, Account.name == name, Account.currency == currency
+        )
+    ).first()
+    if found is not None:
+        return found
+    insert_ignore(
+        session,
+        Account.__table__,  # type: ignore[arg-type]
+        {
+            "org_id": org_id, "name": name, "currency": currency, "balance": 0,
+            "kind": ledger.kind_of(name), "allow_negative": ledger.may_go_negative(name),
+            "created_at": datetime.now(UTC),
+        },
+        ("org_id", "name", "currency"),
+    )
+    return session.exec(
+        select(Account).where(
+            Account.org_id == org_id, Account.name == name, Account.currency == currency
+        )
+    ).one()
+
+
+def post(session: Session, *, org_id: int, posting: ledger.Posting,
+         at: datetime | None = None) -> tuple[Transfer, bool]:
+    """Record `posting` once; return (transfer, created).
+
+    Replaying its idempotency key with the same request returns the original transfer
+    and moves nothing; with a different request it raises `IdempotencyConflict`. A
+    debit that would take a non-negative account below zero raises `InsufficientFunds`
+    (the caller rolls back, which also removes the transfer row).
+    """
+    source = account(session, org_id=org_id, name=posting.source, currency=posting.currency)
+    destination = account(session, org_id=org_id, name=posting.destination,
+                          currency=posting.currency)
+    request_hash = ledger.fingerprint(posting.request)
+    new_id = insert_ignore(
+        session,
+        Transfer.__table__,  # type: ignore[arg-type]
+        {
+            "org_id": org_id, "from_account_id": source.id, "to_account_id": destination.id,
+            "amount": posting.amount, "currency": posting.currency, "kind": posting.kind,
+            "idempotency_key": posting.key, "request_hash": request_hash,
+            "memo": posting.memo[:300], "ref": posting.ref[:300],
+            "created_at": at or datetime.now(UTC),
+        },
+        ("org_id", "idempotency_key"),
+    )
+    if new_id is None:
+        existing = session.exec(
+            select(Transfer).where(Transfer.org_id == org_id,
+                                   Transfer.idempotency_key == posting.key)
+        ).one()
+        if existing.request_hash != request_hash:
+            raise IdempotencyConflict(
+                "this idempotency key was already used for a different request"
+            )
+        return existing, False
+    assert source.id is not None and destination.id is not None
+    _move(session, source, destination, posting.amount)
+    transfer = session.get(Transfer, new_id)
+    assert transfer is not None
+    return transfer, True
+
+
+def _move(session: Session, source: Account, destination: Account, amount: int) -> None:
+    table = Account.__table__
+    # Lock rows in id order everywhere, so concurrent transfers cannot deadlock.
+    for acc in sorted((source, destination), key=lambda a: a.id or 0):
+        if acc is source:
+            result = session.execute(
+                sa.update(table)
+                .where(table.c.id == acc.id,
+                       sa.or_(table.c.allow_negative, table.c.balance >= amount))
+                .values(balance=table.c.balance - amount)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise InsufficientFunds(
+                    f"{_describe(acc.name)} holds less than the amount requested"
+                )
+        else:
+            session.execute(
+                sa.update(table).where(table.c.id == acc.id)
+                .values(balance=table.c.balance + amount)
+            )
+    session.expire(source)
+    session.expire(destination)
+
+
+def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posting],
+               at: datetime | None = None) -> int:
+    """Record many postings with fresh idempotency keys in bulk; return how many.
+
+    For runs that have already claimed their work exactly once (a vesting run claims
+    its tranches with a conditional update first). A key that exists already is a bug
+    there and makes the whole batch fail; a balance that would go negative where it
+    may not is refused by the database's CHECK constraint and fails the batch too.
+    """
+    if not postings:
+        return 0
+    when = at or datetime.now(UTC)
+    ids = _account_ids(session, org_id=org_id,
+                       names={(p.source, p.currency) for p in postings}
+                       | {(p.destination, p.currency) for p in postings})
+    rows = []
+    deltas: dict[int, int] = defaultdict(int)
+    for p in postings:
+        src, dst = ids[(p.source, p.currency)], ids[(p.destination, p.currency)]
+        rows.append({
+            "org_id": org_id, "from_account_id": src, "to_account_id": dst,
+            "amount": p.amount, "currency": p.currency, "kind": p.kind,
+            "idempotency_key": p.key, "request_hash": ledger.fingerprint(p.request),
+            "memo": p.memo[:300], "ref": p.ref[:300], "created_at": when,
+        })
+        deltas[src] -= p.amount
+        deltas[dst] += p.amount
+    connection = session.connection()
+    for chunk in chunks(rows):
+        connection.execute(sa.insert(Transfer.__table__), list(chunk))
+    table = Account.__table__
+    update = (sa.update(table).where(table.c.id == sa.bindparam("account_id"))
+              .values(balance=table.c.balance + sa.bindparam("delta")))
+    params = [{"account_id": k, "delta": v} for k, v in sorted(deltas.items()) if v]
+    try:
+        for chunk in chunks(params):
+            connection.execute(update, list(chunk))
+    except IntegrityError as exc:
+        raise InsufficientFunds("a batch posting would overdraw an account") from exc
+    return len(rows)
+
+
+def _account_ids(session: Session, *, org_id: int,
+                 names: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    table = Account.__table__
+    wanted = sorted(names)
+    found: dict[tuple[str, str], int] = {}
+
+    def load(batch: Iterable[tuple[str, str]]) -> None:
+        by_currency: dict[str, list[str]] = defaultdict(list)
+        for name, currency in batch:
+            by_currency[currency].append(name)
+        for currency, group in by_currency.items():
+            for chunk in chunks(group):
+                rows = session.execute(
+                    sa.select(table.c.id, table.c.name).where(
+                        table.c.org_id == org_id, table.c.currency == currency,
+                        table.c.name.in_(chunk))
+                )
+                found.update({(name, currency): int(id_) for id_, name in rows})
+
+    load(wanted)
+    missing = [key for key in wanted if key not in found]
+    for name, currency in missing:
+        account(session, org_id=org_id, name=name, currency=currency)
+    if missing:
+        load(missing)
+    return found
+
+
+def balance(session: Session, *, org_id: int, name: str, currency: str) -> int:
+    """Return an account's balance in micros (0 when it has never been used)."""
+    value = session.exec(
+        select(Account.balance).where(
+            Account.org_id == org_id, Account.name == name, Account.currency == currency
+        )
+    ).first()
+    return int(value or 0)
+
+
+def balances(session: Session, *, org_id: int) -> list[Account]:
+    """Return every account of an organisation, by name."""
+    return list(session.exec(
+        select(Account).where(Account.org_id == org_id).order_by(Account.name, Account.currency)
+    ))
+
+
+def transfers(session: Session, *, org_id: int, account_names: Sequence[str] = (),
+              kind: str | None = None, limit: int = 50, offset: int = 0) -> list[Transfer]:
+    """Return transfers of an organisation, newest first, optionally touching some accounts."""
+    query = select(Transfer).where(Transfer.org_id == org_id)
+    if account_names:
+        ids = select(Account.id).where(Account.org_id == org_id, Account.name.in_(account_names))
+        query = query.where(sa.or_(Transfer.from_account_id.in_(ids),
+                                   Transfer.to_account_id.in_(ids)))
+    if kind:
+        query = query.where(Transfer.kind == kind)
+    query = query.order_by(Transfer.id.desc()).offset(offset).limit(limit)  # type: ignore[union-attr]
+    return list(session.exec(query))
+
+
+def account_names(session: Session, *, ids: Iterable[int]) -> dict[int, str]:
+    """Map account ids to names."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return dict(session.exec(select(Account.id, Account.name).where(Account.id.in_(wanted))).all())  # type: ignore[union-attr,arg-type]
+
+
+def invariant_inputs(session: Session, *,
+                     org_id: int) -> tuple[list[ledger.AccountState], dict[str, int]]:
+    """Gather what `core.ledger.check_invariants` needs for one organisation."""
+    transfer = Transfer.__table__
+    incoming = dict(session.execute(
+        sa.select(transfer.c.to_account_id, sa.func.sum(transfer.c.amount))
+        .where(transfer.c.org_id == org_id).group_by(transfer.c.to_account_id)
+    ).all())
+    outgoing = dict(session.execute(
+        sa.select(transfer.c.from_account_id, sa.func.sum(transfer.c.amount))
+        .where(transfer.c.org_id == org_id).group_by(transfer.c.from_account_id)
+    ).all())
+    states = [
+        ledger.AccountState(
+            name=acc.name, currency=acc.currency, cached_balance=acc.balance,
+            transfer_balance=int(incoming.get(acc.id, 0)) - int(outgoing.get(acc.id, 0)),
+        )
+        for acc in balances(session, org_id=org_id)
+    ]
+    note = Note.__table__
+    outstanding = {
+        currency: int(total) for currency, total in session.execute(
+            sa.select(note.c.currency, sa.func.sum(note.c.amount))
+            .where(note.c.org_id == org_id, note.c.state == "active")
+            .group_by(note.c.currency)
+        ).all()
+    }
+    return states, outstanding
+
+
+def _describe(name: str) -> str:
+    kind = ledger.kind_of(name)
+    return {"wallet": "the wallet", "pool": "the pool", "unvested": "the unvested balance",
+            "notes_outstanding": "outstanding notes", "payable": "the payable balance"}.get(
+        kind, name)
+
+
+def total_moved(session: Session, *, org_id: int, currency: str, source: str | None = None,
+                destination: str | None = None, kind: str | None = None) -> int:
+    """Sum the transfers from `source` and/or to `destination` (optionally of one kind)."""
+    t = Transfer.__table__
+    a_from, a_to = Account.__table__.alias("src"), Account.__table__.alias("dst")
+    query = (sa.select(sa.func.coalesce(sa.func.sum(t.c.amount), 0))
+             .select_from(t.join(a_from, a_from.c.id == t.c.from_account_id)
+                          .join(a_to, a_to.c.id == t.c.to_account_id))
+             .where(t.c.org_id == org_id, t.c.currency == currency))
+    if source is not None:
+        query = query.where(a_from.c.name == source)
+    if destination is not None:
+        query = query.where(a_to.c.name == destination)
+    if kind is not None:
+        query = query.where(t.c.kind == kind)
+    return int(session.execute(query).scalar_one())

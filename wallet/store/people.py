@@ -1,0 +1,139 @@
+"""Organisations, people, memberships, API tokens, sign-in attempts and the audit log."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from wallet.models import ApiToken, AuditEvent, LoginAttempt, Membership, Organization, Person
+
+
+def org_by_slug(session: Session, *, slug: str) -> Organization | None:
+    """Return an organisation by slug."""
+    return session.exec(select(Organization).where(Organization.slug == slug)).first()
+
+
+def orgs(session: Session) -> list[Organization]:
+    """Return every organisation, by slug."""
+    return list(session.exec(select(Organization).order_by(Organization.slug)))
+
+
+def person_by_email(session: Session, *, email: str) -> Person | None:
+    """Return a person by (case-insensitive) email."""
+    return session.exec(select(Person).where(Person.email == email.strip().lower())).first()
+
+
+def person_by_invite(session: Session, *, invite_hash: str) -> Person | None:
+    """Return the person an invitation hash belongs to."""
+    return session.exec(select(Person).where(Person.invite_hash == invite_hash)).first()
+
+
+def membership(session: Session, *, org_id: int, person_id: int) -> Membership | None:
+    """Return a person's membership of an organisation."""
+    return session.exec(
+        select(Membership).where(Membership.org_id == org_id, Membership.person_id == person_id)
+    ).first()
+
+
+def memberships_of(session: Session, *, person_id: int) -> list[tuple[Membership, Organization]]:
+    """Return every membership of a person with its organisation."""
+    rows = session.exec(
+        select(Membership, Organization)
+        .join(Organization, col(Organization.id) == Membership.org_id)
+        .where(Membership.person_id == person_id)
+        .order_by(Organization.slug)
+    )
+    return list(rows.all())
+
+
+def members(session: Session, *, org_id: int) -> list[tuple[Membership, Person]]:
+    """Return every member of an organisation with the person."""
+    rows = session.exec(
+        select(Membership, Person)
+        .join(Person, col(Person.id) == Membership.person_id)
+        .where(Membership.org_id == org_id)
+        .order_by(Person.email)
+    )
+    return list(rows.all())
+
+
+def member_by_email(session: Session, *, org_id: int,
+                    email: str) -> tuple[Membership, Person] | None:
+    """Return a member of an organisation by email."""
+    row = session.exec(
+        select(Membership, Person)
+        .join(Person, col(Person.id) == Membership.person_id)
+        .where(Membership.org_id == org_id, Person.email == email.strip().lower())
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def add(session: Session, row: Any) -> Any:
+    """Add a row and flush it (so it has its id)."""
+    session.add(row)
+    session.flush()
+    return row
+
+
+def token_by_hash(session: Session, *, token_hash: str) -> ApiToken | None:
+    """Return a live (unrevoked) API token by its hash."""
+    return session.exec(
+        select(ApiToken).where(ApiToken.token_hash == token_hash,
+                               col(ApiToken.revoked_at).is_(None))
+    ).first()
+
+
+def tokens_of(session: Session, *, org_id: int, person_id: int | None) -> list[ApiToken]:
+    """Return the tokens of a person (or the service tokens when person_id is None)."""
+    query = select(ApiToken).where(ApiToken.org_id == org_id)
+    query = query.where(col(ApiToken.person_id).is_(None) if person_id is None
+                        else ApiToken.person_id == person_id)
+    return list(session.exec(query.order_by(col(ApiToken.id).desc())))
+
+
+def record_login(session: Session, *, email: str, address: str, succeeded: bool) -> None:
+    """Record one sign-in attempt."""
+    session.add(LoginAttempt(email=email[:254], address=address[:64], succeeded=succeeded))
+    session.flush()
+
+
+def recent_failures(session: Session, *, since: datetime, email: str | None = None,
+                    address: str | None = None) -> int:
+    """Count failed sign-ins since a time, for an account or a client address."""
+    query = select(sa.func.count()).select_from(LoginAttempt).where(
+        LoginAttempt.created_at >= since, LoginAttempt.succeeded == sa.false())
+    if email is not None:
+        query = query.where(LoginAttempt.email == email)
+    if address is not None:
+        query = query.where(LoginAttempt.address == address)
+    return int(session.exec(query).one())
+
+
+def clear_failures(session: Session, *, email: str) -> None:
+    """Forget an account's failed attempts after a successful sign-in."""
+    session.execute(sa.delete(LoginAttempt).where(LoginAttempt.email == email,
+                                                  LoginAttempt.succeeded == sa.false()))
+
+
+def audit(session: Session, *, org_id: int | None, actor: str, action: str,
+          target: str = "", details: dict[str, Any] | None = None) -> None:
+    """Append one audit event (who did what, when) in the caller's transaction."""
+    session.add(AuditEvent(org_id=org_id, actor=actor, action=action, target=target[:300],
+                           details=details or {}, created_at=datetime.now(UTC)))
+
+
+def audit_events(session: Session, *, org_id: int, limit: int = 50,
+                 offset: int = 0) -> list[AuditEvent]:
+    """Return an organisation's audit events, newest first."""
+    return list(session.exec(
+        select(AuditEvent).where(AuditEvent.org_id == org_id)
+        .order_by(col(AuditEvent.id).desc()).offset(offset).limit(limit)
+    ))
+
+
+def is_employed(m: Membership, *, on: date) -> bool:
+    """Tell whether a membership is within its employment dates on a day."""
+    return m.started_on <= on and (m.ended_on is None or on <= m.ended_on)
