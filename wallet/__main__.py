@@ -1,0 +1,5 @@
+"""`python -m wallet` runs the CLI."""
+
+from wallet.cli import main
+
+main()

@@ -1,0 +1,71 @@
+"""Funding the pool, reading balances and checking the ledger's invariants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from wallet.actions._base import Actor, atomic, org_or_404, require_admin
+from wallet.core import ledger as rules
+from wallet.core.errors import Malformed
+from wallet.core.money import Money, parse_money
+from wallet.models import Organization, Transfer
+from wallet.store import ledger, people
+
+MAX_KEY_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A transfer and whether this call created it (False: an idempotent replay)."""
+
+    transfer: Transfer
+    created: bool
+
+
+def check_key(key: str) -> str:
+    """Validate a client-supplied idempotency key."""
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise Malformed(f"idempotency key must be 1-{MAX_KEY_LENGTH} printable characters")
+    return key
+
+
+def fund(session: Session, *, slug: str, amount: str, currency: str | None = None,
+         idempotency_key: str, actor: Actor, memo: str = "") -> Recorded:
+    """Move money from outside into the organisation's pool, exactly once per key."""
+    org = org_or_404(session, slug)
+    require_admin(session, org, actor)
+    money = parse_money(amount, currency or org.currency)
+    key = check_key(idempotency_key)
+    posting = rules.Posting(rules.EXTERNAL, rules.POOL, money.micros, money.currency,
+                            kind="fund", key=f"fund:{key}", memo=memo.strip()[:300])
+    with atomic(session):
+        transfer, created = ledger.post(session, org_id=_id(org), posting=posting)
+        if created:
+            people.audit(session, org_id=org.id, actor=actor.label, action="pool.fund",
+                         target=str(money), details={"key": key})
+    return Recorded(transfer, created)
+
+
+def pool(session: Session, *, org: Organization) -> Money:
+    """Return the unallocated pool of an organisation."""
+    return Money(ledger.balance(session, org_id=_id(org), name=rules.POOL,
+                                currency=org.currency), org.currency)
+
+
+def check(session: Session, *, slug: str | None = None) -> dict[str, list[str]]:
+    """Check DESIGN §4's invariants for one or every organisation; map slug → problems."""
+    orgs = [org_or_404(session, slug)] if slug else people.orgs(session)
+    report: dict[str, list[str]] = {}
+    for org in orgs:
+        states, outstanding = ledger.invariant_inputs(session, org_id=_id(org))
+        report[org.slug] = rules.check_invariants(states, outstanding)
+    session.rollback()  # read-only: end the transaction now
+    return report
+
+
+def _id(org: Organization) -> int:
+    assert org.id is not None
+    return org.id

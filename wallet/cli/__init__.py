@@ -1,0 +1,57 @@
+"""The `wallet` command line (DESIGN §10): thin commands over `wallet.actions`.
+
+Exit codes: 0 success, 1 a verification (or ledger check) failed, 2 bad usage or input.
+Every failure is one line on stderr; tracebacks only with WALLET_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+import click
+from flask import Flask
+from sqlalchemy.exc import OperationalError
+
+from wallet.cli.base import State, cli, fail_line
+from wallet.core.errors import VerificationError, WalletError
+
+# Importing the command modules registers their commands on `cli`.
+from wallet.cli import admin as _admin  # noqa: F401  isort: skip
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None, *, app: Flask | None = None) -> NoReturn:
+    """Run the CLI and exit with the contract's exit codes (`app`: reuse one, for tests)."""
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None, prog_name="wallet",
+                          standalone_mode=False, obj=State(app))
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.UsageError as err:
+        where = err.ctx.command_path if err.ctx else "wallet"
+        fail_line(f"{err.format_message()} (see '{where} --help')")
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as err:
+        fail_line(err.format_message())
+        sys.exit(EXIT_USAGE)
+    except (click.Abort, KeyboardInterrupt):
+        fail_line("aborted")
+        sys.exit(130)
+    except WalletError as err:
+        fail_line(f"{err.message} [{err.code}]")
+        sys.exit(EXIT_FAILED if isinstance(err, VerificationError) else EXIT_USAGE)
+    except OperationalError as err:
+        fail_line(f"database unreachable or not migrated: {str(err.orig).splitlines()[0]}"
+                  " (run 'wallet db upgrade'; check WALLET_DATABASE_URL)")
+        sys.exit(EXIT_USAGE)
+    except Exception as err:
+        if os.environ.get("WALLET_DEBUG"):
+            traceback.print_exc()
+        fail_line(f"internal error: {type(err).__name__}: {err}"[:300])
+        sys.exit(EXIT_FAILED)
+    sys.exit(result if isinstance(result, int) else EXIT_OK)

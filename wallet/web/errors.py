@@ -1,0 +1,83 @@
+"""Map errors once: RFC 9457 problem+json for machines, an error page for people."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from wallet.core.errors import WalletError
+
+log = logging.getLogger("wallet.web")
+
+PROBLEM_TYPE = "https://compute-credits.example/problems/"
+
+_HTTP_CODES = {400: "malformed", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "too_large",
+               415: "unsupported_media_type", 429: "rate_limited"}
+
+
+def wants_json() -> bool:
+    """Tell whether the current request is a machine's (API, JSON documents)."""
+    path = request.path
+    return (path.startswith("/api/") or path.startswith("/.well-known/")
+            or path.endswith(".json") or "/status/" in path)
+
+
+def problem(status: int, code: str, title: str, detail: str | None = None,
+            **extra: object) -> Response:
+    """Build an `application/problem+json` response."""
+    body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "code": code}
+    if detail and detail != title:
+        body["detail"] = detail
+    body.update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    return response
+
+
+def from_error(err: WalletError) -> Response:
+    """Turn a `WalletError` into problem+json."""
+    return problem(err.status, err.code, err.title, err.message, **err.extra)
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers."""
+
+    @app.errorhandler(WalletError)
+    def _wallet_error(err: WalletError) -> tuple[str, int] | Response:
+        if wants_json():
+            return from_error(err)
+        return render_template("error.html", title=err.title, message=err.message,
+                               status=err.status), err.status
+
+    @app.errorhandler(CSRFError)
+    def _csrf(err: CSRFError) -> tuple[str, int] | Response:
+        message = ("This form has expired or was not sent from this site."
+                   " Reload the page and try again.")
+        if wants_json():
+            return problem(400, "csrf_failed", "CSRF check failed", message)
+        return render_template("error.html", title="Form expired", message=message,
+                               status=400), 400
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException) -> tuple[str, int] | Response:
+        status = err.code or 500
+        if wants_json():
+            return problem(status, _HTTP_CODES.get(status, "http_error"), err.name,
+                           err.description)
+        return render_template("error.html", title=err.name, message=err.description,
+                               status=status), status
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> tuple[str, int] | Response:
+        # Never a traceback to a user; the log keeps it (it never holds key material).
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        message = "Something went wrong on our side. Nothing was changed; please try again."
+        if wants_json():
+            return problem(500, "internal_error", "Internal error", message)
+        return render_template("error.html", title="Internal error", message=message,
+                               status=500), 500

@@ -1,0 +1,205 @@
+"""Who is asking: the signed-in person, their access to an organisation, API principals.
+
+Tenant isolation lives here and in the actions: every page and API call resolves the
+organisation from the URL and the caller's membership of *that* organisation. A
+person with no membership gets 404 (the organisation's pages do not exist for them);
+an engineer on an admin page gets 403.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, g, redirect, request, session, url_for
+from flask_wtf.csrf import ValidationError as CsrfInvalid
+from flask_wtf.csrf import validate_csrf
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from wallet import db
+from wallet.actions import orgs as org_actions
+from wallet.actions._base import Actor, today
+from wallet.core.errors import Forbidden, NotFound, Unauthorized
+from wallet.models import ApiToken, Membership, Organization, Person
+from wallet.store import people
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def init_app(app: Flask) -> None:
+    """Trust proxies only as configured; load the signed-in person per request."""
+    hops = int(app.config["WALLET_TRUST_PROXY_HOPS"])
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+
+    @app.before_request
+    def _load_person() -> None:
+        g.person = None
+        pid = session.get("pid")
+        if pid is None:
+            return
+        person = db.session().get(Person, pid)
+        if person is None or session.get("mk") != _marker(person):
+            session.clear()  # deleted account or changed password: sign out everywhere
+            return
+        g.person = person
+
+
+def _marker(person: Person) -> str:
+    return hashlib.sha256((person.password_hash or "").encode()).hexdigest()[:16]
+
+
+def start_session(person: Person) -> None:
+    """Sign a person in: a fresh session (no fixation), bound to their password."""
+    session.clear()
+    session["pid"] = person.id
+    session["mk"] = _marker(person)
+    session.permanent = True
+
+
+def end_session() -> None:
+    """Sign out."""
+    session.clear()
+
+
+def client_address() -> str:
+    """The client's address (after the configured proxies)."""
+    return (request.remote_addr or "unknown")[:64]
+
+
+def current_person() -> Person | None:
+    """The signed-in person, if any."""
+    return g.get("person")
+
+
+def actor() -> Actor:
+    """The signed-in person as an `Actor`."""
+    person = current_person()
+    if person is None:
+        raise Unauthorized("sign in first")
+    return Actor.of(person)
+
+
+def login_required(view: F) -> F:
+    """Send anonymous visitors to the sign-in page, then back."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if current_person() is None:
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A person's access to one organisation."""
+
+    org: Organization
+    person: Person
+    membership: Membership
+    alumni: bool  # employment ended, within the alumni window: read-only, may export
+
+    @property
+    def is_admin(self) -> bool:
+        return self.membership.role == "admin" and not self.alumni
+
+    @property
+    def access_ends(self) -> date | None:
+        if self.membership.ended_on is None:
+            return None
+        return self.membership.ended_on + timedelta(days=self.org.alumni_days)
+
+
+def org_access(slug: str, *, admin: bool = False, write: bool = False) -> Access:
+    """Resolve the signed-in person's access to `slug`, or raise 401/403/404."""
+    person = current_person()
+    if person is None:
+        raise Unauthorized("sign in first")
+    return access_for(person, slug, admin=admin, write=write)
+
+
+def access_for(person: Person, slug: str, *, admin: bool = False, write: bool = False) -> Access:
+    """Resolve a person's access to `slug` (used for sessions and tokens alike)."""
+    session_ = db.session()
+    org = people.org_by_slug(session_, slug=slug)
+    m = None
+    if org is not None and org.id is not None and person.id is not None:
+        m = people.membership(session_, org_id=org.id, person_id=person.id)
+    if org is None or m is None:
+        raise NotFound("no such organisation")
+    on = today()
+    alumni = False
+    if m.ended_on is not None and on > m.ended_on:
+        ends = m.ended_on + timedelta(days=org.alumni_days)
+        if on > ends:
+            raise Forbidden(f"Your access to {org.name} ended on {ends.isoformat()}.")
+        alumni = True
+    access = Access(org, person, m, alumni)
+    if admin and not access.is_admin:
+        raise Forbidden("This page is for administrators of this organisation.")
+    if write and alumni:
+        raise Forbidden("Former employees have read-only access (they may still export notes).")
+    return access
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated API caller."""
+
+    org: Organization
+    person: Person | None
+    token: ApiToken | None
+
+    @property
+    def actor(self) -> Actor:
+        if self.person is not None:
+            return Actor.of(self.person)
+        assert self.token is not None
+        return Actor(f"service-token:{self.token.prefix}")
+
+
+def api_principal(slug: str, *, service: bool = False) -> Principal:
+    """Authenticate an API call for organisation `slug` by bearer token or session.
+
+    Session callers must also send the CSRF token in `X-CSRF-Token`: a cookie alone
+    never authorises a state-changing API call.
+    """
+    session_ = db.session()
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("use Authorization: Bearer <token>")
+        row = org_actions.authenticate_token(session_, token=token.strip())
+        org = session_.get(Organization, row.org_id)
+        if org is None or org.slug != slug:
+            raise Forbidden("this token belongs to another organisation")
+        person = session_.get(Person, row.person_id) if row.person_id else None
+        if service and row.kind != "service":
+            raise Forbidden("this endpoint needs a service token")
+        if person is not None:
+            access_for(person, slug)  # still employed (or within the alumni window)
+        return Principal(org, person, row)
+    person = current_person()
+    if person is None:
+        raise Unauthorized("send Authorization: Bearer <token> or sign in")
+    if service:
+        raise Forbidden("this endpoint needs a service token")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        try:
+            validate_csrf(request.headers.get("X-CSRF-Token", ""))
+        except CsrfInvalid:
+            raise Forbidden("session callers must send the X-CSRF-Token header") from None
+    access = access_for(person, slug)
+    return Principal(access.org, person, None)
+
+
+def config_value(name: str) -> Any:
+    """Read a setting of the current app."""
+    return current_app.config[name]
