@@ -1,0 +1,81 @@
+"""Tenant isolation over every route: acme's admin sees nothing of globex."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests import support
+from tests.support import World
+
+# Public by design: anyone may read an issuer's metadata, keys and status lists, use its
+# public verification page and API, and ask it for a nonce (DESIGN §7).
+PUBLIC = {
+    "wellknown.metadata", "wellknown.jwks", "wellknown.status_list", "public.verify_page",
+    "api.verify", "api.nonces", "api.redeem", "api.openapi", "static", "auth.login",
+    "auth.logout", "auth.home", "auth.accept_invite", "auth.healthz",
+}
+
+
+def _org_routes(app: Flask) -> list[tuple[str, str, set[str]]]:
+    routes = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC or "slug" not in rule.arguments:
+            continue
+        path = rule.rule.replace("<slug>", "globex")
+        path = re.sub(r"<int:[a-z_]+>", "1", path)
+        path = re.sub(r"<[a-z_:]+>", "x", path)
+        routes.append((rule.endpoint, path, set(rule.methods or ()) - {"HEAD", "OPTIONS"}))
+    return sorted(routes)
+
+
+def test_every_org_route_is_closed_to_another_orgs_admin(app: Flask, client: FlaskClient,
+                                                         world: World) -> None:
+    support.login(client, world.acme_admin)
+    token = support.csrf_token(client, "/orgs/acme/wallet")
+    routes = _org_routes(app)
+    assert len(routes) >= 5
+    for endpoint, path, methods in routes:
+        for method in methods:
+            r = client.open(path, method=method, data={"csrf_token": token},
+                            headers={"X-CSRF-Token": token})
+            assert r.status_code in (401, 403, 404), (endpoint, method, path, r.status_code)
+
+
+def test_engineer_cannot_open_admin_pages(app: Flask, client: FlaskClient, world: World) -> None:
+    support.login(client, world.bob)
+    token = support.csrf_token(client, "/orgs/acme/wallet")
+    for endpoint, path, methods in _org_routes(app):
+        if not endpoint.startswith("admin."):
+            continue
+        for method in methods:
+            r = client.open(path.replace("globex", "acme"), method=method,
+                            data={"csrf_token": token})
+            assert r.status_code == 403, (endpoint, method, r.status_code)
+
+
+def test_unknown_organisation_is_404(client: FlaskClient, world: World) -> None:
+    support.login(client, world.acme_admin)
+    assert client.get("/orgs/nope/wallet").status_code == 404
+    assert client.get("/orgs/nope/admin/").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/api/v1/orgs/globex/me"])
+def test_api_token_of_one_org_does_not_open_another(app: Flask, client: FlaskClient,
+                                                    world: World, path: str) -> None:
+    from wallet import db
+    from wallet.actions import orgs
+    from wallet.actions._base import Actor
+
+    with app.app_context():
+        token, _ = orgs.create_token(db.session(), slug="acme", email=world.ada, actor=Actor.cli())
+    r = client.get(path, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403
+    assert r.mimetype == "application/problem+json"
+    assert r.get_json()["code"] == "forbidden"
+    r = client.get("/api/v1/orgs/acme/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200
+    assert r.get_json()["balance"]["available"] == "0.00"
