@@ -9,7 +9,7 @@ currency. Floats never enter: a float, an exponent, a sign, a zero amount or any
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from wallet.core.errors import AmountInvalid
 
@@ -22,11 +22,11 @@ DEFAULT_CURRENCY = "USD"
 # one to six fraction digits after an optional point.
 _AMOUNT_RE = re.compile(r"(0|[1-9][0-9]{0,12})(?:\.([0-9]{1,6}))?")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
+_WIRE_KEYS = frozenset({"value", "currency"})
 
 
-@dataclass(frozen=True, slots=True)
-class Money:
-    """An exact amount of one currency."""
+class Money(NamedTuple):
+    """An exact amount of one currency (a NamedTuple: immutable and cheap to build)."""
 
     micros: int
     currency: str = DEFAULT_CURRENCY
@@ -71,7 +71,7 @@ def parse_money(value: object, currency: object = DEFAULT_CURRENCY) -> Money:
 
 def parse_money_json(obj: object) -> Money:
     """Parse the wire form `{"value": "…", "currency": "…"}` strictly."""
-    if not isinstance(obj, dict) or set(obj) != {"value", "currency"}:
+    if not isinstance(obj, dict) or obj.keys() != _WIRE_KEYS:
         raise AmountInvalid('amount must be an object {"value": "…", "currency": "…"}')
     return parse_money(obj["value"], obj["currency"])
 
