@@ -1,0 +1,80 @@
+"""Run an API handler under an `Idempotency-Key` (IETF draft semantics).
+
+Same key and body: the stored response, with `Idempotent-Replayed: true`. Same key,
+different body: 422 `idempotency_conflict`. Same key while the first request runs:
+409 `idempotency_in_flight`. Successful and client-error responses are stored; a
+server-side or upstream failure (5xx, e.g. `issuer_unavailable`) releases the key so
+that a retry with the same key runs again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from flask import Response, current_app, request
+
+from wallet import db
+from wallet.actions._base import utcnow
+from wallet.core.errors import Malformed, WalletError
+from wallet.core.ledger import fingerprint
+from wallet.store import idempotency
+from wallet.web.errors import from_error
+
+HEADER = "Idempotency-Key"
+
+
+def json_body() -> dict[str, Any]:
+    """Return the request's JSON object or raise `Malformed`."""
+    if not request.is_json:
+        raise Malformed("send a JSON body with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Malformed("the body must be a JSON object")
+    return body
+
+
+def run(*, org_id: int, scope: str,
+        handler: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]) -> Response:
+    """Call `handler(body)` at most once per (scope, Idempotency-Key) and request body."""
+    key = request.headers.get(HEADER, "").strip()
+    if not key or len(key) > 200 or not key.isprintable():
+        raise Malformed(f"send an {HEADER} header (1-200 printable characters)")
+    body = json_body()
+    session = db.session()
+    lease = timedelta(seconds=int(current_app.config["WALLET_IDEMPOTENCY_LEASE_SECONDS"]))
+    stored = idempotency.claim(session, org_id=org_id, scope=scope, key=key,
+                               request_hash=fingerprint(body), now=utcnow(), lease=lease)
+    session.commit()  # the claim is visible to concurrent requests before work starts
+    if stored is not None:
+        mimetype = "application/problem+json" if stored.status >= 400 else "application/json"
+        replay = Response(stored.body, status=stored.status, mimetype=mimetype)
+        replay.headers["Idempotent-Replayed"] = "true"
+        return replay
+    try:
+        status, payload = handler(body)
+    except WalletError as err:
+        session.rollback()
+        if err.status >= 500:
+            idempotency.release(session, org_id=org_id, scope=scope, key=key)
+            session.commit()
+            raise
+        response = from_error(err)
+        _finish(org_id, scope, key, response.status_code, response.get_data(as_text=True))
+        return response
+    except BaseException:
+        session.rollback()
+        idempotency.release(session, org_id=org_id, scope=scope, key=key)
+        session.commit()
+        raise
+    text = json.dumps(payload)
+    _finish(org_id, scope, key, status, text)
+    return Response(text, status=status, mimetype="application/json")
+
+
+def _finish(org_id: int, scope: str, key: str, status: int, body: str) -> None:
+    session = db.session()
+    idempotency.finish(session, org_id=org_id, scope=scope, key=key, status=status, body=body)
+    session.commit()
