@@ -74,3 +74,7 @@ def audit(slug: str) -> str:
     assert access.org.id is not None
     events = people.audit_events(db.session(), org_id=access.org.id, limit=200)
     return render_template("admin/audit.html", access=access, events=events)
+
+
+# Each capability registers its routes on `bp` from its own module.
+from wallet.web.admin import _routes  # noqa: E402,F401  isort: skip

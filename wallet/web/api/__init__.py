@@ -34,3 +34,7 @@ def me(slug: str) -> dict[str, Any]:
         raise Forbidden("a service token has no wallet")
     summary = wallets.summary(db.session(), org=principal.org, person=principal.person)
     return {"email": principal.person.email, "balance": summary_json(summary)}
+
+
+# Each capability registers its routes on `bp` from its own module.
+from wallet.web.api import _routes  # noqa: E402,F401  isort: skip

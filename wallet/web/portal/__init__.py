@@ -69,3 +69,7 @@ def revoke_token(slug: str, token_id: int) -> Response:
     else:
         flash("Token revoked.", "success")
     return redirect(request.referrer or url_for("portal.tokens", slug=slug))
+
+
+# Each capability registers its routes on `bp` from its own module.
+from wallet.web.portal import _routes  # noqa: E402,F401  isort: skip

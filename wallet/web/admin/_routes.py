@@ -1,0 +1,1 @@
+"""Route modules of this blueprint, imported once so they register on `bp`."""
