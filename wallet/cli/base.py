@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any, TypeVar
 
 import click
 from flask import Flask
+from sqlmodel import Session
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,6 +69,16 @@ def with_app(f: F) -> F:
             return f(app, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def app_session(ctx: click.Context) -> Iterator[Session]:
+    """The app context and database session, for a command that needs them only sometimes."""
+    from wallet import db
+
+    app = ctx.find_object(State).app  # type: ignore[union-attr]
+    with app.app_context():
+        yield db.session()
 
 
 def fail_line(message: str) -> None:

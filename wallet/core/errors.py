@@ -181,6 +181,18 @@ class IssuerUnavailable(VerificationError):
 # -- money and access --------------------------------------------------------------------
 
 
+class Refusal(WalletError):
+    """A refusal whose code is decided at run time: a peer's answer passed on unchanged,
+    or the first per-item error of a batch where nothing succeeded."""
+
+    status = 422
+    title = "Refused"
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.code = code  # type: ignore[misc]
+
+
 class InsufficientFunds(WalletError):
     code = "insufficient_funds"
     status = 422
@@ -217,9 +229,15 @@ class RateLimited(WalletError):
     title = "Too many requests"
 
 
+class BadPassphrase(WalletError):
+    code = "bad_passphrase"
+    status = 400
+    title = "Wrong passphrase or damaged key"
+
+
 class KeyUnavailable(WalletError):
     code = "key_unavailable"
-    status = 500
+    status = 503
     title = "Private key could not be loaded"
 
 
@@ -234,6 +252,7 @@ ERROR_CODES: tuple[str, ...] = tuple(
                 HolderBindingFailed, AudienceMismatch, NonceInvalid, PolicyRejected,
                 IssuerUnavailable, InsufficientFunds, Unauthorized, Forbidden,
                 IdempotencyConflict, IdempotencyInFlight, RateLimited, KeyUnavailable,
+                BadPassphrase,
             )
         }
     )

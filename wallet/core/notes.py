@@ -158,18 +158,23 @@ def decode(text: object) -> dict[str, Any]:
     return decoded
 
 
-def verify(text: object, *, resolve: Resolver, now: int, checks: Checks | None = None) -> Note:
-    """Verify a note (`<JWT>~`, or the note part of a presentation) as a verifier would."""
+def verify(text: object, *, resolve: Resolver, now: int, checks: Checks | None = None,
+           ignore_expiry: bool = False) -> Note:
+    """Verify a note (`<JWT>~`, or the note part of a presentation) as a verifier would.
+
+    `ignore_expiry` serves only the issuer reissuing its own expired note.
+    """
     stage = _Stages(checks)
     try:
         jwt, _kb = split(text)
     except WalletError:
         stage.failed()
         raise
-    return _verify_jwt(jwt, resolve, now, stage)
+    return _verify_jwt(jwt, resolve, now, stage, ignore_expiry)
 
 
-def _verify_jwt(jwt: str, resolve: Resolver, now: int, stage: _Stages) -> Note:
+def _verify_jwt(jwt: str, resolve: Resolver, now: int, stage: _Stages,
+                ignore_expiry: bool = False) -> Note:
     try:
         try:
             jws = jose.parse(jwt, typ=NOTE_TYP)
@@ -187,7 +192,7 @@ def _verify_jwt(jwt: str, resolve: Resolver, now: int, stage: _Stages) -> Note:
         stage.now = "signature"
         jws.verify(key.key)
         stage.now = "validity"
-        _check_window(iat, nbf, exp, now)
+        _check_window(iat, nbf, exp, now, ignore_expiry)
         stage.now = "amount"
         amount = _amount(jws.payload["amount"])
     except WalletError:
@@ -264,10 +269,10 @@ def _amount(value: object) -> Money:
         raise NoteAmountInvalid(err.message) from None
 
 
-def _check_window(iat: int, nbf: int, exp: int, now: int) -> None:
+def _check_window(iat: int, nbf: int, exp: int, now: int, ignore_expiry: bool = False) -> None:
     if nbf > now + SKEW or iat > now + SKEW:
         raise NotYetValid("the note is not valid yet")
-    if now >= exp + SKEW:
+    if now >= exp + SKEW and not ignore_expiry:
         raise Expired("the note has expired")
 
 
@@ -301,8 +306,8 @@ class Presentation:
 
 def verify_presentation(text: object, *, resolve: Resolver, audience: str, now: int,
                         nonce_ok: Callable[[str], None] | None = None,
-                        checks: Checks | None = None,
-                        max_age: int = KB_MAX_AGE) -> Presentation:
+                        checks: Checks | None = None, max_age: int = KB_MAX_AGE,
+                        ignore_expiry: bool = False) -> Presentation:
     """Verify a presentation for `audience`: the note, then the holder's KB-JWT.
 
     `nonce_ok(nonce)` raises `NonceInvalid` when the verifier did not issue the nonce
@@ -318,7 +323,7 @@ def verify_presentation(text: object, *, resolve: Resolver, audience: str, now: 
     except WalletError:
         stage.failed()
         raise
-    note = _verify_jwt(jwt, resolve, now, stage)
+    note = _verify_jwt(jwt, resolve, now, stage, ignore_expiry)
     try:
         stage.now = "holder_binding"
         claims = _check_kb(kb, note, now, max_age)

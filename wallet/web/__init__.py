@@ -10,7 +10,7 @@ csrf = CSRFProtect()
 
 def init_app(app: Flask) -> None:
     """Register extensions, blueprints, error handlers and response headers."""
-    from wallet.web import admin, api, auth, errors, filters, guard, headers, portal
+    from wallet.web import admin, api, auth, errors, filters, guard, headers, portal, wellknown
 
     csrf.init_app(app)
     guard.init_app(app)
@@ -18,6 +18,7 @@ def init_app(app: Flask) -> None:
     headers.init_app(app)
     filters.init_app(app)
     app.register_blueprint(auth.bp)
+    app.register_blueprint(wellknown.bp)
     app.register_blueprint(portal.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)

@@ -1,1 +1,4 @@
 """Route modules of this blueprint, imported once so they register on `bp`."""
+
+from wallet.web.api import federation as _federation  # noqa: F401
+from wallet.web.api import notes as _notes  # noqa: F401

@@ -1,0 +1,193 @@
+"""Organisation signing keys: generate, rotate, revoke, publish (DESIGN §5).
+
+Exactly one active key per organisation (a partial unique index enforces it). Rotation
+retires the old key, which keeps verifying what it signed. Revocation records the time
+the key was compromised: tokens it signed with `iat` at or after that time are invalid
+everywhere, and this issuer also revokes its own notes signed in that window (their
+value goes back to the engineers' wallets, who can export again under the new key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from wallet.actions._base import Actor, atomic, org_or_404, require_admin, utcnow
+from wallet.core import jose, notes
+from wallet.core.errors import Conflict, KeyUnavailable, Malformed, NotFound
+from wallet.keystore import keystore
+from wallet.models import Organization, SigningKey
+from wallet.store import keys as key_store
+from wallet.store import people
+
+
+def issuer_id(org: Organization) -> str:
+    """The organisation's issuer id: `WALLET_BASE_URL/orgs/<slug>` (DESIGN §7)."""
+    return f"{current_app.config['WALLET_BASE_URL']}/orgs/{org.slug}"
+
+
+def fingerprint(jwk: dict[str, Any]) -> str:
+    """A key fingerprint for comparing out of band: SHA-256 of the raw key, grouped hex."""
+    digest = hashlib.sha256(jose.b64url_decode(jwk["x"])).hexdigest()
+    return ":".join(digest[i:i + 4] for i in range(0, len(digest), 4))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """What a key command did."""
+
+    key: SigningKey
+    retired: SigningKey | None = None
+    notes_revoked: int = 0
+
+
+def generate(session: Session, *, slug: str, actor: Actor) -> KeyChange:
+    """Create the organisation's first signing key."""
+    org = org_or_404(session, slug)
+    require_admin(session, org, actor)
+    assert org.id is not None
+    with atomic(session):
+        if key_store.active_key(session, org_id=org.id) is not None:
+            raise Conflict(f"{slug} already has an active key; use 'wallet keys rotate'")
+        key = _new_key(session, org)
+        people.audit(session, org_id=org.id, actor=actor.label, action="key.generate",
+                     target=key.kid)
+    return KeyChange(key)
+
+
+def rotate(session: Session, *, slug: str, actor: Actor) -> KeyChange:
+    """Make a new active key; the old one is retired and keeps verifying."""
+    org = org_or_404(session, slug)
+    require_admin(session, org, actor)
+    assert org.id is not None
+    with atomic(session):
+        old = key_store.active_key(session, org_id=org.id)
+        if old is not None:
+            old.state, old.retired_at = "retired", utcnow()
+            session.add(old)
+            session.flush()
+        key = _new_key(session, org)
+        people.audit(session, org_id=org.id, actor=actor.label, action="key.rotate",
+                     target=key.kid, details={"retired": old.kid if old else None})
+    return KeyChange(key, old)
+
+
+def _new_key(session: Session, org: Organization) -> SigningKey:
+    private = Ed25519PrivateKey.generate()
+    public = jose.public_jwk(private)
+    kid = jose.thumbprint(public)
+    store = keystore()
+    pem = store.save(org_slug=org.slug, kid=kid, key=private)
+    row = SigningKey(org_id=org.id, kid=kid, state="active", public_jwk=public,
+                     storage=store.storage, encrypted_pem=pem)
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict("another key change for this organisation happened at the same time;"
+                       " list the keys and try again") from None
+    return row
+
+
+def revoke(session: Session, *, slug: str, kid: str, compromised_at: datetime,
+           actor: Actor, reason: str = "") -> KeyChange:
+    """Revoke a key as compromised at `compromised_at`; revoke our notes it signed since."""
+    from wallet.actions import notes as note_actions
+
+    org = org_or_404(session, slug)
+    require_admin(session, org, actor)
+    assert org.id is not None
+    if compromised_at.tzinfo is None:
+        raise Malformed("the compromise time needs a timezone (e.g. 2026-11-27T10:00:00Z)")
+    if compromised_at > utcnow():
+        raise Malformed("the compromise time cannot be in the future")
+    with atomic(session):
+        row = key_store.key_by_kid(session, org_id=org.id, kid=kid)
+        if row is None:
+            raise NotFound(f"{slug} has no key {kid!r}")
+        if row.state == "revoked":
+            raise Conflict(f"key {kid} is already revoked")
+        row.state, row.revoked_at, row.compromised_at = "revoked", utcnow(), compromised_at
+        session.add(row)
+        session.flush()
+        count = note_actions.revoke_signed_since(
+            session, org=org, kid=kid, since=compromised_at, actor=actor,
+            reason="signing key compromised" + (f": {reason}" if reason else ""))
+        people.audit(session, org_id=org.id, actor=actor.label, action="key.revoke",
+                     target=kid, details={"compromised_at": compromised_at.isoformat(),
+                                          "notes_revoked": count, "reason": reason})
+    return KeyChange(row, notes_revoked=count)
+
+
+def listing(session: Session, *, slug: str) -> list[SigningKey]:
+    """Every key of an organisation, newest first."""
+    org = org_or_404(session, slug)
+    assert org.id is not None
+    return key_store.keys_of(session, org_id=org.id)
+
+
+def jwk_of(row: SigningKey) -> dict[str, str]:
+    """The published form of a key: public JWK with kid, use and alg."""
+    return {**row.public_jwk, "kid": row.kid, "use": "sig", "alg": jose.SIGNING_ALG}
+
+
+def jwks(session: Session, *, org: Organization) -> dict[str, Any]:
+    """The organisation's JWKS: active and retired keys (revoked keys are not served)."""
+    assert org.id is not None
+    rows = key_store.keys_of(session, org_id=org.id)
+    return {"keys": [jwk_of(r) for r in rows if r.state in ("active", "retired")]}
+
+
+def metadata(session: Session, *, org: Organization) -> dict[str, Any]:
+    """SD-JWT VC issuer metadata, with this project's members (docs/protocol.md)."""
+    assert org.id is not None
+    base = issuer_id(org)
+    api = f"{current_app.config['WALLET_BASE_URL']}/api/v1/orgs/{org.slug}"
+    rows = key_store.keys_of(session, org_id=org.id)
+    return {
+        "issuer": base,
+        "jwks_uri": f"{base}/jwks.json",
+        "name": org.name,
+        "redeem_endpoint": f"{api}/redeem",
+        "nonce_endpoint": f"{api}/nonces",
+        "verify_endpoint": f"{api}/verify",
+        # Revoked keys stay verifiable for what they signed *before* the compromise, so
+        # their public part is published here (not in the JWKS that naive clients use).
+        "revoked_keys": [
+            {"kid": r.kid, "compromised_at": _epoch(r.compromised_at), "jwk": jwk_of(r)}
+            for r in rows if r.state == "revoked"
+        ],
+        "retired_keys": [{"kid": r.kid, "retired_at": _epoch(r.retired_at)}
+                         for r in rows if r.state == "retired"],
+    }
+
+
+def _epoch(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+def issuer_keys(session: Session, *, org: Organization) -> notes.IssuerKeys:
+    """Our own keys as a verifier sees them (with retirement and compromise times)."""
+    assert org.id is not None
+    return notes.IssuerKeys(issuer_id(org), {
+        r.kid: notes.KeyInfo(jose.PublicKey.from_jwk(r.public_jwk), _epoch(r.retired_at),
+                             _epoch(r.compromised_at))
+        for r in key_store.keys_of(session, org_id=org.id)
+    })
+
+
+def signer(session: Session, *, org: Organization) -> tuple[str, Ed25519PrivateKey]:
+    """The active key, ready to sign; `KeyUnavailable` when there is none."""
+    assert org.id is not None
+    row = key_store.active_key(session, org_id=org.id)
+    if row is None:
+        raise KeyUnavailable(f"{org.slug} has no active signing key; run"
+                             f" 'wallet keys generate --org {org.slug}' (or rotate)")
+    return row.kid, keystore().load(row, org_slug=org.slug)

@@ -1,0 +1,293 @@
+"""Credit notes at their issuer: export, revoke, reclaim, status lists (DESIGN §6).
+
+Exporting is one transaction: debit `wallet:p → notes_outstanding` (refused when the
+wallet holds less), claim a random free index in a status list (a unique constraint
+decides), sign, record. Notes carry no personal data; the record maps jti → person.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlmodel import Session
+
+from wallet.actions import keys as key_actions
+from wallet.actions._base import Actor, atomic, member_or_404, org_or_404, require_admin, utcnow
+from wallet.core import jose, ledger, notes, status
+from wallet.core.errors import (
+    Conflict,
+    Forbidden,
+    Malformed,
+    NotFound,
+    WalletError,
+)
+from wallet.core.money import Money, parse_money
+from wallet.models import Membership, Note, Organization, Person
+from wallet.store import ledger as ledger_store
+from wallet.store import notes as note_store
+from wallet.store import people
+
+MAX_INDEX_TRIES = 32
+
+
+def status_uri(org: Organization, number: int) -> str:
+    """The URI of one of the organisation's status lists."""
+    return f"{key_actions.issuer_id(org)}/status/{number}"
+
+
+
+def _may_export(m: Membership, org: Organization) -> None:
+    """Employees, and former employees within the alumni window, may export."""
+    today = utcnow().date()
+    if m.ended_on is not None and today > m.ended_on + timedelta(days=org.alumni_days):
+        raise Forbidden(f"access to {org.name} ended {org.alumni_days} days after"
+                        f" {m.ended_on.isoformat()}")
+
+
+def export(session: Session, *, slug: str, email: str, amount: str, currency: str | None = None,
+           holder_jwk: Any, actor: Actor) -> Note:
+    """Turn part of a person's available balance into a note bound to `holder_jwk`."""
+    org = org_or_404(session, slug)
+    assert org.id is not None
+    membership, person = member_or_404(session, org, email)
+    if actor.person_id != person.id:
+        require_admin(session, org, actor)
+    _may_export(membership, org)
+    money = parse_money(amount, currency or org.currency)
+    try:
+        holder = jose.PublicKey.from_jwk(holder_jwk)
+    except WalletError as err:
+        raise Malformed(f"holder JWK: {err.message}") from None
+    with atomic(session):
+        row = _issue(session, org=org, person=person, money=money, holder=holder,
+                     now=utcnow(), kind="export")
+        people.audit(session, org_id=org.id, actor=actor.label, action="note.export",
+                     target=row.jti, details={"amount": str(money), "person": person.email})
+    return row
+
+
+def _issue(session: Session, *, org: Organization, person: Person, money: Money,
+           holder: jose.PublicKey, now: datetime, kind: str) -> Note:
+    """Debit the wallet, claim a status index, sign and record a note (no commit)."""
+    assert org.id is not None and person.id is not None
+    jti = notes.new_jti(secrets.token_bytes(16))
+    ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
+        ledger.wallet(person.id), ledger.NOTES_OUTSTANDING, money.micros, money.currency,
+        kind=kind, key=f"{kind}:{jti}", ref=jti, memo="credit note"))
+    kid, key = key_actions.signer(session, org=org)
+    iat = int(now.timestamp())
+    exp = iat + org.note_ttl_days * 86_400
+    size = int(current_app.config["WALLET_STATUS_LIST_SIZE"])
+    for _ in range(MAX_INDEX_TRIES):
+        number = _list_with_room(session, org=org, size=size, now=now)
+        idx = secrets.randbelow(size)
+        token = notes.issue(issuer=key_actions.issuer_id(org), jti=jti, iat=iat, exp=exp,
+                            amount=money, holder_jwk=holder.jwk,
+                            status_uri=status_uri(org, number), status_idx=idx, kid=kid,
+                            key=key)
+        note_id = note_store.insert_note(session, {
+            "org_id": org.id, "jti": jti, "person_id": person.id, "amount": money.micros,
+            "currency": money.currency, "holder_jkt": holder.kid, "holder_jwk": holder.jwk,
+            "kid": kid, "status_list": number, "status_idx": idx, "state": "active",
+            "issued_at": datetime.fromtimestamp(iat, now.tzinfo),
+            "expires_at": datetime.fromtimestamp(exp, now.tzinfo), "token": token,
+        })
+        if note_id is not None:
+            row = session.get(Note, note_id)
+            assert row is not None
+            return row
+    raise Conflict("could not find a free status index; try again")
+
+
+def _list_with_room(session: Session, *, org: Organization, size: int, now: datetime) -> int:
+    """The newest status list, or a new one once it is half full (random draws stay cheap)."""
+    assert org.id is not None
+    current = note_store.current_list(session, org_id=org.id)
+    number = 1 if current is None else current.number
+    if current is not None and note_store.used_in_list(
+            session, org_id=org.id, number=number) >= current.size // 2:
+        number += 1
+        current = None
+    if current is None:
+        note_store.open_list(session, org_id=org.id, number=number, size=size, now=now)
+    return number
+
+
+def revoke(session: Session, *, slug: str, jti: str, reason: str, actor: Actor) -> Note:
+    """Revoke an active note: value back to the engineer's wallet, reason recorded."""
+    org = org_or_404(session, slug)
+    require_admin(session, org, actor)
+    assert org.id is not None
+    reason = reason.strip()
+    if not reason or len(reason) > 300:
+        raise Malformed("give a reason (1-300 characters)")
+    with atomic(session):
+        row = note_store.note_by_jti(session, org_id=org.id, jti=jti.strip())
+        if row is None:
+            raise NotFound(f"{slug} issued no note {jti!r}")
+        if not _revoke_row(session, org=org, row=row, reason=reason):
+            raise Conflict(f"note {row.jti} is {row.state}, not active")
+        people.audit(session, org_id=org.id, actor=actor.label, action="note.revoke",
+                     target=row.jti, details={"reason": reason})
+    _invalidate_status_cache(org.id)
+    return row
+
+
+def _revoke_row(session: Session, *, org: Organization, row: Note, reason: str) -> bool:
+    assert org.id is not None and row.id is not None
+    now = utcnow()
+    if not note_store.set_state(session, note_id=row.id, from_state="active",
+                                to_state="revoked",
+                                values={"revoked_at": now, "revoke_reason": reason[:300]}):
+        return False
+    ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
+        ledger.NOTES_OUTSTANDING, ledger.wallet(row.person_id), row.amount, row.currency,
+        kind="note_revoke", key=f"note_revoke:{row.jti}", ref=row.jti, memo=reason[:300]))
+    session.refresh(row)
+    return True
+
+
+def revoke_signed_since(session: Session, *, org: Organization, kid: str, since: datetime,
+                        actor: Actor, reason: str) -> int:
+    """Revoke every active note `kid` signed at or after `since` (inside the caller's commit)."""
+    assert org.id is not None
+    count = 0
+    for row in note_store.active_signed_since(session, org_id=org.id, kid=kid, since=since):
+        if _revoke_row(session, org=org, row=row, reason=reason):
+            people.audit(session, org_id=org.id, actor=actor.label, action="note.revoke",
+                         target=row.jti, details={"reason": reason})
+            count += 1
+    _invalidate_status_cache(org.id)
+    return count
+
+
+def breakage(session: Session, *, slug: str, jti: str, actor: Actor) -> Note:
+    """Book an expired, unredeemed note as breakage (issuer income); explicit and recorded."""
+    org = org_or_404(session, slug)
+    require_admin(session, org, actor)
+    assert org.id is not None
+    now = utcnow()
+    with atomic(session):
+        row = note_store.note_by_jti(session, org_id=org.id, jti=jti.strip())
+        if row is None or row.id is None:
+            raise NotFound(f"{slug} issued no note {jti!r}")
+        if row.expires_at > now:
+            raise Conflict("only an expired note can be booked as breakage")
+        if not note_store.set_state(session, note_id=row.id, from_state="active",
+                                    to_state="reclaimed",
+                                    values={"reclaimed_at": now, "reclaim_kind": "breakage"}):
+            raise Conflict(f"note {row.jti} is {row.state}, not outstanding")
+        ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
+            ledger.NOTES_OUTSTANDING, ledger.BREAKAGE, row.amount, row.currency,
+            kind="note_breakage", key=f"note_breakage:{row.jti}", ref=row.jti,
+            memo="expired note booked as breakage"))
+        people.audit(session, org_id=org.id, actor=actor.label, action="note.breakage",
+                     target=row.jti)
+    session.refresh(row)
+    _invalidate_status_cache(org.id)
+    return row
+
+
+def reissue(session: Session, *, org: Organization, row: Note) -> Note:
+    """Replace an expired note with a fresh one to the same holder key (caller verified it)."""
+    assert org.id is not None and row.id is not None
+    now = utcnow()
+    if row.expires_at > now:
+        raise Conflict("the note has not expired; it can still be presented as is")
+    person = session.get(Person, row.person_id)
+    assert person is not None
+    with atomic(session):
+        # Reclaim first (value back to the wallet), then export the replacement from it,
+        # then retire the old note in one conditional update that names its successor.
+        ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
+            ledger.NOTES_OUTSTANDING, ledger.wallet(row.person_id), row.amount, row.currency,
+            kind="note_reclaim", key=f"note_reclaim:{row.jti}", ref=row.jti,
+            memo="expired note reclaimed for reissue"))
+        fresh = _issue(session, org=org, person=person, money=Money(row.amount, row.currency),
+                       holder=jose.PublicKey.from_jwk(row.holder_jwk), now=now, kind="export")
+        if not note_store.set_state(session, note_id=row.id, from_state="active",
+                                    to_state="reclaimed",
+                                    values={"reclaimed_at": now, "reclaim_kind": "reissued",
+                                            "replaced_by": fresh.jti}):
+            raise Conflict(f"note {row.jti} is {row.state}, not outstanding")
+        people.audit(session, org_id=org.id, actor=f"holder:{row.holder_jkt[:12]}",
+                     action="note.reissue", target=row.jti, details={"new": fresh.jti})
+    _invalidate_status_cache(org.id)
+    return fresh
+
+
+# -- status lists ------------------------------------------------------------------------
+
+_CACHE: dict[tuple[int, int], tuple[float, str]] = {}
+_CACHE_LOCK = threading.Lock()
+STATUS_CACHE_SECONDS = 2.0  # rebuild at most this often per list and process
+
+
+def _invalidate_status_cache(org_id: int) -> None:
+    with _CACHE_LOCK:
+        for key in [k for k in _CACHE if k[0] == org_id]:
+            del _CACHE[key]
+
+
+def status_list_token(session: Session, *, org: Organization, number: int) -> str:
+    """The signed `statuslist+jwt` of list `number` (rebuilt at most every 2 s)."""
+    assert org.id is not None
+    cache_key = (org.id, number)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(cache_key)
+    if hit is not None and time.monotonic() - hit[0] < STATUS_CACHE_SECONDS:
+        return hit[1]
+    row = note_store.status_list(session, org_id=org.id, number=number)
+    if row is None:
+        raise NotFound(f"{org.slug} has no status list {number}")
+    packed = status.build(row.size, note_store.non_valid_entries(session, org_id=org.id,
+                                                                 number=number))
+    kid, key = key_actions.signer(session, org=org)
+    iat = int(utcnow().timestamp())
+    ttl = int(current_app.config["WALLET_STATUS_LIST_TTL"])
+    claims = status.claims(uri=status_uri(org, number), packed=packed, iat=iat, ttl=ttl,
+                           exp=iat + 3600)
+    token = jose.sign({"alg": jose.SIGNING_ALG, "typ": status.TYP, "kid": kid}, claims, key)
+    with _CACHE_LOCK:
+        _CACHE[cache_key] = (time.monotonic(), token)
+    return token
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NoteView:
+    """A note as shown to people."""
+
+    row: Note
+    person: Person
+
+    @property
+    def expired(self) -> bool:
+        return self.row.state == "active" and self.row.expires_at <= utcnow()
+
+    @property
+    def display_state(self) -> str:
+        return "expired" if self.expired else self.row.state
+
+
+def of_person(session: Session, *, org: Organization, person: Person) -> list[NoteView]:
+    """A person's notes at an organisation, newest first."""
+    assert org.id is not None
+    return [NoteView(n, p) for n, p in note_store.notes_of(
+        session, org_id=org.id, person_id=person.id, limit=500)]
+
+
+def search(session: Session, *, org: Organization, query: str = "", state: str | None = None,
+           limit: int = 50, offset: int = 0) -> list[NoteView]:
+    """Notes an organisation issued, by person email or jti."""
+    assert org.id is not None
+    return [NoteView(n, p) for n, p in note_store.notes_of(
+        session, org_id=org.id, query=query, state=state, limit=limit, offset=offset)]

@@ -1,0 +1,153 @@
+"""`wallet trust …` and `wallet settlement …`: other employers."""
+
+from __future__ import annotations
+
+import click
+from sqlmodel import Session
+
+from wallet.actions import federation as fed
+from wallet.actions import keys as key_actions
+from wallet.actions._base import Actor
+from wallet.cli.base import cli, emit_json, info, json_option, org_option, with_session
+from wallet.core import jose
+from wallet.core.money import format_amount, format_display
+from wallet.models import TrustedIssuer
+
+
+@cli.group()
+def trust() -> None:
+    """The issuers an organisation honours notes from (and redeems with)."""
+
+
+def _entry_json(entry: TrustedIssuer) -> dict[str, object]:
+    return {
+        "issuer": entry.issuer, "name": entry.name,
+        "cap": None if entry.cap is None else format_amount(entry.cap),
+        "currencies": entry.currencies.split(","),
+        "keys": [{"kid": kid, "fingerprint": key_actions.fingerprint(key.jwk)}
+                 for kid, key in jose.jwks_keys(entry.jwks).items()],
+        "redeem_endpoint": entry.issuer_metadata.get("redeem_endpoint"),
+        "pinned_at": entry.pinned_at.isoformat(), "refreshed_at": entry.refreshed_at.isoformat(),
+    }
+
+
+@trust.command("add")
+@org_option
+@click.argument("issuer_id")
+@click.option("--cap", metavar="AMOUNT", help="Largest note accepted from this issuer.")
+@click.option("--currency", "currencies", multiple=True, metavar="CODE",
+              help="Accepted currency (repeat; default USD).")
+@json_option
+@with_session
+def trust_add(session: Session, slug: str, issuer_id: str, cap: str | None,
+              currencies: tuple[str, ...], as_json: bool) -> None:
+    """Trust another issuer: fetch, show and pin its metadata and keys."""
+    entry = fed.trust_add(session, slug=slug, issuer=issuer_id, cap=cap,
+                          currencies=list(currencies) or None, actor=Actor.cli())
+    data = _entry_json(entry)
+    if as_json:
+        emit_json(data)
+        return
+    info(f"{slug} now trusts {entry.name or entry.issuer} ({entry.issuer})")
+    info(f"  policy: currencies {', '.join(entry.currencies.split(','))}; cap "
+         + ("none" if entry.cap is None else format_display(entry.cap)))
+    for key in data["keys"]:  # type: ignore[attr-defined]
+        info(f"  pinned key {key['kid']}  {key['fingerprint']}")
+    info("  compare these fingerprints with the issuer out of band")
+
+
+@trust.command("list")
+@org_option
+@json_option
+@with_session
+def trust_list(session: Session, slug: str, as_json: bool) -> None:
+    """List trusted issuers with their policy and pinned keys."""
+    entries = fed.trust_list(session, slug=slug)
+    if as_json:
+        emit_json([_entry_json(e) for e in entries])
+        return
+    if not entries:
+        info(f"{slug} trusts no other issuer yet")
+    for e in entries:
+        info(f"{e.issuer}  {e.name}  currencies={e.currencies} cap="
+             + ("none" if e.cap is None else format_amount(e.cap))
+             + f"  keys={len(e.jwks.get('keys', []))}  refreshed {e.refreshed_at:%Y-%m-%d %H:%M}")
+
+
+@trust.command("remove")
+@org_option
+@click.argument("issuer_id")
+@with_session
+def trust_remove(session: Session, slug: str, issuer_id: str) -> None:
+    """Stop trusting an issuer."""
+    fed.trust_remove(session, slug=slug, issuer=issuer_id, actor=Actor.cli())
+    info(f"{slug} no longer trusts {issuer_id}")
+
+
+@trust.command("refresh")
+@org_option
+@click.argument("issuer_id", required=False)
+@with_session
+def trust_refresh(session: Session, slug: str, issuer_id: str | None) -> int:
+    """Re-fetch pinned metadata and keys (run it from a scheduler); exit 1 if one failed."""
+    results = fed.trust_refresh(session, slug=slug, issuer=issuer_id, actor=Actor.cli())
+    for r in results:
+        if r.error:
+            click.echo(f"{r.issuer}: refresh failed: {r.error}", err=True)
+        else:
+            change = (f"keys added {r.added}, removed {r.removed}" if r.added or r.removed
+                      else "unchanged")
+            info(f"{r.issuer}: {change}")
+    return 1 if any(r.error for r in results) else 0
+
+
+@cli.group()
+def settlement() -> None:
+    """What organisations owe each other for redeemed notes."""
+
+
+@settlement.command("list")
+@org_option
+@json_option
+@with_session
+def settlement_list(session: Session, slug: str, as_json: bool) -> None:
+    """Owed and owing per counterparty, from the receipts."""
+    lines = fed.settlement(session, slug=slug)
+    if as_json:
+        emit_json([{
+            "counterparty": ln.counterparty, "name": ln.name, "currency": ln.currency,
+            "redeemed_by_them": format_amount(ln.redeemed_by_them),
+            "redeemed_count": ln.redeemed_count,
+            "honoured_from_them": format_amount(ln.honoured_from_them),
+            "honoured_count": ln.honoured_count,
+            "we_owe": format_amount(ln.we_owe), "they_owe": format_amount(ln.they_owe),
+        } for ln in lines])
+        return
+    if not lines:
+        info(f"{slug} has no settlement with anyone yet")
+    for ln in lines:
+        info(f"{ln.counterparty} ({ln.name or 'unnamed'}), {ln.currency}")
+        info(f"  our notes they redeemed   {format_display(ln.redeemed_by_them, ln.currency)}"
+             f" in {ln.redeemed_count}; we owe {format_display(ln.we_owe, ln.currency)}")
+        info(f"  their notes we honoured   {format_display(ln.honoured_from_them, ln.currency)}"
+             f" in {ln.honoured_count}; they owe {format_display(ln.they_owe, ln.currency)}")
+
+
+@settlement.command("record")
+@org_option
+@click.option("--counterparty", required=True, metavar="ISSUER_ID")
+@click.option("--paid", "paid", metavar="AMOUNT", help="We paid them this much.")
+@click.option("--received", "received", metavar="AMOUNT", help="They paid us this much.")
+@click.option("--reference", default="", help="Bank reference or invoice number.")
+@click.option("--idempotency-key", required=True)
+@with_session
+def settlement_record(session: Session, slug: str, counterparty: str, paid: str | None,
+                      received: str | None, reference: str, idempotency_key: str) -> None:
+    """Record a settlement payment (a ledger transfer), once per idempotency key."""
+    if bool(paid) == bool(received):
+        raise click.UsageError("give exactly one of --paid or --received")
+    created = fed.record_settlement(
+        session, slug=slug, counterparty=counterparty,
+        direction="paid" if paid else "received", amount=paid or received or "",
+        reference=reference, idempotency_key=idempotency_key, actor=Actor.cli())
+    info("Recorded" if created else "Already recorded; nothing changed")

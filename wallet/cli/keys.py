@@ -1,0 +1,168 @@
+"""`wallet keys …`: organisation signing keys and engineers' holder keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from datetime import UTC, datetime
+
+import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlmodel import Session
+
+from wallet.actions import keys as key_actions
+from wallet.actions._base import Actor, org_or_404
+from wallet.cli.base import (
+    cli,
+    emit_json,
+    info,
+    json_option,
+    org_option,
+    read_secret_file,
+    with_session,
+)
+from wallet.core import jose, pkcs8
+from wallet.core.errors import Malformed
+from wallet.models import SigningKey
+
+
+@cli.group()
+def keys() -> None:
+    """Signing keys (organisations) and holder keys (engineers)."""
+
+
+def _row(row: SigningKey) -> dict[str, object]:
+    return {
+        "kid": row.kid, "state": row.state, "created_at": row.created_at.isoformat(),
+        "retired_at": row.retired_at.isoformat() if row.retired_at else None,
+        "compromised_at": row.compromised_at.isoformat() if row.compromised_at else None,
+        "fingerprint": key_actions.fingerprint(row.public_jwk), "storage": row.storage,
+    }
+
+
+@keys.command("generate")
+@org_option
+@json_option
+@with_session
+def keys_generate(session: Session, slug: str, as_json: bool) -> None:
+    """Create the organisation's first signing key."""
+    change = key_actions.generate(session, slug=slug, actor=Actor.cli())
+    if as_json:
+        emit_json(_row(change.key))
+    else:
+        info(f"Generated active key {change.key.kid} for {slug}")
+        info(f"  fingerprint {key_actions.fingerprint(change.key.public_jwk)}")
+
+
+@keys.command("list")
+@org_option
+@json_option
+@with_session
+def keys_list(session: Session, slug: str, as_json: bool) -> None:
+    """List keys: kid, state, created, fingerprint."""
+    rows = key_actions.listing(session, slug=slug)
+    if as_json:
+        emit_json([_row(r) for r in rows])
+        return
+    if not rows:
+        info(f"{slug} has no keys; run 'wallet keys generate --org {slug}'")
+    for r in rows:
+        extra = f" compromised {r.compromised_at.isoformat()}" if r.compromised_at else ""
+        info(f"{r.kid}  {r.state:<8} {r.created_at:%Y-%m-%d %H:%M}  "
+             f"{key_actions.fingerprint(r.public_jwk)}{extra}")
+
+
+@keys.command("rotate")
+@org_option
+@json_option
+@with_session
+def keys_rotate(session: Session, slug: str, as_json: bool) -> None:
+    """Make a new active key; the old one is retired and keeps verifying."""
+    change = key_actions.rotate(session, slug=slug, actor=Actor.cli())
+    if as_json:
+        emit_json({"active": _row(change.key),
+                   "retired": _row(change.retired) if change.retired else None})
+        return
+    info(f"New active key {change.key.kid}")
+    if change.retired:
+        info(f"Retired {change.retired.kid} (still verifies what it signed)")
+
+
+def _parse_time(value: str) -> datetime:
+    if value == "now":
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Malformed(f"--compromised-at {value!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise Malformed("--compromised-at needs a timezone, e.g. 2026-11-27T10:00:00Z")
+    return moment
+
+
+@keys.command("revoke")
+@org_option
+@click.argument("kid")
+@click.option("--compromised-at", required=True, metavar="TIME",
+              help="When the key was compromised (ISO 8601 with timezone, or 'now').")
+@click.option("--reason", default="", help="Recorded in the audit log.")
+@json_option
+@with_session
+def keys_revoke(session: Session, slug: str, kid: str, compromised_at: str, reason: str,
+                as_json: bool) -> None:
+    """Revoke a compromised key: tokens it signed at or after TIME become invalid."""
+    change = key_actions.revoke(session, slug=slug, kid=kid,
+                                compromised_at=_parse_time(compromised_at),
+                                actor=Actor.cli(), reason=reason)
+    if as_json:
+        emit_json({**_row(change.key), "notes_revoked": change.notes_revoked})
+        return
+    info(f"Revoked {kid} as compromised at {change.key.compromised_at.isoformat()}"  # type: ignore[union-attr]
+         f"; {change.notes_revoked} note(s) it signed since were revoked")
+    if not key_actions.listing(session, slug=slug) or all(
+            r.state != "active" for r in key_actions.listing(session, slug=slug)):
+        info(f"{slug} has no active key now: run 'wallet keys rotate --org {slug}'")
+
+
+@keys.command("export-jwks")
+@org_option
+@with_session
+def keys_export_jwks(session: Session, slug: str) -> None:
+    """Print the public JWKS (active and retired keys)."""
+    emit_json(key_actions.jwks(session, org=org_or_404(session, slug)))
+
+
+def ask_passphrase(passphrase_file: str | None, *, confirm: bool) -> str:
+    """A passphrase from a file, or typed at a prompt (twice when creating)."""
+    if passphrase_file:
+        return read_secret_file(passphrase_file)
+    value: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm,
+                              err=True)
+    return value
+
+
+@keys.command("holder-new")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the encrypted key (never overwritten).")
+@click.option("--passphrase-file", type=click.Path(dir_okay=False),
+              help="File whose first line is the passphrase (else you are prompted).")
+def keys_holder_new(out: str, passphrase_file: str | None) -> None:
+    """Create an engineer's holder key, encrypted under a passphrase; print its public JWK."""
+    passphrase = ask_passphrase(passphrase_file, confirm=True)
+    if len(passphrase) < 8:
+        raise Malformed("use a passphrase of at least 8 characters")
+    key = Ed25519PrivateKey.generate()
+    pem = pkcs8.encrypt(key, passphrase, salt=secrets.token_bytes(16),
+                        iv=secrets.token_bytes(16))
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise Malformed(f"{out} exists; holder keys are never overwritten") from None
+    except OSError as err:
+        raise Malformed(f"cannot write {out}: {err.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    jwk = jose.public_jwk(key)
+    click.echo(json.dumps({**jwk, "kid": jose.thumbprint(jwk)}))
+    click.echo(f"(holder key written to {out}, mode 0600; keep the passphrase safe)", err=True)

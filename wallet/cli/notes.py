@@ -1,0 +1,246 @@
+"""`wallet note …`: export, inspect, verify and present credit notes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlmodel import Session
+
+from wallet.actions import notes as note_actions
+from wallet.actions._base import Actor, org_or_404
+from wallet.cli.base import (
+    app_session,
+    cli,
+    emit_json,
+    info,
+    json_option,
+    org_option,
+    with_session,
+)
+from wallet.cli.keys import ask_passphrase
+from wallet.core import jose, notes, pkcs8, walletfile
+from wallet.core.errors import Malformed, VerificationError, WalletError
+from wallet.core.money import format_amount
+
+MAX_INPUT = walletfile.MAX_BYTES
+
+
+def read_input(path: str) -> str:
+    """Read a note, presentation or wallet file ('-' for stdin), size-limited."""
+    try:
+        if path == "-":
+            data = sys.stdin.read(MAX_INPUT + 1)
+        else:
+            with open(path, encoding="utf-8") as handle:
+                data = handle.read(MAX_INPUT + 1)
+    except (OSError, UnicodeDecodeError) as err:
+        raise Malformed(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    if len(data) > MAX_INPUT:
+        raise Malformed(f"{path} is larger than {MAX_INPUT} bytes")
+    return data.strip()
+
+
+def tokens_in(text: str) -> tuple[list[str], walletfile.WalletFile | None]:
+    """The notes (or presentations) a file holds, and the wallet file if it is one."""
+    if walletfile.looks_like_wallet(text):
+        wallet = walletfile.parse(text)
+        if not wallet.notes:
+            raise Malformed("the wallet file holds no notes")
+        return wallet.notes, wallet
+    return [line.strip() for line in text.splitlines() if line.strip()], None
+
+
+@cli.group()
+def note() -> None:
+    """Credit notes: export, inspect, verify, present, revoke."""
+
+
+@note.command("export")
+@org_option
+@click.option("--email", required=True, help="Whose wallet the note is taken from.")
+@click.option("--amount", required=True, help='Decimal amount, e.g. "1250.00".')
+@click.option("--currency", default=None, help="ISO 4217 code (default: the organisation's).")
+@click.option("--holder-jwk", "holder_file", required=True, type=click.Path(dir_okay=False),
+              help="The holder's public JWK (as printed by 'wallet keys holder-new') or a"
+                   " .ccwallet file.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the note here.")
+@json_option
+@with_session
+def note_export(session: Session, slug: str, email: str, amount: str, currency: str | None,
+                holder_file: str, out: str | None, as_json: bool) -> None:
+    """Export part of an engineer's wallet as a note (operator and scripting path)."""
+    text = read_input(holder_file)
+    if walletfile.looks_like_wallet(text) and '"format"' in text:
+        jwk: Any = walletfile.parse(text).holder_jwk
+    else:
+        try:
+            jwk = json.loads(text)
+        except ValueError:
+            raise Malformed(f"{holder_file} is not a JSON JWK") from None
+    row = note_actions.export(session, slug=slug, email=email, amount=amount,
+                              currency=currency, holder_jwk=jwk, actor=Actor.cli())
+    if out:
+        Path(out).write_text(row.token + "\n")
+    if as_json:
+        emit_json({"jti": row.jti, "note": row.token, "amount": format_amount(row.amount),
+                   "currency": row.currency, "expires_at": row.expires_at.isoformat()})
+    elif out:
+        info(f"Exported {format_amount(row.amount)} {row.currency} as note {row.jti} to {out}")
+    else:
+        click.echo(row.token)
+
+
+@note.command("inspect")
+@click.argument("file")
+def note_inspect(file: str) -> None:
+    """Decode a note, presentation or wallet file WITHOUT verifying it."""
+    text = read_input(file)
+    items, wallet = tokens_in(text)
+    decoded = [notes.decode(item) for item in items]
+    if wallet is not None:
+        emit_json({"format": walletfile.FORMAT, "holder_jwk": wallet.holder_jwk,
+                   "holder_jkt": jose.thumbprint(wallet.holder_jwk),
+                   "holder_key": "(encrypted)", "notes": decoded})
+    else:
+        emit_json(decoded[0] if len(decoded) == 1 else decoded)
+
+
+def _print_report(index: int, total: int, report: dict[str, Any]) -> None:
+    prefix = f"[{index + 1}/{total}] " if total > 1 else ""
+    note_json = report.get("note") or {}
+    amount = note_json.get("amount") or {}
+    title = f"{amount.get('value', '?')} {amount.get('currency', '')}".strip()
+    info(f"{prefix}{'VALID' if report['valid'] else 'INVALID'}  {title}  "
+         f"{note_json.get('jti', '')}  from {note_json.get('iss', '?')}")
+    for check in report["checks"]:
+        mark = "ok " if check["ok"] is True else ("-- " if check["ok"] is None else "FAIL")
+        info(f"    {mark} {check['name']}" + (f" ({check['note']})" if check.get("note") else ""))
+    for error in report["errors"]:
+        info(f"    {error['code']}: {error['message']}")
+
+
+@note.command("verify")
+@click.argument("file")
+@click.option("--org", "slug", metavar="SLUG", help="Verify as this organisation would.")
+@click.option("--jwks", "jwks_file", type=click.Path(dir_okay=False),
+              help="Verify offline against the issuer's JWKS (status is not checked).")
+@json_option
+@click.pass_context
+def note_verify(ctx: click.Context, file: str, slug: str | None, jwks_file: str | None,
+                as_json: bool) -> int:
+    """Verify notes or presentations; exit 0 when all are valid, 1 when one is not."""
+    if bool(slug) == bool(jwks_file):
+        raise click.UsageError("give exactly one of --org SLUG or --jwks FILE")
+    items, _wallet = tokens_in(read_input(file))
+    if jwks_file:
+        reports = [_verify_offline(item, read_input(jwks_file)) for item in items]
+    else:
+        with app_session(ctx) as session:
+            reports = _verify_online(session, slug or "", items)
+    if as_json:
+        emit_json(reports[0] if len(reports) == 1 else reports)
+    else:
+        for i, report in enumerate(reports):
+            _print_report(i, len(reports), report)
+    return 0 if all(r["valid"] for r in reports) else 1
+
+
+def _verify_online(session: Session, slug: str, items: list[str]) -> list[dict[str, Any]]:
+    from wallet.actions.verify import check_one, nonce_checker
+    from wallet.federation import Directory
+
+    org = org_or_404(session, slug)
+    directory = Directory(session, org)
+    return [check_one(directory, item, presentation=notes.split(item)[1] is not None,
+                      nonce_ok=nonce_checker(session, org)).as_json() for item in items]
+
+
+def _verify_offline(item: str, jwks_text: str) -> dict[str, Any]:
+    checks: list[tuple[str, bool]] = []
+    errors: list[dict[str, str]] = []
+    note_json = None
+    try:
+        keys = jose.jwks_keys(jose.json_object(jwks_text.encode()))
+    except WalletError as err:
+        raise Malformed(f"the JWKS file: {err.message}") from None
+
+    def resolve(issuer: str) -> notes.IssuerKeys:
+        return notes.IssuerKeys(issuer, {kid: notes.KeyInfo(k) for kid, k in keys.items()})
+
+    now = int(time.time())
+    try:
+        if notes.split(item)[1] is None:
+            found = notes.verify(item, resolve=resolve, now=now, checks=checks)
+        else:  # offline, the audience and nonce cannot be judged: take the KB-JWT's own
+            aud = notes.decode(item)["kb_jwt"]["claims"].get("aud", "")
+            found = notes.verify_presentation(item, resolve=resolve, audience=str(aud),
+                                              now=now, checks=checks).note
+        note_json = found.as_json()
+    except VerificationError as err:
+        errors.append(err.as_dict())
+    report: dict[str, Any] = {
+        "valid": not errors, "errors": errors,
+        "checks": [{"name": n, "ok": ok} for n, ok in checks]
+        + [{"name": "status", "ok": None, "note": "not checked offline"}],
+        "note": note_json,
+    }
+    return report
+
+
+@note.command("present")
+@click.argument("file")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False),
+              help="The holder key file (when FILE is a bare note).")
+@click.option("--audience", required=True, metavar="ISSUER_ID",
+              help="The verifier's issuer id, e.g. https://…/orgs/globex.")
+@click.option("--nonce", required=True, help="The nonce the verifier issued.")
+@click.option("--passphrase-file", type=click.Path(dir_okay=False),
+              help="File whose first line is the holder key's passphrase.")
+def note_present(file: str, key_file: str | None, audience: str, nonce: str,
+                 passphrase_file: str | None) -> None:
+    """Sign presentations of every note in FILE for one verifier; print JSON to send."""
+    items, wallet = tokens_in(read_input(file))
+    if wallet is None and not key_file:
+        raise click.UsageError("a bare note needs --key KEYFILE (or pass a .ccwallet)")
+    passphrase = ask_passphrase(passphrase_file, confirm=False)
+    if key_file:
+        key = pkcs8.decrypt(read_input(key_file).encode("ascii", "replace") + b"\n", passphrase)
+    else:
+        assert wallet is not None
+        key = wallet.unlock(passphrase)
+    holder_x = jose.public_jwk(key)["x"]
+    now = int(time.time())
+    presentations = []
+    for item in items:
+        claims = notes.decode(item)["claims"]
+        if claims.get("cnf", {}).get("jwk", {}).get("x") != holder_x:
+            raise Malformed(f"note {claims.get('jti', '?')} is bound to another holder key")
+        presentations.append(notes.present(item, holder_key=key, audience=audience,
+                                           nonce=nonce, iat=now))
+    emit_json({"presentations": presentations})
+
+
+@note.command("revoke")
+@org_option
+@click.option("--jti", required=True)
+@click.option("--reason", required=True, help="Recorded with the note and in the audit log.")
+@with_session
+def note_revoke(session: Session, slug: str, jti: str, reason: str) -> None:
+    """Revoke an active note; its value returns to the engineer's wallet."""
+    row = note_actions.revoke(session, slug=slug, jti=jti, reason=reason, actor=Actor.cli())
+    info(f"Revoked {row.jti}; {format_amount(row.amount)} {row.currency} back to the wallet")
+
+
+@note.command("breakage")
+@org_option
+@click.option("--jti", required=True)
+@with_session
+def note_breakage(session: Session, slug: str, jti: str) -> None:
+    """Book an expired, unredeemed note as breakage."""
+    row = note_actions.breakage(session, slug=slug, jti=jti, actor=Actor.cli())
+    info(f"Booked {row.jti} ({format_amount(row.amount)} {row.currency}) as breakage")

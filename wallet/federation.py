@@ -1,0 +1,305 @@
+"""Talking to other issuers: transports, pinned metadata and keys, status lists.
+
+Outbound requests go only to endpoints pinned from a *trusted* issuer's metadata (and
+the status list URIs inside notes that issuer signed, which must live under its issuer
+id). An issuer nobody trusted causes no request at all. Every request has a timeout and
+a response size limit and never follows redirects.
+
+Two organisations on one instance use the same code path: `LocalTransport` hands the
+request to this app's WSGI callable instead of a socket; the routes and every check run
+exactly as for a remote peer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from flask import current_app
+from sqlmodel import Session
+from werkzeug.test import Client
+
+from wallet.core import jose, notes, status
+from wallet.core.errors import (
+    AlreadyRedeemed,
+    IssuerUnavailable,
+    MalformedToken,
+    Revoked,
+    UnknownIssuer,
+    UnknownNote,
+    UntrustedIssuer,
+    WalletError,
+)
+from wallet.models import Organization, TrustedIssuer
+from wallet.store import federation as trust_store
+from wallet.store import notes as note_store
+from wallet.store import people
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """An HTTP answer."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+class Transport(Protocol):
+    """How requests reach an issuer."""
+
+    def request(self, method: str, url: str, *, body: bytes | None = None,
+                content_type: str | None = None) -> Fetched: ...
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect could lead anywhere: treat it as an error answer
+
+
+class HttpTransport:
+    """Plain HTTP(S) with a timeout, a size limit and no redirects."""
+
+    def __init__(self, *, timeout: float, max_bytes: int) -> None:
+        self.timeout, self.max_bytes = timeout, max_bytes
+        self._opener = urllib.request.build_opener(_NoRedirects())
+
+    def request(self, method: str, url: str, *, body: bytes | None = None,
+                content_type: str | None = None) -> Fetched:
+        headers = {"Accept": "application/json, application/jwt, */*",
+                   "User-Agent": "compute-credit-wallet"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        # Only http(s) reaches here: check_peer_url refused every other scheme.
+        req = urllib.request.Request(url, data=body, method=method,  # noqa: S310
+                                     headers=headers)
+        try:
+            with self._opener.open(req, timeout=self.timeout) as answer:
+                return self._read(answer.status, answer, answer.headers.get_content_type())
+        except urllib.error.HTTPError as err:
+            return self._read(err.code, err, err.headers.get_content_type() if err.headers else "")
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise IssuerUnavailable(f"{_origin(url)} could not be reached: {reason}") from None
+
+    def _read(self, code: int, stream: Any, content_type: str) -> Fetched:
+        try:
+            data = stream.read(self.max_bytes + 1)
+        except (OSError, ValueError) as err:
+            raise IssuerUnavailable(f"reading the answer failed: {err}") from None
+        if len(data) > self.max_bytes:
+            raise IssuerUnavailable(f"the answer is larger than {self.max_bytes} bytes")
+        return Fetched(code, data, content_type)
+
+
+class LocalTransport:
+    """An issuer on this instance: the request goes through this app's routes in-process."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def request(self, method: str, url: str, *, body: bytes | None = None,
+                content_type: str | None = None) -> Fetched:
+        parts = urlsplit(url)
+        client = Client(current_app._get_current_object())  # type: ignore[attr-defined]
+        answer = client.open(parts.path + (f"?{parts.query}" if parts.query else ""),
+                             method=method, data=body, content_type=content_type,
+                             base_url=self.base_url)
+        try:
+            return Fetched(answer.status_code, answer.get_data(), answer.mimetype)
+        finally:
+            answer.close()
+
+
+def transport_for(url: str) -> Transport:
+    """Pick the transport for a URL: in-process for this instance, else HTTP(S)."""
+    override = current_app.extensions.get("wallet.transport")
+    if override is not None:  # tests inject faults here
+        return override(url)  # type: ignore[no-any-return]
+    base = current_app.config["WALLET_BASE_URL"]
+    if url.startswith(base + "/"):
+        return LocalTransport(base)
+    check_peer_url(url)
+    return HttpTransport(timeout=float(current_app.config["WALLET_FEDERATION_TIMEOUT"]),
+                         max_bytes=int(current_app.config["WALLET_FEDERATION_MAX_BYTES"]))
+
+
+def check_peer_url(url: str) -> None:
+    """Refuse URLs that are not http(s), or plain http where the config forbids it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.username:
+        raise MalformedToken(f"{url[:100]!r} is not an http(s) URL")
+    if parts.scheme == "http" and not current_app.config["WALLET_FEDERATION_ALLOW_HTTP"]:
+        raise MalformedToken("peers must use https (WALLET_FEDERATION_ALLOW_HTTP is off)")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def well_known_url(issuer: str) -> str:
+    """SD-JWT VC issuer metadata location: /.well-known/jwt-vc-issuer inserted before the path."""
+    parts = urlsplit(issuer)
+    return f"{parts.scheme}://{parts.netloc}/.well-known/jwt-vc-issuer{parts.path}"
+
+
+def get_json(url: str) -> dict[str, Any]:
+    """GET a JSON object, or raise `IssuerUnavailable`."""
+    answer = transport_for(url).request("GET", url)
+    if answer.status != 200:
+        raise IssuerUnavailable(f"{url} answered {answer.status}")
+    try:
+        return jose.json_object(answer.body)
+    except MalformedToken:
+        raise IssuerUnavailable(f"{url} did not answer a JSON object") from None
+
+
+# -- pinning an issuer -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """An issuer's metadata and keys, checked for consistency."""
+
+    issuer: str
+    metadata: dict[str, Any]
+    jwks: dict[str, Any]
+
+
+def fetch_issuer(issuer: str) -> Pinned:
+    """Fetch and check an issuer's metadata and JWKS (for trust add and refresh)."""
+    check_peer_url(issuer)
+    metadata = get_json(well_known_url(issuer))
+    if metadata.get("issuer") != issuer:
+        raise MalformedToken("the metadata's issuer differs from the issuer id asked for")
+    origin = _origin(issuer)
+    for member in ("jwks_uri", "redeem_endpoint", "nonce_endpoint"):
+        value = metadata.get(member)
+        if not isinstance(value, str) or _origin(value) != origin:
+            raise MalformedToken(f"metadata {member} must be a URL on {origin}")
+    jwks = get_json(metadata["jwks_uri"])
+    jose.jwks_keys(jwks)  # every key must be a well-formed Ed25519 key with a true kid
+    for entry in metadata.get("revoked_keys", []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("compromised_at"), int):
+            raise MalformedToken("metadata revoked_keys entries need kid and compromised_at")
+        jose.PublicKey.from_jwk(entry.get("jwk"))
+    return Pinned(issuer, metadata, jwks)
+
+
+def keys_from_pinned(issuer: str, metadata: dict[str, Any],
+                     jwks: dict[str, Any]) -> notes.IssuerKeys:
+    """Build a verifier's view of an issuer's keys from pinned metadata and JWKS."""
+    retired = {e.get("kid"): e.get("retired_at") for e in metadata.get("retired_keys", [])
+               if isinstance(e, dict)}
+    infos: dict[str, notes.KeyInfo] = {}
+    for kid, key in jose.jwks_keys(jwks).items():
+        at = retired.get(kid)
+        infos[kid] = notes.KeyInfo(key, at if isinstance(at, int) else None)
+    for entry in metadata.get("revoked_keys", []):
+        key = jose.PublicKey.from_jwk(entry["jwk"])
+        infos[key.kid] = notes.KeyInfo(key, None, int(entry["compromised_at"]))
+    return notes.IssuerKeys(issuer, infos)
+
+
+# -- the verifier's directory ------------------------------------------------------------
+
+_STATUS_CACHE: dict[str, tuple[float, status.StatusList]] = {}
+_STATUS_LOCK = threading.Lock()
+
+
+class Directory:
+    """What one organisation trusts: itself and its trust list (DESIGN §7, §8)."""
+
+    def __init__(self, session: Session, org: Organization) -> None:
+        from wallet.actions.keys import issuer_id
+
+        self.session, self.org = session, org
+        self.own_id = issuer_id(org)
+        self._keys: dict[str, notes.IssuerKeys] = {}
+
+    def trusted(self, issuer: str) -> TrustedIssuer | None:
+        """This organisation's trust entry for an issuer."""
+        assert self.org.id is not None
+        return trust_store.entry(self.session, org_id=self.org.id, issuer=issuer)
+
+    def resolve(self, issuer: str) -> notes.IssuerKeys:
+        """Keys of a trusted issuer, or `UntrustedIssuer` / `UnknownIssuer` (no request made)."""
+        if issuer in self._keys:
+            return self._keys[issuer]
+        from wallet.actions.keys import issuer_keys
+
+        if issuer == self.own_id:
+            found = issuer_keys(self.session, org=self.org)
+        else:
+            entry = self.trusted(issuer)
+            if entry is None:
+                base = current_app.config["WALLET_BASE_URL"] + "/orgs/"
+                if issuer.startswith(base) and people.org_by_slug(
+                        self.session, slug=issuer[len(base):]) is None:
+                    raise UnknownIssuer(f"no organisation {issuer!r} on this instance")
+                raise UntrustedIssuer(f"{issuer[:200]!r} is not in {self.org.slug}'s trust list")
+            found = keys_from_pinned(issuer, entry.issuer_metadata, entry.jwks)
+        self._keys[issuer] = found
+        return found
+
+    def check_status(self, note: notes.Note) -> None:
+        """Refuse a revoked, redeemed or unknown note; fail closed when status is unknown."""
+        if note.issuer == self.own_id:
+            self._own_status(note)
+            return
+        prefix = note.issuer + "/status/"
+        if not note.status_uri.startswith(prefix):
+            raise MalformedToken("the note's status list is not under its issuer id")
+        value = self.status_list(note.issuer, note.status_uri).status(note.status_idx)
+        if value == status.REVOKED:
+            raise Revoked("the issuer revoked this note")
+        if value == status.SUSPENDED:
+            raise Revoked("the issuer suspended this note")
+        if value == status.REDEEMED:
+            raise AlreadyRedeemed("the note was already redeemed")
+
+    def _own_status(self, note: notes.Note) -> None:
+        assert self.org.id is not None
+        row = note_store.note_by_jti(self.session, org_id=self.org.id, jti=note.jti)
+        if row is None or row.status_idx != note.status_idx:
+            raise UnknownNote("this issuer has no record of the note")
+        if row.state == "redeemed":
+            raise AlreadyRedeemed("the note was already redeemed")
+        if row.state in ("revoked", "reclaimed"):
+            raise Revoked(f"the note was {row.state}"
+                          + (f": {row.revoke_reason}" if row.revoke_reason else ""))
+
+    def status_list(self, issuer: str, uri: str) -> status.StatusList:
+        """A trusted issuer's status list, cached for its ttl; fails closed."""
+        with _STATUS_LOCK:
+            hit = _STATUS_CACHE.get(uri)
+        if hit is not None and time.monotonic() < hit[0]:
+            return hit[1]
+        keys = self.resolve(issuer)
+        self.session.commit()  # hold no database transaction across the network
+        answer = transport_for(uri).request("GET", uri)
+        if answer.status != 200:
+            raise IssuerUnavailable(f"status list {uri} answered {answer.status}")
+        try:
+            jws = jose.parse(answer.body.decode("ascii", "replace").strip(), typ=status.TYP)
+            key = keys.for_token(jose.kid_of(jws), int(jws.payload.get("iat", 0)))
+            jws.verify(key.key)
+            now = int(time.time())
+            listed = status.read(jws.payload, uri=uri, now=now)
+        except WalletError as err:
+            raise IssuerUnavailable(f"status list {uri} did not verify: {err.message}") from None
+        with _STATUS_LOCK:
+            _STATUS_CACHE[uri] = (time.monotonic() + listed.ttl, listed)
+        return listed
+
+
+def forget_status_cache() -> None:
+    """Drop cached status lists (tests; an operator after a known revocation)."""
+    with _STATUS_LOCK:
+        _STATUS_CACHE.clear()

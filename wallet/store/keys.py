@@ -1,0 +1,26 @@
+"""Signing-key rows."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from wallet.models import SigningKey
+
+
+def keys_of(session: Session, *, org_id: int) -> list[SigningKey]:
+    """Every key of an organisation, newest first."""
+    return list(session.exec(select(SigningKey).where(SigningKey.org_id == org_id)
+                             .order_by(col(SigningKey.created_at).desc(),
+                                       col(SigningKey.id).desc())))
+
+
+def active_key(session: Session, *, org_id: int) -> SigningKey | None:
+    """The organisation's one active key."""
+    return session.exec(select(SigningKey).where(SigningKey.org_id == org_id,
+                                                 SigningKey.state == "active")).first()
+
+
+def key_by_kid(session: Session, *, org_id: int, kid: str) -> SigningKey | None:
+    """A key by kid."""
+    return session.exec(select(SigningKey).where(SigningKey.org_id == org_id,
+                                                 SigningKey.kid == kid)).first()
