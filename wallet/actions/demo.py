@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 
 from sqlmodel import Session
 
+from wallet.actions import grants as grant_actions
 from wallet.actions import ledger as ledger_actions
 from wallet.actions import orgs as org_actions
-from wallet.actions._base import Actor, atomic, today
-from wallet.core import ledger as rules
-from wallet.core.money import parse_amount
-from wallet.store import ledger, people
+from wallet.actions import usage as usage_actions
+from wallet.actions._base import Actor, today
+from wallet.core.money import format_display
+from wallet.core.vesting import add_months
+from wallet.store import people
 
 DEFAULT_PASSWORD = "demo-password"  # noqa: S105 - demo data only, printed to the operator
 ACME, GLOBEX = "acme", "globex"
@@ -69,15 +71,36 @@ def load(session: Session, *, password: str, if_empty: bool = False) -> Report:
     return report
 
 
+# Ada's grant at acme: 48,000.00 over four years, monthly, with a one-year cliff, started
+# 18 months before the demo runs. The cliff tranche (12 x 1,000.00) and six monthly ones
+# have vested: 18,000.00. Spending recorded through the usage action, at the shipped
+# default prices per million tokens:
+#   claude-sonnet-4: 500M input x 3.00 + 200M output x 15.00  = 1,500.00 + 3,000.00 = 4,500.00
+#   gpt-4o:          250M input x 2.50 + 37.5M output x 10.00 =   625.00 +   375.00 = 1,000.00
+# so ada's available balance is 18,000.00 - 5,500.00 = 12,500.00, with 30,000.00 unvested
+# and the next 1,000.00 vesting on the 19th monthly date.
+ADA_GRANT_KEY = "demo-ada-4y-monthly"
+ADA_USAGE = (
+    ("demo-usage-ada-1", "claude-sonnet-4", 500_000_000, 200_000_000),
+    ("demo-usage-ada-2", "gpt-4o", 250_000_000, 37_500_000),
+)
+
+
 def _grant_ada(session: Session, report: Report) -> None:
     org = people.org_by_slug(session, slug=ACME)
     assert org is not None and org.id is not None
-    found = people.member_by_email(session, org_id=org.id, email=ADA)
-    assert found is not None and found[1].id is not None
-    posting = rules.Posting(rules.POOL, rules.wallet(found[1].id), parse_amount("12500.00"),
-                            org.currency, kind="grant", key="demo:grant:ada:immediate",
-                            memo="demo: immediate grant")
-    with atomic(session):
-        _t, created = ledger.post(session, org_id=org.id, posting=posting)
-    if created:
-        report.did("Granted ada 12,500.00 USD at acme (immediate)")
+    cli = Actor.cli()
+    if grant_actions.grant_for_key(session, org=org, request_key=ADA_GRANT_KEY) is None:
+        result = grant_actions.create_grant(
+            session, slug=ACME, email=ADA, amount="48000.00", start=add_months(today(), -18),
+            cliff_months=12, every="month", months=48, request_key=ADA_GRANT_KEY,
+            memo="demo: four-year grant", actor=cli)
+        report.did(f"Granted ada 48,000.00 USD at acme over four years (monthly, one-year"
+                   f" cliff, from {result.grant.start_on.isoformat()});"
+                   f" {format_display(result.vested_now)} vested so far")
+    for key, model, tokens_in, tokens_out in ADA_USAGE:
+        used = usage_actions.record_usage(
+            session, slug=ACME, email=ADA, model=model, input_tokens=tokens_in,
+            output_tokens=tokens_out, idempotency_key=key, actor=cli)
+        if used.created:
+            report.did(f"Recorded ada's usage of {model}: {format_display(used.record.cost)}")

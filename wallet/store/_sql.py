@@ -33,6 +33,20 @@ def insert_ignore(session: Session, table: sa.Table, values: dict[str, Any],
     return None if row is None else int(row[0])
 
 
+def in_values(session: Session, column: sa.ColumnElement[Any],
+              values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """`column IN values`, bound as ONE array parameter on PostgreSQL (`= ANY(:values)`).
+
+    An expanded `IN (…)` of thousands of parameters is planned generically once psycopg
+    prepares it (after five executions) and then compares every row with every parameter;
+    one array parameter keeps the index plan. SQLite gets a plain IN.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam(None, list(values),
+                                              type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     """Yield `items` in slices of at most `size`."""
     for start in range(0, len(items), size):

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from wallet.core import ledger
 from wallet.core.errors import IdempotencyConflict, InsufficientFunds
 from wallet.models import Account, Note, Transfer
-from wallet.store._sql import chunks, insert_ignore
+from wallet.store._sql import chunks, in_values, insert_ignore
 
 
 def account(session: Session, *, org_id: int, name: str, currency: str) -> Account:
@@ -150,6 +150,9 @@ def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posti
     return len(rows)
 
 
+WHOLE_SCAN_AT = 500
+
+
 def _account_ids(session: Session, *, org_id: int,
                  names: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
     table = Account.__table__
@@ -161,12 +164,18 @@ def _account_ids(session: Session, *, org_id: int,
         for name, currency in batch:
             by_currency[currency].append(name)
         for currency, group in by_currency.items():
+            scope = sa.select(table.c.id, table.c.name).where(
+                table.c.org_id == org_id, table.c.currency == currency)
+            if len(group) > WHOLE_SCAN_AT:
+                # A large batch (a vesting run) touches most accounts anyway: one scan of
+                # the organisation's accounts beats thousands of lookups, and does not
+                # depend on statistics the planner may not have yet for fresh rows.
+                wanted_names = set(group)
+                found.update({(name, currency): int(id_) for id_, name in session.execute(scope)
+                              if name in wanted_names})
+                continue
             for chunk in chunks(group):
-                rows = session.execute(
-                    sa.select(table.c.id, table.c.name).where(
-                        table.c.org_id == org_id, table.c.currency == currency,
-                        table.c.name.in_(chunk))
-                )
+                rows = session.execute(scope.where(in_values(session, table.c.name, chunk)))
                 found.update({(name, currency): int(id_) for id_, name in rows})
 
     load(wanted)

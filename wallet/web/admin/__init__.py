@@ -6,6 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from wallet import db
+from wallet.actions import finance
 from wallet.actions import ledger as ledger_actions
 from wallet.actions import orgs as org_actions
 from wallet.core.errors import WalletError
@@ -37,7 +38,9 @@ def overview(slug: str) -> Response | str:
                 flash("That funding was already recorded; nothing changed.", "info")
             return redirect(url_for("admin.overview", slug=slug))
     pool = ledger_actions.pool(db.session(), org=access.org)
-    return render_template("admin/overview.html", access=access, form=form, pool=pool)
+    liabilities = finance.liabilities(db.session(), org=access.org)
+    return render_template("admin/overview.html", access=access, form=form, pool=pool,
+                           liabilities=liabilities)
 
 
 @bp.route("/people", methods=["GET", "POST"])

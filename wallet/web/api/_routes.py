@@ -2,3 +2,4 @@
 
 from wallet.web.api import federation as _federation  # noqa: F401
 from wallet.web.api import notes as _notes  # noqa: F401
+from wallet.web.api import usage as _usage  # noqa: F401

@@ -1,0 +1,63 @@
+"""The price catalogue of an organisation and its usage records."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from wallet.models import Price, UsageRecord
+
+PRICE = Price.__table__
+
+
+def prices(session: Session, *, org_id: int) -> list[Price]:
+    """Return the prices an organisation has set, by model."""
+    return list(session.scalars(
+        sa.select(Price).where(Price.org_id == org_id).order_by(Price.model)))  # type: ignore[arg-type]
+
+
+def price(session: Session, *, org_id: int, model: str) -> Price | None:
+    """Return the price an organisation has set for one model."""
+    return session.scalars(sa.select(Price).where(
+        Price.org_id == org_id, Price.model == model)).first()  # type: ignore[arg-type]
+
+
+def upsert_price(session: Session, *, org_id: int, model: str, input_per_mtok: int,
+                 output_per_mtok: int, currency: str, source: str, as_of: date) -> None:
+    """Set a model's price (`INSERT … ON CONFLICT DO UPDATE`, one statement)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql"
+              else sqlite.insert)
+    values: dict[str, Any] = {
+        "input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok,
+        "currency": currency, "source": source[:300], "as_of": as_of,
+        "updated_at": datetime.now(UTC)}
+    session.execute(
+        insert(PRICE).values(org_id=org_id, model=model, **values)
+        .on_conflict_do_update(index_elements=["org_id", "model"], set_=values))
+
+
+def record_by_key(session: Session, *, org_id: int, key: str) -> UsageRecord | None:
+    """Return the usage record an idempotency key created."""
+    return session.scalars(sa.select(UsageRecord).where(
+        UsageRecord.org_id == org_id, UsageRecord.idempotency_key == key)).first()  # type: ignore[arg-type]
+
+
+def add_record(session: Session, record: UsageRecord) -> UsageRecord:
+    """Store a usage record and flush it."""
+    session.add(record)
+    session.flush()
+    return record
+
+
+def recent(session: Session, *, org_id: int, person_id: int | None = None,
+           limit: int = 50) -> list[UsageRecord]:
+    """Return recent usage records, newest first."""
+    query = sa.select(UsageRecord).where(UsageRecord.org_id == org_id)  # type: ignore[arg-type]
+    if person_id is not None:
+        query = query.where(UsageRecord.person_id == person_id)  # type: ignore[arg-type]
+    return list(session.scalars(query.order_by(UsageRecord.id.desc()).limit(limit)))  # type: ignore[union-attr]

@@ -1,0 +1,133 @@
+"""Admin: grant credit to one engineer, import a grants CSV, list grants and their vesting."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from werkzeug.wrappers import Response
+from wtforms import DateField, EmailField, IntegerField, SelectField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from wallet import db
+from wallet.actions import grants as grant_actions
+from wallet.core.errors import (
+    AmountInvalid,
+    Conflict,
+    InsufficientFunds,
+    NotFound,
+    RowsInvalid,
+    WalletError,
+)
+from wallet.core.money import format_display
+from wallet.web import guard
+from wallet.web.admin import bp
+from wallet.web.forms import IdempotentForm, amount_valid
+
+PAGE_SIZE = 100
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # the app's MAX_CONTENT_LENGTH
+
+
+class GrantForm(IdempotentForm):
+    email = EmailField("Engineer's email", validators=[DataRequired(), Length(max=254)])
+    amount = StringField("Amount", validators=[DataRequired(), amount_valid],
+                         render_kw={"inputmode": "decimal", "placeholder": "48000.00"})
+    every = SelectField("Vesting", choices={"": "Immediately (no vesting)",
+                                            "month": "Monthly", "quarter": "Quarterly"},
+                        default="")
+    start = DateField("Start date", validators=[Optional()])
+    months = IntegerField("Over (months)", validators=[Optional(), NumberRange(1, 600)],
+                          render_kw={"inputmode": "numeric", "placeholder": "48"})
+    cliff_months = IntegerField("Cliff (months)", validators=[Optional(), NumberRange(0, 600)],
+                                render_kw={"inputmode": "numeric", "placeholder": "12"})
+    memo = StringField("Reference (optional)", validators=[Optional(), Length(max=300)])
+
+
+class ImportForm(FlaskForm):
+    file = FileField("Grants file (CSV, UTF-8)", validators=[FileRequired()],
+                     render_kw={"accept": ".csv,text/csv"})
+
+
+@bp.route("/grants", methods=["GET", "POST"])
+@guard.login_required
+def grants(slug: str) -> Response | tuple[str, int] | str:
+    """Grant a single engineer; list the organisation's grants."""
+    access = guard.org_access(slug, admin=True)
+    form = GrantForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            result = grant_actions.create_grant(
+                db.session(), slug=slug, email=form.email.data or "",
+                amount=form.amount.data or "", start=form.start.data,
+                every=form.every.data or None,
+                months=form.months.data, cliff_months=form.cliff_months.data,
+                request_key=form.idempotency_key.data or "", memo=form.memo.data or "",
+                actor=guard.actor())
+        except (AmountInvalid, InsufficientFunds) as err:
+            form.amount.errors = [*form.amount.errors, err.message]
+            status = 422
+        except (NotFound, Conflict) as err:
+            form.email.errors = [*form.email.errors, err.message]
+            status = 422
+        except WalletError as err:
+            form.form_errors.append(err.message)
+            status = 422
+        else:
+            g = result.grant
+            if result.created:
+                how = ("immediately" if g.every is None and result.vested_now == g.amount
+                       else f"vesting in {len(result.tranches)} tranche(s)")
+                flash(f"Granted {format_display(g.amount, g.currency)} to "
+                      f"{form.email.data} {how}.", "success")
+            else:
+                flash("That grant was already recorded; nothing changed.", "info")
+            return redirect(url_for("admin.grants", slug=slug))
+    elif form.is_submitted():
+        status = 422
+    return _page(access, form, ImportForm(), None), status
+
+
+@bp.post("/grants/import")
+@guard.login_required
+def grants_import(slug: str) -> Response | tuple[str, int]:
+    """Import a grants CSV, all or nothing, with a row-level error report."""
+    access = guard.org_access(slug, admin=True)
+    upload = ImportForm()
+    problems: list[tuple[int, str]] | None = None
+    if upload.validate_on_submit():
+        storage = upload.file.data
+        data = storage.read(MAX_UPLOAD_BYTES + 1)
+        name = (storage.filename or "grants.csv")[:100]
+        try:
+            result = grant_actions.import_grants(db.session(), slug=slug, data=data,
+                                                 filename=name, actor=guard.actor())
+        except RowsInvalid as err:
+            problems = err.problems
+            upload.file.errors = [*upload.file.errors,
+                                  f"Nothing was imported: {len(err.problems)} problem(s)"
+                                  " listed below. Fix the file and upload it again."]
+        except WalletError as err:
+            upload.file.errors = [*upload.file.errors,
+                                  f"Nothing was imported: {err.message}"]
+        else:
+            if result.created:
+                flash(f"Imported {result.count:,} grant(s) totalling "
+                      f"{format_display(result.total, result.currency)} from {name}.",
+                      "success")
+            else:
+                flash(f"{name} was already imported; nothing changed.", "info")
+            return redirect(url_for("admin.grants", slug=slug))
+    return _page(access, GrantForm(), upload, problems), 422
+
+
+def _page(access: guard.Access, form: GrantForm, upload: ImportForm,
+          problems: list[tuple[int, str]] | None) -> str:
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    session = db.session()
+    total = grant_actions.grant_count(session, org=access.org)
+    rows = grant_actions.grant_list(session, org=access.org, limit=PAGE_SIZE,
+                                    offset=(page - 1) * PAGE_SIZE)
+    return render_template("admin/grants.html", access=access, form=form, upload=upload,
+                           problems=problems, rows=rows, page=page, total=total,
+                           pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1))

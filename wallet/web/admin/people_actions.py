@@ -1,0 +1,61 @@
+"""Admin: end an engineer's employment on a date (unvested credit returns to the pool)."""
+
+from __future__ import annotations
+
+from flask import abort, flash, redirect, render_template, url_for
+from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response
+from wtforms import DateField
+from wtforms.validators import DataRequired
+
+from wallet import db
+from wallet.actions import grants as grant_actions
+from wallet.actions import wallets
+from wallet.core.errors import WalletError
+from wallet.core.money import format_display
+from wallet.models import Person
+from wallet.store import people
+from wallet.web import guard
+from wallet.web.admin import bp
+
+
+class TerminateForm(FlaskForm):
+    on = DateField("Last day of employment", validators=[DataRequired()])
+
+
+@bp.route("/people/<int:person_id>/terminate", methods=["GET", "POST"])
+@guard.login_required
+def terminate(slug: str, person_id: int) -> Response | tuple[str, int] | str:
+    """Show what ending someone's employment does, and do it."""
+    access = guard.org_access(slug, admin=True)
+    session = db.session()
+    assert access.org.id is not None
+    membership = people.membership(session, org_id=access.org.id, person_id=person_id)
+    person = session.get(Person, person_id)
+    if membership is None or person is None:
+        abort(404)
+    form = TerminateForm()
+    status = 200
+    if form.validate_on_submit():
+        assert form.on.data is not None
+        try:
+            done = grant_actions.terminate(session, slug=slug, person_id=person_id,
+                                           on=form.on.data, actor=guard.actor())
+        except WalletError as err:
+            form.on.errors = [*form.on.errors, err.message]
+            status = 422
+        else:
+            if done.created:
+                flash(f"{done.email}'s employment ends on {done.ended_on.isoformat()}. "
+                      f"{done.forfeited_count} unvested tranche(s), "
+                      f"{format_display(done.forfeited, access.org.currency)}, returned to"
+                      " the pool.", "success")
+            else:
+                flash(f"{done.email}'s employment already ends on {done.ended_on.isoformat()};"
+                      " nothing changed.", "info")
+            return redirect(url_for("admin.people_page", slug=slug))
+    elif form.is_submitted():
+        status = 422
+    summary = wallets.summary(session, org=access.org, person=person)
+    return render_template("admin/terminate.html", access=access, form=form, person=person,
+                           membership=membership, summary=summary), status

@@ -1,0 +1,62 @@
+"""Admin: the price catalogue (models and prices per million tokens)."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, url_for
+from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response
+from wtforms import StringField
+from wtforms.validators import DataRequired, Length, Optional
+
+from wallet import db
+from wallet.actions import usage as usage_actions
+from wallet.core.errors import AmountInvalid, WalletError
+from wallet.core.money import format_display
+from wallet.web import guard
+from wallet.web.admin import bp
+from wallet.web.forms import amount_valid
+
+
+class PriceForm(FlaskForm):
+    model = StringField("Model", validators=[DataRequired(), Length(max=100)],
+                        render_kw={"placeholder": "gpt-4o", "autocomplete": "off"})
+    input_price = StringField("Input, per million tokens",
+                              validators=[DataRequired(), amount_valid],
+                              render_kw={"inputmode": "decimal", "placeholder": "2.50"})
+    output_price = StringField("Output, per million tokens",
+                               validators=[DataRequired(), amount_valid],
+                               render_kw={"inputmode": "decimal", "placeholder": "10.00"})
+    source = StringField("Source (optional)", validators=[Optional(), Length(max=300)],
+                         render_kw={"placeholder": "vendor price page, contract"})
+
+
+@bp.route("/prices", methods=["GET", "POST"])
+@guard.login_required
+def prices(slug: str) -> Response | tuple[str, int] | str:
+    """View the catalogue; add a model or change its prices."""
+    access = guard.org_access(slug, admin=True)
+    form = PriceForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            entry = usage_actions.set_price(
+                db.session(), slug=slug, model=form.model.data or "",
+                input_price=form.input_price.data or "",
+                output_price=form.output_price.data or "", source=form.source.data or "",
+                actor=guard.actor())
+        except AmountInvalid as err:
+            form.input_price.errors = [*form.input_price.errors, err.message]
+            status = 422
+        except WalletError as err:
+            form.model.errors = [*form.model.errors, err.message]
+            status = 422
+        else:
+            flash(f"{entry.model}: {format_display(entry.input_per_mtok, entry.currency)} input,"
+                  f" {format_display(entry.output_per_mtok, entry.currency)} output per million"
+                  " tokens.", "success")
+            return redirect(url_for("admin.prices", slug=slug))
+    elif form.is_submitted():
+        status = 422
+    entries = usage_actions.catalogue(db.session(), org=access.org)
+    return render_template("admin/prices.html", access=access, form=form,
+                           entries=entries), status
