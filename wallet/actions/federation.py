@@ -582,6 +582,29 @@ def record_settlement(session: Session, *, slug: str, counterparty: str, directi
     return created
 
 
+def bring_wallet(session: Session, *, slug: str, email: str, wallet_text: str,
+                 passphrase: str, consumer: str) -> Honoured:
+    """Honour every note of a wallet file: unlock the holder key in memory, present, honour.
+
+    The passphrase and the decrypted key live only for this call; nothing is stored.
+    """
+    from wallet.actions.notes import new_nonce
+    from wallet.core import walletfile
+
+    org = org_or_404(session, slug)
+    member_or_404(session, org, email)
+    wallet = walletfile.parse(wallet_text)
+    if not wallet.notes:
+        raise Malformed("the wallet file holds no notes")
+    key = wallet.unlock(passphrase)
+    nonce, _expires = new_nonce(session, org=org)
+    audience, now = key_actions.issuer_id(org), int(time.time())
+    presentations = [notes.present(item, holder_key=key, audience=audience, nonce=nonce,
+                                   iat=now) for item in wallet.notes]
+    return honour(session, slug=slug, email=email, presentations=presentations,
+                  consumer=consumer)
+
+
 def receipts_for(session: Session, *, org: Organization, person: Person) -> list[HonouredNote]:
     """Notes from other issuers honoured for a person here."""
     assert org.id is not None and person.id is not None

@@ -72,6 +72,28 @@ def export(session: Session, *, slug: str, email: str, amount: str, currency: st
     return row
 
 
+def export_to_new_wallet(session: Session, *, slug: str, email: str, amount: str,
+                         passphrase: str, actor: Actor) -> tuple[Note, str]:
+    """Export a note to a brand-new holder key and return it inside a `.ccwallet` file.
+
+    The key is generated and encrypted under `passphrase` *before* the note is exported,
+    so nothing can fail between the debit and the hand-over; the server keeps neither
+    the key nor the passphrase.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from wallet.core import walletfile
+
+    if len(passphrase) < 8:
+        raise Malformed("choose a passphrase of at least 8 characters")
+    key = Ed25519PrivateKey.generate()
+    empty = walletfile.create(key, passphrase, [], salt=secrets.token_bytes(16),
+                              iv=secrets.token_bytes(16))
+    row = export(session, slug=slug, email=email, amount=amount, holder_jwk=empty.holder_jwk,
+                 actor=actor)
+    return row, empty.with_notes([row.token]).to_json()
+
+
 def _issue(session: Session, *, org: Organization, person: Person, money: Money,
            holder: jose.PublicKey, now: datetime, kind: str) -> Note:
     """Debit the wallet, claim a status index, sign and record a note (no commit)."""
@@ -257,6 +279,20 @@ def status_list_token(session: Session, *, org: Organization, number: int) -> st
     with _CACHE_LOCK:
         _CACHE[cache_key] = (time.monotonic(), token)
     return token
+
+
+# -- nonces ------------------------------------------------------------------------------
+
+
+def new_nonce(session: Session, *, org: Organization) -> tuple[str, datetime]:
+    """Issue a fresh single-use nonce (256 bits) for presentations to `org`; commits."""
+    assert org.id is not None
+    now = utcnow()
+    expires = now + timedelta(seconds=int(current_app.config["WALLET_NONCE_TTL_SECONDS"]))
+    value = secrets.token_urlsafe(32)
+    note_store.add_nonce(session, org_id=org.id, value=value, now=now, expires_at=expires)
+    session.commit()
+    return value, expires
 
 
 # -- reading -----------------------------------------------------------------------------

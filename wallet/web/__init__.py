@@ -10,7 +10,18 @@ csrf = CSRFProtect()
 
 def init_app(app: Flask) -> None:
     """Register extensions, blueprints, error handlers and response headers."""
-    from wallet.web import admin, api, auth, errors, filters, guard, headers, portal, wellknown
+    from wallet.web import (
+        admin,
+        api,
+        auth,
+        errors,
+        filters,
+        guard,
+        headers,
+        portal,
+        public,
+        wellknown,
+    )
 
     csrf.init_app(app)
     guard.init_app(app)
@@ -19,6 +30,7 @@ def init_app(app: Flask) -> None:
     filters.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(wellknown.bp)
+    app.register_blueprint(public.bp)
     app.register_blueprint(portal.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import secrets
-from datetime import timedelta
 from typing import Any
 
-from flask import current_app, request
+from flask import request
 
 from wallet import db
 from wallet.actions import keys as key_actions
 from wallet.actions import notes as note_actions
-from wallet.actions._base import org_or_404, utcnow
+from wallet.actions._base import org_or_404
 from wallet.actions.verify import verify_as
 from wallet.core import notes
 from wallet.core.errors import Forbidden, Malformed
 from wallet.core.money import format_amount
 from wallet.models import Note
-from wallet.store import notes as note_store
 from wallet.web import guard, idempotency, ratelimit
 from wallet.web.api import bp
 
@@ -82,11 +79,6 @@ def nonces(slug: str) -> tuple[dict[str, Any], int]:
     ratelimit.limit("nonces", guard.client_address())
     session = db.session()
     org = org_or_404(session, slug)
-    assert org.id is not None
-    now = utcnow()
-    expires = now + timedelta(seconds=int(current_app.config["WALLET_NONCE_TTL_SECONDS"]))
-    value = secrets.token_urlsafe(32)  # 256 bits
-    note_store.add_nonce(session, org_id=org.id, value=value, now=now, expires_at=expires)
-    session.commit()
+    value, expires = note_actions.new_nonce(session, org=org)
     return {"nonce": value, "audience": key_actions.issuer_id(org),
             "expires_at": int(expires.timestamp())}, 201

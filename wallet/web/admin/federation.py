@@ -1,0 +1,110 @@
+"""Trusted issuers and their policy; settlement per counterparty."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from wallet import db
+from wallet.actions import federation as fed
+from wallet.actions import keys as key_actions
+from wallet.core import jose
+from wallet.core.errors import WalletError
+from wallet.web import guard
+from wallet.web.admin import bp
+from wallet.web.forms import RotateForm, SettleForm, TrustForm
+
+
+def _keys_of(entry: object) -> list[tuple[str, str]]:
+    jwks = getattr(entry, "jwks", {})
+    return [(kid, key_actions.fingerprint(key.jwk)) for kid, key in jose.jwks_keys(jwks).items()]
+
+
+@bp.route("/trust", methods=["GET", "POST"])
+@guard.login_required
+def trust(slug: str) -> Response | tuple[str, int]:
+    """Trust another issuer (fetch, show and pin its keys); see and change policy."""
+    access = guard.org_access(slug, admin=True)
+    form = TrustForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            entry = fed.trust_add(db.session(), slug=slug, issuer=form.issuer.data or "",
+                                  cap=form.cap.data or None,
+                                  currencies=(form.currencies.data or "USD").split(","),
+                                  actor=guard.actor())
+        except WalletError as err:
+            form.issuer.errors = [err.message]
+            status = 400
+        else:
+            flash(f"Now trusting {entry.name or entry.issuer}. Compare the key fingerprints"
+                  " below with the issuer's administrators.", "success")
+            return redirect(url_for("admin.trust", slug=slug))
+    entries = fed.trust_list(db.session(), slug=slug)
+    return render_template("admin/trust.html", access=access, form=form, entries=entries,
+                           keys_of=_keys_of, small_form=RotateForm(),
+                           issuer=key_actions.issuer_id(access.org)), status
+
+
+@bp.post("/trust/remove")
+@guard.login_required
+def trust_remove(slug: str) -> Response:
+    """Stop trusting an issuer."""
+    guard.org_access(slug, admin=True)
+    if RotateForm().validate_on_submit():
+        try:
+            fed.trust_remove(db.session(), slug=slug, issuer=request.form.get("issuer", ""),
+                             actor=guard.actor())
+        except WalletError as err:
+            flash(err.message, "error")
+        else:
+            flash("Issuer removed from the trust list.", "success")
+    return redirect(url_for("admin.trust", slug=slug))
+
+
+@bp.post("/trust/refresh")
+@guard.login_required
+def trust_refresh(slug: str) -> Response:
+    """Re-fetch an issuer's metadata and keys now."""
+    guard.org_access(slug, admin=True)
+    if RotateForm().validate_on_submit():
+        try:
+            results = fed.trust_refresh(db.session(), slug=slug, actor=guard.actor(),
+                                        issuer=request.form.get("issuer") or None)
+        except WalletError as err:
+            flash(err.message, "error")
+        else:
+            for r in results:
+                if r.error:
+                    flash(f"{r.issuer}: {r.error}", "error")
+                else:
+                    flash(f"{r.issuer}: " + (f"keys added {len(r.added)}, removed"
+                                             f" {len(r.removed)}" if r.added or r.removed
+                                             else "unchanged"), "success")
+    return redirect(url_for("admin.trust", slug=slug))
+
+
+@bp.route("/settlement", methods=["GET", "POST"])
+@guard.login_required
+def settlement(slug: str) -> Response | tuple[str, int]:
+    """What we owe and are owed per counterparty; record payments."""
+    access = guard.org_access(slug, admin=True)
+    form = SettleForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            created = fed.record_settlement(
+                db.session(), slug=slug, counterparty=form.counterparty.data or "",
+                direction=form.direction.data, amount=form.amount.data or "",
+                reference=form.reference.data or "",
+                idempotency_key=form.idempotency_key.data or "", actor=guard.actor())
+        except WalletError as err:
+            form.amount.errors = [err.message]
+            status = 400
+        else:
+            flash("Settlement recorded." if created else "Already recorded; nothing changed.",
+                  "success")
+            return redirect(url_for("admin.settlement", slug=slug))
+    lines = fed.settlement(db.session(), slug=slug)
+    return render_template("admin/settlement.html", access=access, lines=lines,
+                           form=form), status

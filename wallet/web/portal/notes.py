@@ -1,0 +1,119 @@
+"""The engineer's notes: list, detail with QR code, download, export."""
+
+from __future__ import annotations
+
+import json
+
+import segno
+from flask import Response, flash, redirect, render_template, url_for
+from markupsafe import Markup
+
+from wallet import db
+from wallet.actions import notes as note_actions
+from wallet.actions import wallets
+from wallet.core.errors import NotFound, WalletError
+from wallet.models import Note
+from wallet.store import notes as note_store
+from wallet.web import guard
+from wallet.web.forms import ExportForm
+from wallet.web.portal import bp
+
+
+def _my_note(slug: str, jti: str) -> tuple[guard.Access, Note]:
+    access = guard.org_access(slug)
+    assert access.org.id is not None
+    row = note_store.note_by_jti(db.session(), org_id=access.org.id, jti=jti)
+    if row is None or row.person_id != access.person.id:
+        raise NotFound("no such note")
+    return access, row
+
+
+@bp.get("/notes")
+@guard.login_required
+def notes(slug: str) -> str:
+    """My notes at this organisation and notes I brought in from elsewhere."""
+    from wallet.actions import federation as fed
+
+    access = guard.org_access(slug)
+    session = db.session()
+    return render_template("portal/notes.html", access=access,
+                           notes=note_actions.of_person(session, org=access.org,
+                                                        person=access.person),
+                           honoured=fed.receipts_for(session, org=access.org,
+                                                     person=access.person))
+
+
+@bp.get("/notes/<jti>/qr.svg")
+@guard.login_required
+def note_qr(slug: str, jti: str) -> Response:
+    """The note as a QR code (SVG), to carry it to another device."""
+    _access, row = _my_note(slug, jti)
+    svg = segno.make(row.token, error="l").svg_inline(scale=3, dark="#17203a", border=2)
+    return Response(svg, mimetype="image/svg+xml")
+
+
+@bp.get("/notes/<jti>/download")
+@guard.login_required
+def note_download(slug: str, jti: str) -> Response:
+    """The note as a file (`<JWT>~`)."""
+    _access, row = _my_note(slug, jti)
+    name = "note-" + row.jti.rsplit(":", 1)[-1][:8] + ".txt"
+    return Response(row.token + "\n", mimetype="text/plain",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.get("/notes/<jti>")
+@guard.login_required
+def note_detail(slug: str, jti: str) -> str:
+    """One note: its facts, status, QR code and download."""
+    access, row = _my_note(slug, jti)
+    view = note_actions.NoteView(row, access.person)
+    qr = Markup(segno.make(row.token, error="l").svg_inline(  # noqa: S704 - segno's own SVG
+        scale=3, dark="#17203a", border=2, title=f"QR code of note {row.jti}"))
+    return render_template("portal/note_detail.html", access=access, note=view, qr=qr)
+
+
+@bp.route("/export", methods=["GET", "POST"])
+@guard.login_required
+def export(slug: str) -> Response | str:
+    """Turn part of my available balance into a note."""
+    access = guard.org_access(slug)
+    form = ExportForm()
+    session = db.session()
+    if form.validate_on_submit():
+        try:
+            if form.mode.data == "new":
+                if not form.passphrase.data:
+                    form.passphrase.errors = ["Choose a passphrase for the wallet file."]
+                    raise _FormInvalid
+                row, wallet_text = note_actions.export_to_new_wallet(
+                    session, slug=slug, email=access.person.email,
+                    amount=form.amount.data or "", passphrase=form.passphrase.data,
+                    actor=guard.actor())
+                name = f"{access.org.slug}-{row.jti.rsplit(':', 1)[-1][:8]}.ccwallet"
+                return Response(wallet_text, mimetype="application/json", headers={
+                    "Content-Disposition": f'attachment; filename="{name}"'})
+            try:
+                jwk = json.loads(form.holder_jwk.data or "")
+            except ValueError:
+                form.holder_jwk.errors = ["Paste the JSON printed by 'wallet keys holder-new'."]
+                raise _FormInvalid from None
+            row = note_actions.export(session, slug=slug, email=access.person.email,
+                                      amount=form.amount.data or "", holder_jwk=jwk,
+                                      actor=guard.actor())
+        except _FormInvalid:
+            pass
+        except WalletError as err:
+            target = form.holder_jwk if err.code == "malformed" and form.mode.data == "jwk" \
+                else form.amount
+            target.errors = [*target.errors, err.message]
+        else:
+            flash("Your note is ready: download it or scan its QR code.", "success")
+            return redirect(url_for("portal.note_detail", slug=slug, jti=row.jti))
+    summary = wallets.summary(session, org=access.org, person=access.person)
+    return render_template("portal/export.html", access=access, form=form,
+                           summary=summary), 400 if form.errors else 200
+
+
+class _FormInvalid(Exception):
+    """A field error was recorded; show the form again."""
