@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -98,12 +99,27 @@ def test_demo_twice_changes_nothing_the_second_time(app: Flask,
     second = run_cli(app, capsys, "demo", "--password", "demo-password-x")
     assert second.exit_code == 0
     assert "nothing changed" in second.out
+    # 18,000.00 vested - 5,500.00 spent - 1,750.00 exported as two notes.
     r = run_cli(app, capsys, "balance", "--org", "acme", "--email", "ada@example.test", "--json")
-    assert json.loads(r.out)["available"] == "12500.00"
+    acme = json.loads(r.out)
+    assert (acme["available"], acme["unvested"], acme["spent"], acme["outstanding_notes"]) == (
+        "10750.00", "30000.00", "5500.00", "500.00")
+    assert acme["next_vesting"]["amount"] == "1000.00"
+    r = run_cli(app, capsys, "balance", "--org", "globex", "--email", "ada@example.test", "--json")
+    assert json.loads(r.out)["available"] == "1250.00"  # the note honoured at globex
+    settled = json.loads(run_cli(app, capsys, "settlement", "list", "--org", "acme", "--json").out)
+    assert [(s["we_owe"], s["redeemed_count"]) for s in settled] == [("1250.00", 1)]
     assert run_cli(app, capsys, "ledger", "check").exit_code == 0
     client = app.test_client()
     support.login(client, "ada@example.test", "demo-password-x")
     assert client.get("/orgs/globex/wallet").status_code == 200
+    # The wallet file left for the walkthrough holds the 500.00 note, under the password.
+    from wallet.core import walletfile
+
+    path = Path(app.instance_path) / "demo" / "ada.ccwallet"
+    wallet = walletfile.parse(path.read_text())
+    wallet.unlock("demo-password-x")
+    assert len(wallet.notes) == 1 and oct(path.stat().st_mode & 0o777) == "0o600"
 
 
 def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:

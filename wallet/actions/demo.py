@@ -6,17 +6,28 @@ changes nothing and says so.
 
 from __future__ import annotations
 
+import secrets
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import current_app
 from sqlmodel import Session
 
+from wallet.actions import federation as fed
 from wallet.actions import grants as grant_actions
+from wallet.actions import keys as key_actions
 from wallet.actions import ledger as ledger_actions
+from wallet.actions import notes as note_actions
 from wallet.actions import orgs as org_actions
 from wallet.actions import usage as usage_actions
 from wallet.actions._base import Actor, today
+from wallet.core import jose, notes, walletfile
 from wallet.core.money import format_display
 from wallet.core.vesting import add_months
+from wallet.store import federation as fed_store
+from wallet.store import keys as key_store
 from wallet.store import people
 
 DEFAULT_PASSWORD = "demo-password"  # noqa: S105 - demo data only, printed to the operator
@@ -66,6 +77,8 @@ def load(session: Session, *, password: str, if_empty: bool = False) -> Report:
                                actor=cli, memo="demo funding").created:
             report.did(f"Funded {slug}'s pool with {amount} USD")
     _grant_ada(session, report)
+    _keys_and_trust(session, report)
+    _notes_for_ada(session, report, password=password)
     if not report.changed:
         report.lines.append("Demo data already loaded; nothing changed.")
     return report
@@ -104,3 +117,62 @@ def _grant_ada(session: Session, report: Report) -> None:
             output_tokens=tokens_out, idempotency_key=key, actor=cli)
         if used.created:
             report.did(f"Recorded ada's usage of {model}: {format_display(used.record.cost)}")
+
+
+def _keys_and_trust(session: Session, report: Report) -> None:
+    """Both employers sign with their own key and trust each other (same instance)."""
+    cli = Actor.cli()
+    for slug in (ACME, GLOBEX):
+        org = people.org_by_slug(session, slug=slug)
+        assert org is not None and org.id is not None
+        if key_store.active_key(session, org_id=org.id) is None:
+            change = key_actions.generate(session, slug=slug, actor=cli)
+            report.did(f"Generated {slug}'s signing key {change.key.kid}")
+    for slug, other in ((GLOBEX, ACME), (ACME, GLOBEX)):
+        org = people.org_by_slug(session, slug=slug)
+        peer = people.org_by_slug(session, slug=other)
+        assert org is not None and org.id is not None and peer is not None
+        issuer = key_actions.issuer_id(peer)
+        if fed_store.entry(session, org_id=org.id, issuer=issuer) is None:
+            fed.trust_add(session, slug=slug, issuer=issuer, cap="25000.00", actor=cli)
+            report.did(f"{slug} now trusts {other} (cap 25,000.00 USD per note)")
+
+
+def wallet_file_path() -> Path:
+    """Where the demo leaves ada's wallet file."""
+    return Path(current_app.instance_path) / "demo" / "ada.ccwallet"
+
+
+def _notes_for_ada(session: Session, report: Report, *, password: str) -> None:
+    """Ada moves 1,250.00 to globex, and keeps a 500.00 note in a wallet file to bring in."""
+    acme = people.org_by_slug(session, slug=ACME)
+    assert acme is not None
+    found = people.member_by_email(session, org_id=acme.id or 0, email=ADA)
+    assert found is not None
+    if note_actions.of_person(session, org=acme, person=found[1]):
+        return  # ada's notes exist already
+    holder = Ed25519PrivateKey.generate()
+    honoured = note_actions.export(session, slug=ACME, email=ADA, amount="1250.00",
+                                   holder_jwk=jose.public_jwk(holder), actor=Actor.of(found[1]))
+    kept = note_actions.export(session, slug=ACME, email=ADA, amount="500.00",
+                               holder_jwk=jose.public_jwk(holder), actor=Actor.of(found[1]))
+    report.did(f"Ada exported notes of 1,250.00 and 500.00 USD at acme ({honoured.jti},"
+               f" {kept.jti})")
+    globex = people.org_by_slug(session, slug=GLOBEX)
+    assert globex is not None
+    nonce, _expires = note_actions.new_nonce(session, org=globex)
+    presentation = notes.present(honoured.token, holder_key=holder,
+                                 audience=key_actions.issuer_id(globex), nonce=nonce,
+                                 iat=int(time.time()))
+    result = fed.honour(session, slug=GLOBEX, email=ADA, presentations=[presentation],
+                        consumer="demo:honour")
+    if result.credited:
+        report.did("Globex honoured ada's 1,250.00 USD note: acme owes globex 1,250.00 USD")
+    path = wallet_file_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    wallet = walletfile.create(holder, password, [kept.token], salt=secrets.token_bytes(16),
+                               iv=secrets.token_bytes(16))
+    path.write_text(wallet.to_json())
+    path.chmod(0o600)
+    report.did(f"Saved ada's 500.00 USD note in {path} (passphrase: the demo password);"
+               " bring it in at globex from 'Bring credits'")

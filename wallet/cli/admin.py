@@ -100,11 +100,15 @@ def demo(session: Session, password: str, if_empty: bool) -> None:
     report = demo_actions.load(session, password=password, if_empty=if_empty)
     for line in report.lines:
         info(line)
+    from flask import current_app
+
     info("")
-    info("Demo logins (password: " + ("as before" if not report.changed and if_empty
-                                      else password) + "):")
+    info(f"Open {current_app.config['WALLET_BASE_URL']}/login and sign in as (password: "
+         + ("as set before" if not report.changed and if_empty else password) + "):")
     for email, what in demo_actions.LOGINS:
         info(f"  {email:<22} {what}")
+    if demo_actions.wallet_file_path().exists():
+        info(f"Ada's wallet file to bring in at globex: {demo_actions.wallet_file_path()}")
 
 
 # -- organisations and people ------------------------------------------------------------
