@@ -12,11 +12,13 @@ exactly as for a remote peer.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -31,6 +33,7 @@ from wallet.core.errors import (
     MalformedToken,
     Revoked,
     UnknownIssuer,
+    UnknownKey,
     UnknownNote,
     UntrustedIssuer,
     WalletError,
@@ -209,6 +212,7 @@ def keys_from_pinned(issuer: str, metadata: dict[str, Any],
 
 # -- the verifier's directory ------------------------------------------------------------
 
+log = logging.getLogger("wallet.federation")
 _STATUS_CACHE: dict[str, tuple[float, status.StatusList]] = {}
 _STATUS_LOCK = threading.Lock()
 
@@ -235,7 +239,7 @@ class Directory:
         from wallet.actions.keys import issuer_keys
 
         if issuer == self.own_id:
-            found = issuer_keys(self.session, org=self.org)
+            found: notes.IssuerKeys = issuer_keys(self.session, org=self.org)
         else:
             entry = self.trusted(issuer)
             if entry is None:
@@ -244,9 +248,36 @@ class Directory:
                         self.session, slug=issuer[len(base):]) is None:
                     raise UnknownIssuer(f"no organisation {issuer!r} on this instance")
                 raise UntrustedIssuer(f"{issuer[:200]!r} is not in {self.org.slug}'s trust list")
-            found = keys_from_pinned(issuer, entry.issuer_metadata, entry.jwks)
+            age = (datetime.now(UTC) - entry.refreshed_at).total_seconds()
+            if age > int(current_app.config["WALLET_TRUST_REFRESH_SECONDS"]):
+                entry = self.refresh(entry) or entry
+            found = _Refreshing(self, keys_from_pinned(issuer, entry.issuer_metadata,
+                                                       entry.jwks))  # type: ignore[assignment]
         self._keys[issuer] = found
         return found
+
+    def refresh(self, entry: TrustedIssuer) -> TrustedIssuer | None:
+        """Re-fetch and re-pin an issuer's metadata and keys; None (logged) when it fails."""
+        issuer = entry.issuer
+        self.session.commit()  # hold no database transaction across the network
+        try:
+            pinned = fetch_issuer(issuer)
+        except WalletError as err:
+            log.warning("refreshing %s failed: %s", issuer, err.message)
+            return None
+        before = set(jose.jwks_keys(entry.jwks))
+        entry.issuer_metadata, entry.jwks = pinned.metadata, pinned.jwks
+        entry.refreshed_at = datetime.now(UTC)
+        self.session.add(entry)
+        after = set(jose.jwks_keys(pinned.jwks))
+        if before != after:
+            people.audit(self.session, org_id=self.org.id, actor="system",
+                         action="trust.refresh", target=issuer,
+                         details={"added": sorted(after - before),
+                                  "removed": sorted(before - after)})
+        self.session.commit()
+        self._keys.pop(issuer, None)
+        return entry
 
     def check_status(self, note: notes.Note) -> None:
         """Refuse a revoked, redeemed or unknown note; fail closed when status is unknown."""
@@ -297,6 +328,37 @@ class Directory:
         with _STATUS_LOCK:
             _STATUS_CACHE[uri] = (time.monotonic() + listed.ttl, listed)
         return listed
+
+
+class _Refreshing:
+    """A trusted issuer's pinned keys that re-pin once when a token names an unknown kid.
+
+    An issuer that rotated its key is picked up on first sight of the new `kid`, at most
+    once a minute per issuer; the new keys come only from the issuer's own pinned origin.
+    """
+
+    MIN_INTERVAL = 60
+
+    def __init__(self, directory: Directory, keys: notes.IssuerKeys) -> None:
+        self.directory, self.keys = directory, keys
+
+    @property
+    def issuer(self) -> str:
+        return self.keys.issuer
+
+    def for_token(self, kid: str, iat: int) -> jose.PublicKey:
+        try:
+            return self.keys.for_token(kid, iat)
+        except UnknownKey:
+            entry = self.directory.trusted(self.keys.issuer)
+            if entry is None or (datetime.now(UTC) - entry.refreshed_at).total_seconds() \
+                    < self.MIN_INTERVAL:
+                raise
+            fresh = self.directory.refresh(entry)
+            if fresh is None:
+                raise
+            self.keys = keys_from_pinned(fresh.issuer, fresh.issuer_metadata, fresh.jwks)
+            return self.keys.for_token(kid, iat)
 
 
 def forget_status_cache() -> None:
