@@ -175,3 +175,29 @@ def test_keys_page_rotate_and_guarded_revoke(app: Flask, client: FlaskClient,
         "confirm": kid.group(1)[:8]}, page="/orgs/acme/admin/keys")
     assert right.status_code == 302
     assert "revoked" in client.get("/orgs/acme/admin/keys").get_data(as_text=True)
+
+
+def test_people_page_links_termination_and_reinvites(app: Flask, client: FlaskClient,
+                                                     ready: World) -> None:
+    support.login(client, ready.acme_admin)
+    r = support.post_form(client, "/orgs/acme/admin/people", {
+        "email": "newbie@acme.test", "role": "engineer"})
+    first = re.search(r"/invite/([A-Za-z0-9_-]+)", r.get_data(as_text=True))
+    assert r.status_code == 200 and first
+    page = client.get("/orgs/acme/admin/people").get_data(as_text=True)
+    assert "/terminate" in page and "New invitation link" in page
+    with app.app_context():
+        newbie = people.person_by_email(db.session(), email="newbie@acme.test")
+        assert newbie is not None
+    again = support.post_form(client, f"/orgs/acme/admin/people/{newbie.id}/invite", {},
+                              page="/orgs/acme/admin/people")
+    second = re.search(r"/invite/([A-Za-z0-9_-]+)", again.get_data(as_text=True))
+    assert again.status_code == 200 and second and second.group(1) != first.group(1)
+    # The old link stopped working; the new one works.
+    other = app.test_client()
+    stale = support.post_form(other, f"/invite/{first.group(1)}",
+                              {"password": "long enough pw", "confirm": "long enough pw"})
+    assert stale.status_code == 401
+    fresh = support.post_form(other, f"/invite/{second.group(1)}",
+                              {"password": "long enough pw", "confirm": "long enough pw"})
+    assert fresh.status_code == 302

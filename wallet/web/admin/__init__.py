@@ -9,7 +9,8 @@ from wallet import db
 from wallet.actions import finance
 from wallet.actions import ledger as ledger_actions
 from wallet.actions import orgs as org_actions
-from wallet.core.errors import WalletError
+from wallet.core.errors import NotFound, WalletError
+from wallet.models import Person
 from wallet.store import people
 from wallet.web import guard
 from wallet.web.forms import FundForm, PersonForm
@@ -67,6 +68,28 @@ def people_page(slug: str) -> Response | str:
     rows = people.members(db.session(), org_id=access.org.id)
     return render_template("admin/people.html", access=access, form=form, rows=rows,
                            invite_url=invite_url)
+
+
+@bp.post("/people/<int:person_id>/invite")
+@guard.login_required
+def reinvite(slug: str, person_id: int) -> Response | str:
+    """A fresh invitation link for someone who has not chosen a password yet."""
+    access = guard.org_access(slug, admin=True)
+    assert access.org.id is not None
+    person = db.session().get(Person, person_id)
+    if person is None or people.membership(db.session(), org_id=access.org.id,
+                                           person_id=person_id) is None:
+        raise NotFound("no such member")
+    try:
+        token = org_actions.invite_again(db.session(), slug=slug, email=person.email,
+                                         actor=guard.actor())
+    except WalletError as err:
+        flash(err.message, "error")
+        return redirect(url_for("admin.people_page", slug=slug))
+    rows = people.members(db.session(), org_id=access.org.id)
+    return render_template("admin/people.html", access=access, form=PersonForm(), rows=rows,
+                           invite_url=url_for("auth.accept_invite", token=token,
+                                              _external=True))
 
 
 @bp.get("/audit")
