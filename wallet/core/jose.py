@@ -128,14 +128,16 @@ def load_public_jwk(jwk: object) -> Ed25519PublicKey:
         raise MalformedToken("a JWK must be a JSON object")
     x = jwk.get("x")
     cached = _KEY_CACHE.get(x) if isinstance(x, str) else None
+    alg = jwk.get("alg", "EdDSA")
+    alg_ok = isinstance(alg, str) and alg in ACCEPTED_ALGS
     if cached is not None and jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" \
-            and "d" not in jwk and jwk.get("alg", "EdDSA") in ACCEPTED_ALGS:
+            and "d" not in jwk and alg_ok:
         return cached
     if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
         raise MalformedToken("only OKP Ed25519 keys are accepted")
     if "d" in jwk:
         raise MalformedToken("a public JWK must not contain a private part")
-    if jwk.get("alg", "EdDSA") not in ACCEPTED_ALGS:
+    if not alg_ok:
         raise UnsupportedAlg("the JWK names another algorithm")
     if not isinstance(x, str):
         raise MalformedToken("the JWK has no x")
@@ -160,7 +162,7 @@ class PublicKey:
     @classmethod
     def from_jwk(cls, jwk: object) -> PublicKey:
         """Import a public JWK (cached by `x`); its `kid`, if any, must be its thumbprint."""
-        if type(jwk) is dict and jwk.keys() == _PLAIN_JWK_MEMBERS \
+        if type(jwk) is dict and jwk.keys() == _PLAIN_JWK_MEMBERS and type(jwk["x"]) is str \
                 and jwk["kty"] == "OKP" and jwk["crv"] == "Ed25519":
             hit = _PUBLIC_CACHE.get(jwk["x"])
             if hit is not None:
@@ -228,7 +230,9 @@ def check_size(token: object) -> str:
     """Refuse non-strings, JWS JSON serialisation and anything over 16 KiB."""
     if not isinstance(token, str):
         raise MalformedToken("a token is a string")
-    if len(token) > MAX_TOKEN_BYTES:
+    # Characters are bytes for ASCII; anything else is measured in UTF-8.
+    if len(token) > MAX_TOKEN_BYTES or (
+            not token.isascii() and len(token.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES):
         raise TokenTooLarge(f"tokens are limited to {MAX_TOKEN_BYTES} bytes")
     if token[:1] == "{":
         raise UnsupportedAlg("JWS JSON serialisation is not supported; use compact")
@@ -264,7 +268,7 @@ def parse(token: str, *, typ: str | None, issuer_token: bool = True) -> Jws:
 def _checked_header(header_b64: str, typ: str | None, issuer_token: bool) -> dict[str, Any]:
     header = json_object(b64url_decode(header_b64))
     alg = header.get("alg")
-    if alg not in ACCEPTED_ALGS:
+    if not isinstance(alg, str) or alg not in ACCEPTED_ALGS:
         raise UnsupportedAlg(f"algorithm {str(alg)[:20]!r} is not accepted; use EdDSA")
     if "crit" in header:
         raise MalformedToken("critical header parameters are not supported")

@@ -151,10 +151,10 @@ def decode(text: object) -> dict[str, Any]:
     """Decode a note or presentation WITHOUT verifying it (for `wallet note inspect`)."""
     jwt, kb = split(text)
     note = jose.parse(jwt, typ=None)
-    decoded: dict[str, Any] = {"header": note.header, "claims": note.payload}
+    decoded: dict[str, Any] = {"header": dict(note.header), "claims": note.payload}
     if kb is not None:
         binding = jose.parse(kb, typ=None, issuer_token=False)
-        decoded["kb_jwt"] = {"header": binding.header, "claims": binding.payload}
+        decoded["kb_jwt"] = {"header": dict(binding.header), "claims": binding.payload}
     return decoded
 
 
@@ -182,12 +182,15 @@ def _verify_jwt(jwt: str, resolve: Resolver, now: int, stage: _Stages,
             stage.passed("format")
             stage.now = "algorithm"
             raise
-        stage.passed("format", "algorithm")
+        # A note whose claims are malformed fails "format"; "algorithm" is recorded only
+        # once the whole token is known to be well formed.
         fields = _fields(jws)
-        iss, jti, iat, nbf, exp, holder, uri, idx, kid = fields
+        iss, jti, iat, nbf, exp, holder, uri, idx = fields
+        stage.passed("format", "algorithm")
         stage.now = "issuer_trusted"
         keys = resolve(iss)
         stage.now = "key"
+        kid = jose.kid_of(jws)
         key = keys.for_token(kid, iat)
         stage.now = "signature"
         jws.verify(key.key)
@@ -230,7 +233,7 @@ class _Stages:
             self.checks.append((self.now, False))
 
 
-_Fields = tuple[str, str, int, int, int, jose.PublicKey, str, int, str]
+_Fields = tuple[str, str, int, int, int, jose.PublicKey, str, int]
 
 
 def _fields(jws: jose.Jws) -> _Fields:
@@ -259,7 +262,7 @@ def _fields(jws: jose.Jws) -> _Fields:
             or entry.keys() != {"idx", "uri"} or not _is_int(entry["idx"])
             or entry["idx"] < 0 or not isinstance(entry["uri"], str)):
         raise MalformedToken('status must be {"status_list": {"idx": int, "uri": str}}')
-    return iss, jti, iat, nbf, exp, holder, entry["uri"], entry["idx"], jose.kid_of(jws)
+    return iss, jti, iat, nbf, exp, holder, entry["uri"], entry["idx"]
 
 
 def _amount(value: object) -> Money:
@@ -316,16 +319,14 @@ def verify_presentation(text: object, *, resolve: Resolver, audience: str, now: 
     stage = _Stages(checks)
     try:
         jwt, kb = split(text)
-        if kb is None:
-            stage.passed("format")
-            stage.now = "holder_binding"
-            raise HolderBindingFailed("a presentation needs a KB-JWT after the ~")
     except WalletError:
         stage.failed()
         raise
     note = _verify_jwt(jwt, resolve, now, stage, ignore_expiry)
     try:
         stage.now = "holder_binding"
+        if kb is None:
+            raise HolderBindingFailed("a presentation needs a KB-JWT after the ~")
         claims = _check_kb(kb, note, now, max_age)
         stage.passed("holder_binding")
         stage.now = "audience"

@@ -52,11 +52,14 @@ def get(data: bytes, index: int, bits: int = BITS) -> int:
 
 def build(size: int, entries: Iterable[tuple[int, int]], bits: int = BITS) -> bytes:
     """Return a packed list of `size` entries, all valid except the (index, value) given."""
+    _check_bits(bits)
     per_byte = 8 // bits
     out = bytearray((size + per_byte - 1) // per_byte)
     for index, value in entries:
         if not 0 <= index < size:
             raise ValueError(f"status index {index} is outside the list")
+        if not 0 <= value < (1 << bits):
+            raise ValueError(f"status {value} does not fit in {bits} bits")
         shift = (index % per_byte) * bits
         out[index // per_byte] = (out[index // per_byte] & ~(((1 << bits) - 1) << shift)) \
             | (value << shift)
@@ -70,6 +73,8 @@ def compress(data: bytes) -> str:
 
 def decompress(lst: str, *, max_bytes: int) -> bytes:
     """Inflate an `lst`, refusing anything that would expand past `max_bytes`."""
+    if max_bytes <= 0:
+        raise ValueError("max_bytes must be positive (zlib reads 0 as unlimited)")
     inflater = zlib.decompressobj()
     try:
         data = inflater.decompress(b64url_decode(lst), max_bytes)
@@ -77,6 +82,8 @@ def decompress(lst: str, *, max_bytes: int) -> bytes:
         raise MalformedToken("status list is not valid zlib data") from None
     if inflater.unconsumed_tail or not inflater.eof:
         raise MalformedToken("status list is larger than allowed or truncated")
+    if inflater.unused_data:
+        raise MalformedToken("status list has bytes after its zlib stream")
     return data
 
 
@@ -116,10 +123,12 @@ def read(payload: Mapping[str, Any], *, uri: str, now: int, max_bytes: int = 1 <
     if exp is not None and now > exp + leeway:
         raise MalformedToken("status list token has expired")
     body = payload.get("status_list")
-    if not isinstance(body, dict) or body.get("bits") not in (1, 2, 4, 8) \
-            or not isinstance(body.get("lst"), str):
+    if not isinstance(body, dict):
         raise MalformedToken("status_list must hold bits (1, 2, 4 or 8) and lst")
-    return StatusList(uri, int(body["bits"]), decompress(body["lst"], max_bytes=max_bytes),
+    bits = body.get("bits")
+    if type(bits) is not int or bits not in (1, 2, 4, 8) or not isinstance(body.get("lst"), str):
+        raise MalformedToken("status_list must hold bits (1, 2, 4 or 8) and lst")
+    return StatusList(uri, bits, decompress(body["lst"], max_bytes=max_bytes),
                       min(int(ttl), MAX_TTL), exp)
 
 
