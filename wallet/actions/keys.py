@@ -108,6 +108,9 @@ def revoke(session: Session, *, slug: str, kid: str, compromised_at: datetime,
         raise Malformed("the compromise time needs a timezone (e.g. 2026-11-27T10:00:00Z)")
     if compromised_at > utcnow():
         raise Malformed("the compromise time cannot be in the future")
+    # Token times are whole seconds and verifiers refuse iat >= the compromise second;
+    # round down so that this issuer revokes exactly the notes every verifier refuses.
+    compromised_at = compromised_at.replace(microsecond=0)
     with atomic(session):
         row = key_store.key_by_kid(session, org_id=org.id, kid=kid)
         if row is None:

@@ -101,7 +101,10 @@ def _parse_time(value: str) -> datetime:
     return moment
 
 
-@keys.command("revoke")
+# A kid is base64url and may start with "-": unknown "options" are taken as the KID, and
+# this command has no short options at all (not even -h), so none can match inside a kid.
+@keys.command("revoke", context_settings={"ignore_unknown_options": True,
+                                          "help_option_names": ["--help"]})
 @org_option
 @click.argument("kid")
 @click.option("--compromised-at", required=True, metavar="TIME",

@@ -101,7 +101,10 @@ def note_inspect(file: str) -> None:
     """Decode a note, presentation or wallet file WITHOUT verifying it."""
     text = read_input(file)
     items, wallet = tokens_in(text)
-    decoded = [notes.decode(item) for item in items]
+    try:
+        decoded = [notes.decode(item) for item in items]
+    except VerificationError as err:  # nothing is verified here: a bad token is bad input
+        raise Malformed(f"{file} holds no note or presentation: {err.message}") from None
     if wallet is not None:
         emit_json({"format": walletfile.FORMAT, "holder_jwk": wallet.holder_jwk,
                    "holder_jkt": jose.thumbprint(wallet.holder_jwk),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
+from werkzeug.exceptions import BadRequest
 
 from wallet import db
 from wallet.actions import keys as key_actions
@@ -67,9 +68,10 @@ def verify(slug: str) -> dict[str, Any]:
     ratelimit.limit("verify", guard.client_address())
     if not request.is_json:
         raise Malformed("send JSON with Content-Type: application/json")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise Malformed("the body is not valid JSON")
+    try:
+        body = request.get_json()  # `null` is JSON too and gets a report
+    except BadRequest:
+        raise Malformed("the body is not valid JSON") from None
     return verify_as(db.session(), slug=slug, body=body)
 
 
