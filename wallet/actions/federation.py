@@ -379,7 +379,13 @@ def _verify_all(session: Session, org: Organization, directory: Directory,
             _policy(directory.trusted(note.issuer), note)
             if fed_store.honoured(session, org_id=org.id, issuer=note.issuer, jti=note.jti):
                 raise AlreadyRedeemed("this note was already honoured here")
-            directory.check_status(note)
+            try:
+                directory.check_status(note)
+            except AlreadyRedeemed:
+                # The issuer's redeem endpoint, not its list, decides at redemption time
+                # (DESIGN §6): if *we* redeemed it and lost the answer, the issuer hands
+                # back our receipt; anyone else gets already_redeemed from it.
+                pass
             nonces.add(pres.nonce)
             ready.append((outcome, text))
         except WalletError as err:
