@@ -12,8 +12,8 @@ from wallet import db
 from wallet.actions import federation as fed
 from wallet.actions import keys as key_actions
 from wallet.actions import notes as note_actions
-from wallet.actions.verify import check_one
 from wallet.actions._base import Actor
+from wallet.actions.verify import check_one
 from wallet.core import jose, ledger
 from wallet.federation import Directory
 from wallet.store import federation as fed_store

@@ -153,7 +153,8 @@ def test_public_verify_page(client: FlaskClient, ready: World, app: Flask) -> No
     page = support.post_form(client, "/orgs/acme/verify", {"note": token})
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and "Valid" in text and "The signature is genuine" in text
-    bad = support.post_form(client, "/orgs/acme/verify", {"note": token[:-20] + "AAAA" + token[-16:]})
+    tampered = token[:-20] + "AAAA" + token[-16:]
+    bad = support.post_form(client, "/orgs/acme/verify", {"note": tampered})
     assert "Not valid" in bad.get_data(as_text=True)
     assert client.get("/orgs/nope/verify").status_code == 404
 

@@ -13,6 +13,7 @@ Exactly once, enforced by the database:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -379,13 +380,11 @@ def _verify_all(session: Session, org: Organization, directory: Directory,
             _policy(directory.trusted(note.issuer), note)
             if fed_store.honoured(session, org_id=org.id, issuer=note.issuer, jti=note.jti):
                 raise AlreadyRedeemed("this note was already honoured here")
-            try:
+            # The issuer's redeem endpoint, not its list, decides at redemption time
+            # (DESIGN §6): if *we* redeemed it and lost the answer, the issuer hands back
+            # our receipt; anyone else gets already_redeemed from it.
+            with contextlib.suppress(AlreadyRedeemed):
                 directory.check_status(note)
-            except AlreadyRedeemed:
-                # The issuer's redeem endpoint, not its list, decides at redemption time
-                # (DESIGN §6): if *we* redeemed it and lost the answer, the issuer hands
-                # back our receipt; anyone else gets already_redeemed from it.
-                pass
             nonces.add(pres.nonce)
             ready.append((outcome, text))
         except WalletError as err:
