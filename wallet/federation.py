@@ -38,8 +38,9 @@ from wallet.core.errors import (
     UntrustedIssuer,
     WalletError,
 )
-from wallet.models import Organization, TrustedIssuer
+from wallet.models import Organization, SigningKey, TrustedIssuer
 from wallet.store import federation as trust_store
+from wallet.store import keys as key_store
 from wallet.store import notes as note_store
 from wallet.store import people
 
@@ -128,8 +129,12 @@ def transport_for(url: str) -> Transport:
     if url.startswith(base + "/"):
         return LocalTransport(base)
     check_peer_url(url)
-    return HttpTransport(timeout=float(current_app.config["WALLET_FEDERATION_TIMEOUT"]),
-                         max_bytes=int(current_app.config["WALLET_FEDERATION_MAX_BYTES"]))
+    http = current_app.extensions.get("wallet.http_transport")
+    if http is None:  # one per app: building a urllib opener per request costs time
+        http = HttpTransport(timeout=float(current_app.config["WALLET_FEDERATION_TIMEOUT"]),
+                             max_bytes=int(current_app.config["WALLET_FEDERATION_MAX_BYTES"]))
+        current_app.extensions["wallet.http_transport"] = http
+    return http  # type: ignore[no-any-return]
 
 
 def check_peer_url(url: str) -> None:
@@ -226,11 +231,16 @@ class Directory:
         self.session, self.org = session, org
         self.own_id = issuer_id(org)
         self._keys: dict[str, notes.IssuerKeys] = {}
+        self._trusted: dict[str, TrustedIssuer | None] = {}
+        self._own_rows: list[SigningKey] | None = None
 
     def trusted(self, issuer: str) -> TrustedIssuer | None:
-        """This organisation's trust entry for an issuer."""
+        """This organisation's trust entry for an issuer (looked up once per directory)."""
         assert self.org.id is not None
-        return trust_store.entry(self.session, org_id=self.org.id, issuer=issuer)
+        if issuer not in self._trusted:
+            self._trusted[issuer] = trust_store.entry(self.session, org_id=self.org.id,
+                                                      issuer=issuer)
+        return self._trusted[issuer]
 
     def resolve(self, issuer: str) -> notes.IssuerKeys:
         """Keys of a trusted issuer, or `UntrustedIssuer` / `UnknownIssuer` (no request made)."""
@@ -239,7 +249,8 @@ class Directory:
         from wallet.actions.keys import issuer_keys
 
         if issuer == self.own_id:
-            found: notes.IssuerKeys = issuer_keys(self.session, org=self.org)
+            found: notes.IssuerKeys = issuer_keys(self.session, org=self.org,
+                                                  rows=self.own_key_rows())
         else:
             entry = self.trusted(issuer)
             if entry is None:
@@ -255,6 +266,13 @@ class Directory:
                                                        entry.jwks))  # type: ignore[assignment]
         self._keys[issuer] = found
         return found
+
+    def own_key_rows(self) -> list[SigningKey]:
+        """This organisation's signing keys (loaded once per directory)."""
+        if self._own_rows is None:
+            assert self.org.id is not None
+            self._own_rows = key_store.keys_of(self.session, org_id=self.org.id)
+        return self._own_rows
 
     def refresh(self, entry: TrustedIssuer) -> TrustedIssuer | None:
         """Re-fetch and re-pin an issuer's metadata and keys; None (logged) when it fails."""
@@ -277,6 +295,7 @@ class Directory:
                                   "removed": sorted(before - after)})
         self.session.commit()
         self._keys.pop(issuer, None)
+        self._trusted[issuer] = entry
         return entry
 
     def check_status(self, note: notes.Note) -> None:

@@ -79,3 +79,21 @@ def test_api_token_of_one_org_does_not_open_another(app: Flask, client: FlaskCli
     r = client.get("/api/v1/orgs/acme/me", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200
     assert r.get_json()["balance"]["available"] == "0.00"
+
+
+def test_token_use_is_recorded_for_its_owner(app: Flask, client: FlaskClient,
+                                             world: World) -> None:
+    from wallet import db
+    from wallet.actions import orgs
+    from wallet.actions._base import Actor
+    from wallet.models import ApiToken
+
+    with app.app_context():
+        token, row = orgs.create_token(db.session(), slug="acme", email=world.ada,
+                                       actor=Actor.cli())
+        assert row.last_used_at is None
+    assert client.get("/api/v1/orgs/acme/me",
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    with app.app_context():
+        used = db.session().get(ApiToken, row.id)
+        assert used is not None and used.last_used_at is not None

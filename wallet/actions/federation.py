@@ -190,7 +190,7 @@ def redeem_request(session: Session, *, slug: str, token: object) -> dict[str, A
     now = int(time.time())
     request = redeem.check_request(jws, keys=directory.resolve(sender),
                                    issuer=directory.own_id, now=now)
-    kid, key = key_actions.signer(session, org=org)
+    kid, key = key_actions.signer(session, org=org, rows=directory.own_key_rows())
     results: list[dict[str, Any]] = []
     with atomic(session):
         for text in request.presentations:
@@ -341,13 +341,16 @@ def _policy(entry: TrustedIssuer | None, note: notes.Note) -> None:
 
 
 def honour(session: Session, *, slug: str, email: str, presentations: object,
-           consumer: str) -> Honoured:
+           consumer: str, org: Organization | None = None,
+           person: Person | None = None) -> Honoured:
     """Verify presentations, redeem them at their issuers, credit the engineer once each.
 
     `consumer` names the idempotent request (a retry of it may reuse its spent nonce).
+    Callers that already resolved the organisation and a member of it may pass them.
     """
-    org = org_or_404(session, slug)
-    _m, person = member_or_404(session, org, email)
+    if org is None or person is None or org.slug != slug or person.email != email:
+        org = org_or_404(session, slug)
+        _m, person = member_or_404(session, org, email)
     if (not isinstance(presentations, list) or not presentations
             or len(presentations) > MAX_HONOUR):
         raise Malformed(f"presentations must be a list of 1-{MAX_HONOUR} presentations")

@@ -176,20 +176,26 @@ def _epoch(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
 
 
-def issuer_keys(session: Session, *, org: Organization) -> notes.IssuerKeys:
+def issuer_keys(session: Session, *, org: Organization,
+                rows: list[SigningKey] | None = None) -> notes.IssuerKeys:
     """Our own keys as a verifier sees them (with retirement and compromise times)."""
     assert org.id is not None
     return notes.IssuerKeys(issuer_id(org), {
         r.kid: notes.KeyInfo(jose.PublicKey.from_jwk(r.public_jwk), _epoch(r.retired_at),
                              _epoch(r.compromised_at))
-        for r in key_store.keys_of(session, org_id=org.id)
+        for r in (rows if rows is not None else key_store.keys_of(session, org_id=org.id))
     })
 
 
-def signer(session: Session, *, org: Organization) -> tuple[str, Ed25519PrivateKey]:
-    """The active key, ready to sign; `KeyUnavailable` when there is none."""
+def signer(session: Session, *, org: Organization,
+           rows: list[SigningKey] | None = None) -> tuple[str, Ed25519PrivateKey]:
+    """The active key, ready to sign; `KeyUnavailable` when there is none.
+
+    `rows` are the organisation's keys when the caller has loaded them already.
+    """
     assert org.id is not None
-    row = key_store.active_key(session, org_id=org.id)
+    row = (next((r for r in rows if r.state == "active"), None) if rows is not None
+           else key_store.active_key(session, org_id=org.id))
     if row is None:
         raise KeyUnavailable(f"{org.slug} has no active signing key; run"
                              f" 'wallet keys generate --org {org.slug}' (or rotate)")

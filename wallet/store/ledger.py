@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from wallet.core import ledger
 from wallet.core.errors import IdempotencyConflict, InsufficientFunds
@@ -42,6 +42,18 @@ def account(session: Session, *, org_id: int, name: str, currency: str) -> Accou
     ).one()
 
 
+def _pair(session: Session, *, org_id: int, posting: ledger.Posting) -> tuple[Account, Account]:
+    """The posting's two accounts, read in one query (created first if new)."""
+    names = (posting.source, posting.destination)
+    found = {a.name: a for a in session.exec(select(Account).where(
+        Account.org_id == org_id, Account.currency == posting.currency,
+        col(Account.name).in_(names)))}
+    for name in names:
+        if name not in found:
+            found[name] = account(session, org_id=org_id, name=name, currency=posting.currency)
+    return found[posting.source], found[posting.destination]
+
+
 def post(session: Session, *, org_id: int, posting: ledger.Posting,
          at: datetime | None = None) -> tuple[Transfer, bool]:
     """Record `posting` once; return (transfer, created).
@@ -51,22 +63,17 @@ def post(session: Session, *, org_id: int, posting: ledger.Posting,
     debit that would take a non-negative account below zero raises `InsufficientFunds`
     (the caller rolls back, which also removes the transfer row).
     """
-    source = account(session, org_id=org_id, name=posting.source, currency=posting.currency)
-    destination = account(session, org_id=org_id, name=posting.destination,
-                          currency=posting.currency)
+    source, destination = _pair(session, org_id=org_id, posting=posting)
     request_hash = ledger.fingerprint(posting.request)
-    new_id = insert_ignore(
-        session,
-        Transfer.__table__,  # type: ignore[arg-type]
-        {
-            "org_id": org_id, "from_account_id": source.id, "to_account_id": destination.id,
-            "amount": posting.amount, "currency": posting.currency, "kind": posting.kind,
-            "idempotency_key": posting.key, "request_hash": request_hash,
-            "memo": posting.memo[:300], "ref": posting.ref[:300],
-            "created_at": at or datetime.now(UTC),
-        },
-        ("org_id", "idempotency_key"),
-    )
+    values = {
+        "org_id": org_id, "from_account_id": source.id, "to_account_id": destination.id,
+        "amount": posting.amount, "currency": posting.currency, "kind": posting.kind,
+        "idempotency_key": posting.key, "request_hash": request_hash,
+        "memo": posting.memo[:300], "ref": posting.ref[:300],
+        "created_at": at or datetime.now(UTC),
+    }
+    new_id = insert_ignore(session, Transfer.__table__,  # type: ignore[arg-type]
+                           values, ("org_id", "idempotency_key"))
     if new_id is None:
         existing = session.exec(
             select(Transfer).where(Transfer.org_id == org_id,
@@ -79,9 +86,8 @@ def post(session: Session, *, org_id: int, posting: ledger.Posting,
         return existing, False
     assert source.id is not None and destination.id is not None
     _move(session, source, destination, posting.amount)
-    transfer = session.get(Transfer, new_id)
-    assert transfer is not None
-    return transfer, True
+    # The row is exactly what was inserted: no need to read it back.
+    return Transfer(id=new_id, **values), True
 
 
 def _move(session: Session, source: Account, destination: Account, amount: int) -> None:

@@ -78,12 +78,29 @@ def add(session: Session, row: Any) -> Any:
     return row
 
 
-def token_by_hash(session: Session, *, token_hash: str) -> ApiToken | None:
-    """Return a live (unrevoked) API token by its hash."""
-    return session.exec(
-        select(ApiToken).where(ApiToken.token_hash == token_hash,
-                               col(ApiToken.revoked_at).is_(None))
+def touch_token(session: Session, *, token: ApiToken, now: datetime,
+                every: int = 300) -> bool:
+    """Record that a token was used, at most once per `every` seconds; True if written."""
+    if token.last_used_at is not None and (now - token.last_used_at).total_seconds() < every:
+        return False
+    session.execute(sa.update(ApiToken.__table__).where(ApiToken.__table__.c.id == token.id)
+                    .values(last_used_at=now))
+    token.last_used_at = now
+    return True
+
+
+def token_context(session: Session, *, token_hash: str) -> tuple[
+        ApiToken, Organization, Person | None, Membership | None] | None:
+    """A live token with its organisation, person and membership, in one query."""
+    row = session.exec(
+        select(ApiToken, Organization, Person, Membership)
+        .join(Organization, col(Organization.id) == ApiToken.org_id)
+        .outerjoin(Person, col(Person.id) == ApiToken.person_id)
+        .outerjoin(Membership, sa.and_(col(Membership.org_id) == ApiToken.org_id,
+                                       col(Membership.person_id) == ApiToken.person_id))
+        .where(ApiToken.token_hash == token_hash, col(ApiToken.revoked_at).is_(None))
     ).first()
+    return None if row is None else (row[0], row[1], row[2], row[3])
 
 
 def tokens_of(session: Session, *, org_id: int, person_id: int | None) -> list[ApiToken]:

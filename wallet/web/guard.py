@@ -22,7 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from wallet import db
 from wallet.actions import orgs as org_actions
-from wallet.actions._base import Actor, today
+from wallet.actions._base import Actor, today, utcnow
 from wallet.core.errors import Forbidden, NotFound, Unauthorized
 from wallet.models import ApiToken, Membership, Organization, Person
 from wallet.store import people
@@ -133,6 +133,12 @@ def access_for(person: Person, slug: str, *, admin: bool = False, write: bool = 
         m = people.membership(session_, org_id=org.id, person_id=person.id)
     if org is None or m is None:
         raise NotFound("no such organisation")
+    return check_access(org, person, m, admin=admin, write=write)
+
+
+def check_access(org: Organization, person: Person, m: Membership, *, admin: bool = False,
+                 write: bool = False) -> Access:
+    """Apply employment dates, the alumni window and the role to a membership."""
     on = today()
     alumni = False
     if m.ended_on is not None and on > m.ended_on:
@@ -176,15 +182,20 @@ def api_principal(slug: str, *, service: bool = False) -> Principal:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("use Authorization: Bearer <token>")
-        row = org_actions.authenticate_token(session_, token=token.strip())
-        org = session_.get(Organization, row.org_id)
-        if org is None or org.slug != slug:
+        found = people.token_context(session_, token_hash=org_actions.token_hash(token.strip()))
+        if found is None:
+            raise Unauthorized("bearer token is not valid")
+        row, org, person, membership = found
+        if people.touch_token(session_, token=row, now=utcnow()):
+            session_.commit()  # authentication runs first: nothing else is pending yet
+        if org.slug != slug:
             raise Forbidden("this token belongs to another organisation")
-        person = session_.get(Person, row.person_id) if row.person_id else None
         if service and row.kind != "service":
             raise Forbidden("this endpoint needs a service token")
         if person is not None:
-            access_for(person, slug)  # still employed (or within the alumni window)
+            if membership is None:
+                raise NotFound("no such organisation")
+            check_access(org, person, membership)  # still employed, or within the alumni window
         return Principal(org, person, row)
     person = current_person()
     if person is None:

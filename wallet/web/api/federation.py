@@ -10,8 +10,9 @@ from wallet import db
 from wallet.actions import federation as fed
 from wallet.actions import wallets
 from wallet.core.errors import Forbidden, IssuerUnavailable, Malformed, Refusal
+from wallet.core.money import format_amount
 from wallet.web import guard, idempotency, ratelimit
-from wallet.web.api import bp, summary_json
+from wallet.web.api import bp
 
 
 @bp.post("/orgs/<slug>/redeem")
@@ -42,11 +43,14 @@ def honour(slug: str) -> Any:
         if set(body) != {"presentations"}:
             raise Malformed('send {"presentations": ["<presentation>", …]}')
         result = fed.honour(db.session(), slug=slug, email=person.email,
+                            org=principal.org, person=person,
                             presentations=body["presentations"],
                             consumer=f"honour:{person.id}:{key}"[:250])
-        summary = wallets.summary(db.session(), org=principal.org, person=person)
+        held = wallets.balances(db.session(), org=principal.org, person=person)
         payload = {"results": [o.as_json() for o in result.outcomes],
-                   "honoured": len(result.credited), "balance": summary_json(summary)}
+                   "honoured": len(result.credited),
+                   "balance": {"currency": principal.org.currency,
+                               **{k: format_amount(v) for k, v in held.items()}}}
         if result.credited:
             return 200, payload
         errors = [o.error for o in result.outcomes if o.error]
