@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,25 @@ class _Templates:
         assert self.pg_template is not None
         return self.pg_admin, self.pg_template
 
+    @contextmanager
+    def database(self, backend: str, directory: Path, name: str = "wallet") -> Iterator[str]:
+        """A fresh, migrated database: a copy of the SQLite template, or a PostgreSQL clone."""
+        if backend == "sqlite":
+            path = directory / f"{name}.sqlite3"
+            shutil.copyfile(self.sqlite(), path)
+            yield f"sqlite:///{path}"
+            return
+        admin, template = self.postgres()
+        db_name = f"wallet_t_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{db_name}" TEMPLATE "{template}"'))
+        url = make_url(support.normalise(os.environ[PG_ENV])).set(database=db_name)
+        try:
+            yield url.render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as c:
+                c.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+
     def close(self) -> None:
         if self.pg_admin is not None:
             with self.pg_admin.connect() as c:
@@ -128,19 +148,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 @pytest.fixture
 def db_url(backend: str, _templates: _Templates, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated database for this test only."""
-    if backend == "sqlite":
-        path = tmp_path / "wallet.sqlite3"
-        shutil.copyfile(_templates.sqlite(), path)
-        yield f"sqlite:///{path}"
-        return
-    admin, template = _templates.postgres()
-    name = f"wallet_t_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    url = make_url(support.normalise(os.environ[PG_ENV])).set(database=name)
-    yield url.render_as_string(hide_password=False)
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with _templates.database(backend, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ from typing import Any
 
 import jwt
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from tests import support
 
@@ -125,19 +122,8 @@ def http(method: str, url: str, body: dict[str, Any] | None = None,
 @pytest.fixture
 def second_db_url(backend: str, _templates: Any, tmp_path: Path) -> Iterator[str]:
     """Another fresh, migrated database, made the way conftest makes `db_url`."""
-    if backend == "sqlite":
-        path = tmp_path / "instance-b.sqlite3"
-        shutil.copyfile(_templates.sqlite(), path)
-        yield f"sqlite:///{path}"
-        return
-    admin, template = _templates.postgres()
-    name = f"wallet_t_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    url = make_url(support.normalise(os.environ["WALLET_TEST_POSTGRES_URL"])).set(database=name)
-    yield url.render_as_string(hide_password=False)
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with _templates.database(backend, tmp_path, "instance-b") as url:
+        yield url
 
 
 def _instance(name: str, url: str, tmp_path: Path) -> Instance:

@@ -167,3 +167,37 @@ def test_open_redirect_is_not_followed(client: FlaskClient, world: World) -> Non
         "email": world.ada, "password": world.password, "csrf_token": token})
     assert r.status_code == 302
     assert r.headers["Location"] == "/"
+
+
+def test_no_admin_can_take_over_an_account_of_another_organisation(
+        app: Flask, client: FlaskClient, world: World) -> None:
+    """Regression: an admin of one org re-invited acme's admin (added to their own org)
+    and set that account's password through the link."""
+    from wallet import db
+    from wallet.actions import orgs
+    from wallet.actions._base import Actor
+    from wallet.store import people
+
+    with app.app_context():
+        s = db.session()
+        orgs.create_org(s, slug="evil", name="Evil", admin_email="mallory@evil.test",
+                        actor=Actor.cli(), admin_password=world.password)
+        orgs.add_person(s, slug="evil", email=world.acme_admin, actor=Actor.cli())
+        victim = people.person_by_email(s, email=world.acme_admin)
+        pending = orgs.add_person(s, slug="acme", email="pending@x.test", actor=Actor.cli())
+        orgs.add_person(s, slug="evil", email="pending@x.test", actor=Actor.cli())
+        assert victim is not None and pending.invite
+    support.login(client, "mallory@evil.test")
+    for person_id in (victim.id, pending.person.id):
+        r = support.post_form(client, f"/orgs/evil/admin/people/{person_id}/invite", {},
+                              page="/orgs/evil/admin/people")
+        assert r.status_code == 302 and "/invite/" not in r.get_data(as_text=True)
+    # The victim's password still works; no invitation can replace it.
+    support.login(app.test_client(), world.acme_admin)
+    with app.app_context():
+        s = db.session()
+        assert people.person_by_email(s, email=world.acme_admin).invite_hash is None
+        # The operator may still re-issue a lost link for a person without a password.
+        token = orgs.invite_again(s, slug="acme", email="pending@x.test", actor=Actor.cli())
+    assert support.post_form(app.test_client(), f"/invite/{token}", {
+        "password": "long enough pw", "confirm": "long enough pw"}).status_code == 302

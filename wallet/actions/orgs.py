@@ -21,7 +21,7 @@ from wallet.actions._base import (
     today,
     utcnow,
 )
-from wallet.core.errors import Conflict, Malformed, RateLimited, Unauthorized
+from wallet.core.errors import Conflict, Forbidden, Malformed, RateLimited, Unauthorized
 from wallet.models import ApiToken, Membership, Organization, Person
 from wallet.store import people
 
@@ -127,11 +127,24 @@ def _new_invite(person: Person) -> str:
 
 
 def invite_again(session: Session, *, slug: str, email: str, actor: Actor) -> str:
-    """Issue a fresh invitation (e.g. a lost link); returns the token, shown once."""
+    """Issue a fresh invitation (e.g. a lost link); returns the token, shown once.
+
+    People are shared by every organisation of an instance, so an invitation sets the
+    password of a whole account: an organisation may re-invite only people who have no
+    password yet and belong to no other organisation (the operator at the CLI may always).
+    """
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     with atomic(session):
         _m, person = member_or_404(session, org, email)
+        assert person.id is not None
+        if person.password_hash is not None:
+            raise Conflict(f"{person.email} has chosen a password already")
+        others = [o.slug for _m2, o in people.memberships_of(session, person_id=person.id)
+                  if o.id != org.id]
+        if others and actor.person_id is not None:
+            raise Forbidden(f"{person.email} also belongs to another organisation: only the"
+                            " operator can issue a new invitation")
         token = _new_invite(person)
         session.add(person)
         people.audit(session, org_id=org.id, actor=actor.label, action="person.invite",
@@ -144,7 +157,8 @@ def accept_invite(session: Session, *, token: str, password: str) -> Person:
     with atomic(session):
         person = people.person_by_invite(session, invite_hash=security.hash_token(token))
         if (person is None or person.invite_expires_at is None
-                or person.invite_expires_at < utcnow()):
+                or person.invite_expires_at < utcnow() or person.password_hash is not None):
+            # An invitation sets a first password only; it never replaces one.
             raise Unauthorized("this invitation link is invalid or has expired")
         _set_password(person, password)
         session.add(person)
