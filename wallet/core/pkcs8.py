@@ -28,6 +28,47 @@ _HMAC_SHA256 = bytes.fromhex("2a864886f70d0209")  # 1.2.840.113549.2.9
 _AES256_CBC = bytes.fromhex("60864801650304012a")  # 2.16.840.1.101.3.4.1.42
 
 
+def _read(data: bytes, at: int, tag: int) -> tuple[bytes, int]:
+    """Read one DER element with `tag` at `at`; return (contents, offset after it)."""
+    if at + 2 > len(data) or data[at] != tag:
+        raise BadPassphrase("the key file is damaged")
+    length, at = data[at + 1], at + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4 or at + count > len(data):
+            raise BadPassphrase("the key file is damaged")
+        length, at = int.from_bytes(data[at:at + count], "big"), at + count
+    if at + length > len(data):
+        raise BadPassphrase("the key file is damaged")
+    return data[at:at + length], at + length
+
+
+def pbkdf2_rounds(pem: bytes) -> int:
+    """The PBKDF2 iteration count an encrypted PKCS#8 PEM asks for (PBES2 only)."""
+    try:
+        body = b"".join(line for line in pem.strip().splitlines()
+                        if line and not line.startswith(b"-----"))
+        der = base64.b64decode(body, validate=True)
+    except (ValueError, TypeError):
+        raise BadPassphrase("the key file is damaged") from None
+    info, _ = _read(der, 0, 0x30)  # EncryptedPrivateKeyInfo
+    algorithm, _ = _read(info, 0, 0x30)  # AlgorithmIdentifier (PBES2)
+    oid, at = _read(algorithm, 0, 0x06)
+    if oid != _PBES2:
+        raise BadPassphrase("only PBES2-encrypted keys are accepted")
+    params, _ = _read(algorithm, at, 0x30)
+    kdf, _ = _read(params, 0, 0x30)
+    kdf_oid, at = _read(kdf, 0, 0x06)
+    if kdf_oid != _PBKDF2:
+        raise BadPassphrase("only PBKDF2 key derivation is accepted")
+    kdf_params, _ = _read(kdf, at, 0x30)
+    _salt, at = _read(kdf_params, 0, 0x04)
+    rounds, _ = _read(kdf_params, at, 0x02)
+    if not rounds or len(rounds) > 8 or rounds[0] & 0x80:
+        raise BadPassphrase("the key file is damaged")
+    return int.from_bytes(rounds, "big")
+
+
 def _der(tag: int, content: bytes) -> bytes:
     length = len(content)
     if length < 0x80:
@@ -85,11 +126,22 @@ def encrypt(key: Ed25519PrivateKey, passphrase: str, *, salt: bytes, iv: bytes,
             "-----END ENCRYPTED PRIVATE KEY-----\n").encode("ascii")
 
 
+MIN_ROUNDS, MAX_ROUNDS = 1_000, 10_000_000
+
+
 def decrypt(pem: bytes | str, passphrase: str) -> Ed25519PrivateKey:
-    """Load an encrypted PKCS#8 PEM holding an Ed25519 key, or raise `BadPassphrase`."""
+    """Load an encrypted PKCS#8 PEM holding an Ed25519 key, or raise `BadPassphrase`.
+
+    The file names its own PBKDF2 cost; an uploaded file could ask for billions of rounds
+    (minutes of CPU), so the cost is read and bounded before anything is derived.
+    """
     data = pem.encode("ascii", "replace") if isinstance(pem, str) else pem
     if b"ENCRYPTED PRIVATE KEY" not in data:
         raise BadPassphrase("the key is not an encrypted PKCS#8 PEM")
+    rounds = pbkdf2_rounds(data)
+    if not MIN_ROUNDS <= rounds <= MAX_ROUNDS:
+        raise BadPassphrase(f"the key asks for {rounds} PBKDF2 rounds; accepted are"
+                            f" {MIN_ROUNDS:,} to {MAX_ROUNDS:,}")
     try:
         key = serialization.load_pem_private_key(data, passphrase.encode("utf-8"))
     except (ValueError, TypeError):
