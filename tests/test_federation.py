@@ -555,3 +555,35 @@ def test_signed_in_engineer_honours_with_the_csrf_header(app: Flask,
 
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert fs.wallet_balance(app, "globex") == 100 * MICROS
+
+
+def test_former_employees_cannot_honour_through_the_api(app: Flask,
+                                                        world: support.World) -> None:
+    """Regression: the portal refused alumni, but a personal token made before the
+    termination still honoured notes through the API."""
+    from datetime import timedelta
+
+    from wallet import db
+    from wallet.actions import orgs
+    from wallet.actions._base import Actor, today
+    from wallet.models import Membership
+    from wallet.store import people
+
+    with app.app_context():
+        s = db.session()
+        org = people.org_by_slug(s, slug="globex")
+        ada = people.person_by_email(s, email=world.ada)
+        assert org and org.id and ada and ada.id
+        token, _ = orgs.create_token(s, slug="globex", email=world.ada, actor=Actor.cli())
+        m = people.membership(s, org_id=org.id, person_id=ada.id)
+        assert isinstance(m, Membership)
+        m.ended_on = today() - timedelta(days=1)
+        s.add(m)
+        s.commit()
+    client = app.test_client()
+    r = client.post("/api/v1/orgs/globex/honour", json={"presentations": ["x~y"]},
+                    headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "a1"})
+    assert r.status_code == 403 and r.get_json()["code"] == "forbidden"
+    # Reading stays allowed within the alumni window.
+    r = client.get("/api/v1/orgs/globex/me", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200

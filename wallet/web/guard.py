@@ -170,8 +170,11 @@ class Principal:
         return Actor(f"service-token:{self.token.prefix}")
 
 
-def api_principal(slug: str, *, service: bool = False) -> Principal:
+def api_principal(slug: str, *, service: bool = False, write: bool = False) -> Principal:
     """Authenticate an API call for organisation `slug` by bearer token or session.
+
+    `write`: the call changes the person's holdings, which former employees in their
+    alumni window may not do (they keep read access and may export notes).
 
     Session callers must also send the CSRF token in `X-CSRF-Token`: a cookie alone
     never authorises a state-changing API call.
@@ -195,7 +198,8 @@ def api_principal(slug: str, *, service: bool = False) -> Principal:
         if person is not None:
             if membership is None:
                 raise NotFound("no such organisation")
-            check_access(org, person, membership)  # still employed, or within the alumni window
+            # Still employed, or within the alumni window (read-only unless `write`).
+            check_access(org, person, membership, write=write)
         return Principal(org, person, row)
     person = current_person()
     if person is None:
@@ -207,7 +211,7 @@ def api_principal(slug: str, *, service: bool = False) -> Principal:
             validate_csrf(request.headers.get("X-CSRF-Token", ""))
         except CsrfInvalid:
             raise Forbidden("session callers must send the X-CSRF-Token header") from None
-    access = access_for(person, slug)
+    access = access_for(person, slug, write=write)
     return Principal(access.org, person, None)
 
 

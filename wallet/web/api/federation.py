@@ -32,7 +32,7 @@ def redeem(slug: str) -> dict[str, Any]:
 @bp.post("/orgs/<slug>/honour")
 def honour(slug: str) -> Any:
     """The signed-in engineer hands over presentations; this org redeems and credits them."""
-    principal = guard.api_principal(slug)
+    principal = guard.api_principal(slug, write=True)
     if principal.person is None:
         raise Forbidden("honour credits a person: use a personal token or sign in")
     person = principal.person
