@@ -479,3 +479,44 @@ def test_presentations_from_the_cli_verify_in_pyjwt_and_joserfc(
         assert kb["nonce"] == nonce and set(kb) == {"iat", "aud", "nonce", "sd_hash"}
     report = ns.verify(client, {"presentations": presentations})
     assert report["valid"] is True, report
+
+
+def test_an_api_export_retried_after_a_crash_before_its_answer_is_stored_exports_once(
+        app: Flask, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the export committed, the process died before the idempotency record
+    was marked done, and the retry after the lease exported a second note."""
+    from datetime import UTC, datetime
+
+    from wallet.models import IdempotencyRecord
+    from wallet.web import idempotency
+
+    ns.generate_key(app)
+    ns.give(app, "100.00")
+    with app.app_context():
+        token, _row = org_actions.create_token(db.session(), slug="acme", email=world.ada,
+                                               actor=Actor.cli())
+    _key, jwk = ns.holder()
+    body = {"amount": "40.00", "holder_jwk": jwk}
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "crash-1"}
+    real_finish = idempotency._finish
+    calls = {"n": 0}
+
+    def dying_finish(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("worker killed")
+        real_finish(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(idempotency, "_finish", dying_finish)
+    client = app.test_client()
+    assert client.post("/api/v1/orgs/acme/me/notes", json=body, headers=headers).status_code == 500
+    with app.app_context():  # the lease of the dead request runs out
+        s = db.session()
+        s.execute(sa.update(IdempotencyRecord).values(
+            locked_until=datetime.now(UTC) - timedelta(minutes=5)))
+        s.commit()
+    retry = client.post("/api/v1/orgs/acme/me/notes", json=body, headers=headers)
+    assert retry.status_code == 201
+    with app.app_context():
+        notes_made = db.session().exec(sa.select(sa.func.count()).select_from(Note)).one()[0]
+    assert notes_made == 1

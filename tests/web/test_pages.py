@@ -202,3 +202,39 @@ def test_people_page_links_termination_and_reinvites(app: Flask, client: FlaskCl
     fresh = support.post_form(other, f"/invite/{second.group(1)}",
                               {"password": "long enough pw", "confirm": "long enough pw"})
     assert fresh.status_code == 302
+
+
+def _ada_notes(app: Flask, email: str) -> int:
+    from sqlmodel import select
+
+    from wallet.models import Note
+
+    with app.app_context():
+        ada = people.person_by_email(db.session(), email=email)
+        assert ada is not None
+        return len(db.session().exec(select(Note).where(Note.person_id == ada.id)).all())
+
+
+def test_a_resubmitted_export_form_exports_once(app: Flask, client: FlaskClient,
+                                                ready: World) -> None:
+    """Regression: the export form's hidden key was ignored; a double submit made two
+    notes and two debits (with a new key, the second wallet file was worthless)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from wallet.core import jose
+
+    support.login(client, ready.ada)
+    jwk = json.dumps(jose.public_jwk(Ed25519PrivateKey.generate()))
+    form = {"amount": "10.00", "mode": "jwk", "holder_jwk": jwk, "idempotency_key": "same"}
+    first = support.post_form(client, "/orgs/acme/export", form)
+    again = support.post_form(client, "/orgs/acme/export", form)
+    assert first.status_code == again.status_code == 302
+    assert first.headers["Location"] == again.headers["Location"]
+    assert _ada_notes(app, ready.ada) == 1
+    new_key = {"amount": "20.00", "mode": "new", "passphrase": "wallet pass 2",
+               "confirm": "wallet pass 2", "idempotency_key": "twice"}
+    assert support.post_form(client, "/orgs/acme/export", new_key).status_code == 200
+    repeat = support.post_form(client, "/orgs/acme/export", new_key)
+    assert repeat.status_code == 400
+    assert "already made" in repeat.get_data(as_text=True)
+    assert _ada_notes(app, ready.ada) == 2

@@ -19,10 +19,12 @@ from sqlmodel import Session
 
 from wallet.actions import keys as key_actions
 from wallet.actions._base import Actor, atomic, member_or_404, org_or_404, require_admin, utcnow
+from wallet.actions.ledger import check_key
 from wallet.core import jose, ledger, notes, status
 from wallet.core.errors import (
     Conflict,
     Forbidden,
+    IdempotencyConflict,
     Malformed,
     NotFound,
     WalletError,
@@ -51,8 +53,13 @@ def _may_export(m: Membership, org: Organization) -> None:
 
 
 def export(session: Session, *, slug: str, email: str, amount: str, currency: str | None = None,
-           holder_jwk: Any, actor: Actor) -> Note:
-    """Turn part of a person's available balance into a note bound to `holder_jwk`."""
+           holder_jwk: Any, actor: Actor, request_key: str | None = None) -> Note:
+    """Turn part of a person's available balance into a note bound to `holder_jwk`.
+
+    With a `request_key` (a form's hidden key, an API Idempotency-Key) the export happens
+    once: repeating it returns the same note, inside the same transaction as the debit,
+    so even a retry after a crash between commit and answer cannot export twice.
+    """
     org = org_or_404(session, slug)
     assert org.id is not None
     membership, person = member_or_404(session, org, email)
@@ -64,16 +71,36 @@ def export(session: Session, *, slug: str, email: str, amount: str, currency: st
         holder = jose.PublicKey.from_jwk(holder_jwk)
     except WalletError as err:
         raise Malformed(f"holder JWK: {err.message}") from None
+    ledger_key = None
+    if request_key is not None:
+        ledger_key = f"export-request:{person.id}:{check_key(request_key)}"
     with atomic(session):
+        if ledger_key is not None:
+            prior = _prior_export(session, org=org, key=ledger_key)
+            if prior is not None:
+                if (prior.amount, prior.currency, prior.holder_jkt) != (
+                        money.micros, money.currency, holder.kid):
+                    raise IdempotencyConflict("this export was already made, with another"
+                                              " amount or holder key")
+                return prior
         row = _issue(session, org=org, person=person, money=money, holder=holder,
-                     now=utcnow(), kind="export")
+                     now=utcnow(), kind="export", ledger_key=ledger_key)
         people.audit(session, org_id=org.id, actor=actor.label, action="note.export",
                      target=row.jti, details={"amount": str(money), "person": person.email})
     return row
 
 
+def _prior_export(session: Session, *, org: Organization, key: str) -> Note | None:
+    """The note an export with this ledger idempotency key already made, if any."""
+    assert org.id is not None
+    transfer = ledger_store.by_key(session, org_id=org.id, key=key)
+    return None if transfer is None else note_store.note_by_jti(session, org_id=org.id,
+                                                                jti=transfer.ref)
+
+
 def export_to_new_wallet(session: Session, *, slug: str, email: str, amount: str,
-                         passphrase: str, actor: Actor) -> tuple[Note, str]:
+                         passphrase: str, actor: Actor,
+                         request_key: str | None = None) -> tuple[Note, str]:
     """Export a note to a brand-new holder key and return it inside a `.ccwallet` file.
 
     The key is generated and encrypted under `passphrase` *before* the note is exported,
@@ -90,18 +117,19 @@ def export_to_new_wallet(session: Session, *, slug: str, email: str, amount: str
     empty = walletfile.create(key, passphrase, [], salt=secrets.token_bytes(16),
                               iv=secrets.token_bytes(16))
     row = export(session, slug=slug, email=email, amount=amount, holder_jwk=empty.holder_jwk,
-                 actor=actor)
+                 actor=actor, request_key=request_key)
     return row, empty.with_notes([row.token]).to_json()
 
 
 def _issue(session: Session, *, org: Organization, person: Person, money: Money,
-           holder: jose.PublicKey, now: datetime, kind: str) -> Note:
+           holder: jose.PublicKey, now: datetime, kind: str,
+           ledger_key: str | None = None) -> Note:
     """Debit the wallet, claim a status index, sign and record a note (no commit)."""
     assert org.id is not None and person.id is not None
     jti = notes.new_jti(secrets.token_bytes(16))
     ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
         ledger.wallet(person.id), ledger.NOTES_OUTSTANDING, money.micros, money.currency,
-        kind=kind, key=f"{kind}:{jti}", ref=jti, memo="credit note"))
+        kind=kind, key=ledger_key or f"{kind}:{jti}", ref=jti, memo="credit note"))
     kid, key = key_actions.signer(session, org=org)
     iat = int(now.timestamp())
     exp = iat + org.note_ttl_days * 86_400

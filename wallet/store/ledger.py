@@ -193,6 +193,12 @@ def _account_ids(session: Session, *, org_id: int,
     return found
 
 
+def by_key(session: Session, *, org_id: int, key: str) -> Transfer | None:
+    """The transfer recorded under an idempotency key, if any."""
+    return session.exec(select(Transfer).where(Transfer.org_id == org_id,
+                                               Transfer.idempotency_key == key)).first()
+
+
 def balance(session: Session, *, org_id: int, name: str, currency: str) -> int:
     """Return an account's balance in micros (0 when it has never been used)."""
     value = session.exec(

@@ -45,7 +45,8 @@ def export_note(slug: str) -> Any:
             raise Malformed("body members are amount, currency (optional) and holder_jwk")
         row = note_actions.export(db.session(), slug=slug, email=person.email,
                                   amount=body.get("amount"), currency=body.get("currency"),
-                                  holder_jwk=body.get("holder_jwk"), actor=principal.actor)
+                                  holder_jwk=body.get("holder_jwk"), actor=principal.actor,
+                                  request_key=request.headers.get(idempotency.HEADER))
         return 201, note_json(row)
 
     return idempotency.run(org_id=principal.org.id, scope=f"me/notes:{person.id}",

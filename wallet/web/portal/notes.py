@@ -11,7 +11,7 @@ from markupsafe import Markup
 from wallet import db
 from wallet.actions import notes as note_actions
 from wallet.actions import wallets
-from wallet.core.errors import NotFound, WalletError
+from wallet.core.errors import IdempotencyConflict, NotFound, WalletError
 from wallet.models import Note
 from wallet.store import notes as note_store
 from wallet.web import guard
@@ -89,7 +89,7 @@ def export(slug: str) -> Response | str:
                 row, wallet_text = note_actions.export_to_new_wallet(
                     session, slug=slug, email=access.person.email,
                     amount=form.amount.data or "", passphrase=form.passphrase.data,
-                    actor=guard.actor())
+                    actor=guard.actor(), request_key=form.idempotency_key.data)
                 name = f"{access.org.slug}-{row.jti.rsplit(':', 1)[-1][:8]}.ccwallet"
                 return Response(wallet_text, mimetype="application/json", headers={
                     "Content-Disposition": f'attachment; filename="{name}"'})
@@ -100,9 +100,15 @@ def export(slug: str) -> Response | str:
                 raise _FormInvalid from None
             row = note_actions.export(session, slug=slug, email=access.person.email,
                                       amount=form.amount.data or "", holder_jwk=jwk,
-                                      actor=guard.actor())
+                                      actor=guard.actor(),
+                                      request_key=form.idempotency_key.data)
         except _FormInvalid:
             pass
+        except IdempotencyConflict:
+            form.form_errors.append(
+                "This export was already made when you first sent the form. Your notes list"
+                " shows it; if you never received its wallet file, an administrator can"
+                " revoke the note and the amount returns to your wallet.")
         except WalletError as err:
             target = form.holder_jwk if err.code == "malformed" and form.mode.data == "jwk" \
                 else form.amount
