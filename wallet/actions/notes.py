@@ -26,7 +26,9 @@ from wallet.core.errors import (
     Forbidden,
     IdempotencyConflict,
     Malformed,
+    NonceInvalid,
     NotFound,
+    UnknownNote,
     WalletError,
 )
 from wallet.core.money import Money, parse_money
@@ -250,6 +252,8 @@ def reissue(session: Session, *, org: Organization, row: Note) -> Note:
     now = utcnow()
     if row.expires_at > now:
         raise Conflict("the note has not expired; it can still be presented as is")
+    if row.state != "active":  # fail early; the conditional update below decides races
+        raise Conflict(f"note {row.jti} is {row.state}, not outstanding")
     person = session.get(Person, row.person_id)
     assert person is not None
     with atomic(session):
@@ -270,6 +274,33 @@ def reissue(session: Session, *, org: Organization, row: Note) -> Note:
                      action="note.reissue", target=row.jti, details={"new": fresh.jti})
     _invalidate_status_cache(org.id)
     return fresh
+
+
+def reissue_presented(session: Session, *, slug: str, presentation: object) -> tuple[Note, str]:
+    """Reissue an expired note to its holder, who proves the key with a presentation.
+
+    The presentation is made for this issuer (`aud` = its issuer id) with a nonce it
+    issued; everything is checked as usual except the note's expiry. The nonce is spent
+    in the same transaction as the reissue. Returns (the new note, the old jti).
+    """
+    from wallet.actions.verify import nonce_checker
+    from wallet.federation import Directory
+
+    org = org_or_404(session, slug)
+    assert org.id is not None
+    directory = Directory(session, org)
+    pres = notes.verify_presentation(
+        presentation, resolve=directory.resolve, audience=directory.own_id,
+        now=int(time.time()), nonce_ok=nonce_checker(session, org), ignore_expiry=True)
+    if pres.note.issuer != directory.own_id:
+        raise UnknownNote("only the note's own issuer can reissue it")
+    row = note_store.note_by_jti(session, org_id=org.id, jti=pres.note.jti)
+    if row is None or row.status_idx != pres.note.status_idx:
+        raise UnknownNote("this issuer has no record of the note")
+    if not note_store.consume_nonce(session, org_id=org.id, value=pres.nonce, now=utcnow(),
+                                    consumer=f"reissue:{row.jti}"):
+        raise NonceInvalid("the nonce was used by another request")
+    return reissue(session, org=org, row=row), row.jti
 
 
 # -- status lists ------------------------------------------------------------------------

@@ -76,6 +76,18 @@ def verify(slug: str) -> dict[str, Any]:
     return verify_as(db.session(), slug=slug, body=body)
 
 
+@bp.post("/orgs/<slug>/notes/reissue")
+def reissue(slug: str) -> tuple[dict[str, Any], int]:
+    """Reissue an expired note to its holder (proof: a presentation made for this issuer)."""
+    ratelimit.limit("reissue", guard.client_address())
+    body = idempotency.json_body()
+    if set(body) != {"presentation"}:
+        raise Malformed('send {"presentation": "<expired note>~<KB-JWT for this issuer>"}')
+    fresh, old = note_actions.reissue_presented(db.session(), slug=slug,
+                                                presentation=body["presentation"])
+    return {**note_json(fresh), "replaces": old}, 201
+
+
 @bp.post("/orgs/<slug>/nonces")
 def nonces(slug: str) -> tuple[dict[str, Any], int]:
     """A fresh single-use nonce for presentations to this organisation."""

@@ -68,6 +68,17 @@ def spec() -> dict[str, Any]:
                 "responses": {"200": {"description": "The report of every check that ran",
                                       "content": _json("Report")},
                               **_problem(400, 404, 429)}}},
+            "/api/v1/orgs/{slug}/notes/reissue": {"post": {
+                "summary": "Reissue an expired note to the same holder key: the holder proves"
+                           " the key with a presentation made for this issuer (aud = its"
+                           " issuer id, nonce from its nonce endpoint); no login",
+                "parameters": [SLUG],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["presentation"],
+                    "properties": {"presentation": {"type": "string"}}}}}},
+                "responses": {"201": {"description": "The new note; `replaces` names the old",
+                                      "content": _json("NoteRecord")},
+                              **_problem(400, 404, 409, 422, 429, 503)}}},
             "/api/v1/orgs/{slug}/nonces": {"post": {
                 "summary": "A fresh single-use nonce for presentations to this organisation"
                            " (expires after 10 minutes; no login, rate limited)",
