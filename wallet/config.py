@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     "WALLET_FEDERATION_TIMEOUT": 5.0,
     "WALLET_FEDERATION_MAX_BYTES": 1048576,
     "WALLET_FEDERATION_ALLOW_HTTP": True,  # plain http to peers (off in production)
+    # Peers on loopback, private or link-local addresses (off in production: an admin
+    # must not be able to make the server probe its own network).
+    "WALLET_FEDERATION_ALLOW_PRIVATE": True,
     "WALLET_TRUST_REFRESH_SECONDS": 3600,
     "WALLET_IDEMPOTENCY_LEASE_SECONDS": 60,
 }
@@ -93,8 +96,10 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None = None) -> di
             _require_production_secret(name, settings[name])
         elif not settings[name]:
             settings[name] = _instance_secret(instance / filename)
-    if env == "production" and "WALLET_FEDERATION_ALLOW_HTTP" not in explicit:
-        settings["WALLET_FEDERATION_ALLOW_HTTP"] = False  # peers must use https
+    if env == "production":
+        for name in ("WALLET_FEDERATION_ALLOW_HTTP", "WALLET_FEDERATION_ALLOW_PRIVATE"):
+            if name not in explicit:
+                settings[name] = False  # https only, public addresses only
     return settings
 
 

@@ -12,7 +12,9 @@ exactly as for a remote peer.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import threading
 import time
 import urllib.error
@@ -88,8 +90,10 @@ class HttpTransport:
         except urllib.error.HTTPError as err:
             return self._read(err.code, err, err.headers.get_content_type() if err.headers else "")
         except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            raise IssuerUnavailable(f"{_origin(url)} could not be reached: {reason}") from None
+            # The reason (refused, timed out, …) goes to the log only: shown to whoever
+            # typed the URL, it would map the network behind this server.
+            log.warning("request to %s failed: %s", _origin(url), getattr(err, "reason", err))
+            raise IssuerUnavailable(f"{_origin(url)} could not be reached") from None
 
     def _read(self, code: int, stream: Any, content_type: str) -> Fetched:
         try:
@@ -138,12 +142,26 @@ def transport_for(url: str) -> Transport:
 
 
 def check_peer_url(url: str) -> None:
-    """Refuse URLs that are not http(s), or plain http where the config forbids it."""
+    """Refuse URLs that are not http(s), plain http, or non-public addresses, as configured.
+
+    The address check resolves the name now; a name that later resolves elsewhere (DNS
+    rebinding) is not caught here — run peers behind an egress proxy for that guarantee.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.username:
         raise MalformedToken(f"{url[:100]!r} is not an http(s) URL")
     if parts.scheme == "http" and not current_app.config["WALLET_FEDERATION_ALLOW_HTTP"]:
         raise MalformedToken("peers must use https (WALLET_FEDERATION_ALLOW_HTTP is off)")
+    if not current_app.config["WALLET_FEDERATION_ALLOW_PRIVATE"]:
+        try:
+            infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise IssuerUnavailable(f"{_origin(url)} could not be reached") from None
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global or address.is_multicast:
+                raise MalformedToken(f"{parts.hostname} is not a public address; peers must be"
+                                     " (WALLET_FEDERATION_ALLOW_PRIVATE is off)")
 
 
 def _origin(url: str) -> str:
