@@ -587,3 +587,22 @@ def test_former_employees_cannot_honour_through_the_api(app: Flask,
     # Reading stays allowed within the alumni window.
     r = client.get("/api/v1/orgs/globex/me", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200
+
+
+def test_an_in_process_redeem_does_not_touch_the_callers_request(app: Flask,
+                                                                 world: support.World) -> None:
+    """Regression: the issuer's handler ran in the verifier's app context, sharing its
+    database session and clearing the signed-in person (pages lost `no-store`)."""
+    from flask import g
+
+    from wallet import db
+    from wallet.federation import LocalTransport
+
+    with app.test_request_context("/orgs/globex/bring"):
+        g.person = "the signed-in person"
+        outer = db.session()
+        answer = LocalTransport("http://wallet.test").request(
+            "GET", "http://wallet.test/orgs/acme/jwks.json")
+        assert answer.status == 200
+        assert g.person == "the signed-in person"
+        assert db.session() is outer

@@ -105,6 +105,11 @@ class HttpTransport:
         return Fetched(code, data, content_type)
 
 
+LOCAL_CALL = "wallet.local_call"
+"""WSGI environ key set on in-process calls between organisations of this instance (no
+HTTP client can set an environ key, so it cannot be forged from outside)."""
+
+
 class LocalTransport:
     """An issuer on this instance: the request goes through this app's routes in-process."""
 
@@ -114,14 +119,18 @@ class LocalTransport:
     def request(self, method: str, url: str, *, body: bytes | None = None,
                 content_type: str | None = None) -> Fetched:
         parts = urlsplit(url)
-        client = Client(current_app._get_current_object())  # type: ignore[attr-defined]
-        answer = client.open(parts.path + (f"?{parts.query}" if parts.query else ""),
-                             method=method, data=body, content_type=content_type,
-                             base_url=self.base_url)
-        try:
-            return Fetched(answer.status_code, answer.get_data(), answer.mimetype)
-        finally:
-            answer.close()
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        # A fresh app context: the other organisation's request gets its own `g` and its
+        # own database session, exactly as if it had arrived over a socket.
+        with app.app_context():
+            answer = Client(app).open(
+                parts.path + (f"?{parts.query}" if parts.query else ""), method=method,
+                data=body, content_type=content_type, base_url=self.base_url,
+                environ_base={"REMOTE_ADDR": "127.0.0.1", LOCAL_CALL: True})
+            try:
+                return Fetched(answer.status_code, answer.get_data(), answer.mimetype)
+            finally:
+                answer.close()
 
 
 def transport_for(url: str) -> Transport:

@@ -36,6 +36,11 @@ class FixedWindow:
 
 
 def limit(bucket: str, address: str) -> None:
-    """Apply the public-endpoint limit to one request."""
+    """Apply the public-endpoint limit to one request (not to in-process calls between
+    organisations of this instance, which are not anonymous traffic)."""
+    from flask import request
+
+    if request.environ.get("wallet.local_call"):
+        return
     limiter = current_app.extensions.setdefault("wallet.ratelimit", FixedWindow())
     limiter.hit(f"{bucket}:{address}", int(current_app.config["WALLET_PUBLIC_RATE_PER_MINUTE"]))
