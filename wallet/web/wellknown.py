@@ -34,7 +34,7 @@ def jwks(slug: str) -> Response:
     return _cached(response, 300)
 
 
-@bp.get("/orgs/<slug>/status/<int:number>")
+@bp.get("/orgs/<slug>/status/<int(max=2147483647):number>")
 def status_list(slug: str, number: int) -> Response:
     """A signed status list token (IETF Token Status List)."""
     session = db.session()

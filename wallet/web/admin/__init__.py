@@ -70,7 +70,7 @@ def people_page(slug: str) -> Response | str:
                            invite_url=invite_url)
 
 
-@bp.post("/people/<int:person_id>/invite")
+@bp.post("/people/<int(max=2147483647):person_id>/invite")
 @guard.login_required
 def reinvite(slug: str, person_id: int) -> Response | str:
     """A fresh invitation link for someone who has not chosen a password yet."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from werkzeug.wrappers import Response
@@ -23,6 +23,7 @@ from wallet.core.money import format_display
 from wallet.web import guard
 from wallet.web.admin import bp
 from wallet.web.forms import IdempotentForm, amount_valid
+from wallet.web.paging import page_number
 
 PAGE_SIZE = 100
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # the app's MAX_CONTENT_LENGTH
@@ -123,7 +124,7 @@ def grants_import(slug: str) -> Response | tuple[str, int]:
 
 def _page(access: guard.Access, form: GrantForm, upload: ImportForm,
           problems: list[tuple[int, str]] | None) -> str:
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = page_number()
     session = db.session()
     total = grant_actions.grant_count(session, org=access.org)
     rows = grant_actions.grant_list(session, org=access.org, limit=PAGE_SIZE,

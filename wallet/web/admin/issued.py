@@ -11,6 +11,7 @@ from wallet.core.errors import WalletError
 from wallet.web import guard
 from wallet.web.admin import bp
 from wallet.web.forms import RevokeNoteForm
+from wallet.web.paging import page_number
 
 PAGE = 50
 STATES = ("active", "redeemed", "revoked", "reclaimed")
@@ -23,7 +24,7 @@ def notes(slug: str) -> str:
     access = guard.org_access(slug, admin=True)
     query = (request.args.get("q") or "").strip()[:100]
     state = request.args.get("state") if request.args.get("state") in STATES else None
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = page_number()
     rows = note_actions.search(db.session(), org=access.org, query=query, state=state,
                                limit=PAGE + 1, offset=(page - 1) * PAGE)
     return render_template("admin/notes.html", access=access, rows=rows[:PAGE], query=query,

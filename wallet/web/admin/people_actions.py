@@ -23,7 +23,7 @@ class TerminateForm(FlaskForm):
     on = DateField("Last day of employment", validators=[DataRequired()])
 
 
-@bp.route("/people/<int:person_id>/terminate", methods=["GET", "POST"])
+@bp.route("/people/<int(max=2147483647):person_id>/terminate", methods=["GET", "POST"])
 @guard.login_required
 def terminate(slug: str, person_id: int) -> Response | tuple[str, int] | str:
     """Show what ending someone's employment does, and do it."""

@@ -56,7 +56,7 @@ def tokens(slug: str) -> Response | str:
                            new_token=session.pop("new_token", None))
 
 
-@bp.post("/tokens/<int:token_id>/revoke")
+@bp.post("/tokens/<int(max=2147483647):token_id>/revoke")
 @guard.login_required
 def revoke_token(slug: str, token_id: int) -> Response:
     """Revoke one of my tokens."""

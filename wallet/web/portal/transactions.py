@@ -8,6 +8,7 @@ from wallet import db
 from wallet.core import ledger as rules
 from wallet.store import ledger as ledger_store
 from wallet.web import guard
+from wallet.web.paging import page_number
 from wallet.web.portal import bp
 
 PAGE = 25
@@ -24,7 +25,7 @@ def transactions(slug: str) -> str:
     kind = request.args.get("kind") or None
     if kind not in KINDS:
         kind = None
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = page_number()
     session = db.session()
     mine = [rules.wallet(access.person.id), rules.unvested(access.person.id)]
     rows = ledger_store.transfers(session, org_id=access.org.id, account_names=mine, kind=kind,
