@@ -520,3 +520,22 @@ def test_an_api_export_retried_after_a_crash_before_its_answer_is_stored_exports
     with app.app_context():
         notes_made = db.session().exec(sa.select(sa.func.count()).select_from(Note)).one()[0]
     assert notes_made == 1
+
+
+def test_expired_nonces_are_forgotten(app: Flask, world: World) -> None:
+    """Regression: every anonymous POST /nonces left a row forever."""
+    from datetime import UTC, datetime
+
+    from wallet.models import Nonce
+
+    client = app.test_client()
+    for _ in range(3):
+        assert client.post("/api/v1/orgs/acme/nonces").status_code == 201
+    with app.app_context():
+        s = db.session()
+        s.execute(sa.update(Nonce).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        s.commit()
+    fresh = client.post("/api/v1/orgs/acme/nonces").get_json()["nonce"]
+    with app.app_context():
+        left = db.session().exec(sa.select(Nonce.value)).all()
+    assert [v for (v,) in left] == [fresh]

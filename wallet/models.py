@@ -324,6 +324,7 @@ class Redemption(SQLModel, table=True):
 
 class Nonce(SQLModel, table=True):
     __tablename__ = "nonce"
+    __table_args__ = (sa.Index("ix_nonce_org_expires", "org_id", "expires_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = _fk("organization.id")

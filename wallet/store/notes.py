@@ -95,7 +95,14 @@ def active_signed_since(session: Session, *, org_id: int, kid: str,
 
 def add_nonce(session: Session, *, org_id: int, value: str, now: datetime,
               expires_at: datetime) -> None:
-    """Store a fresh nonce."""
+    """Store a fresh nonce, and forget this organisation's expired ones.
+
+    An expired nonce can never be used again (not even by a retry of the request that
+    spent it), so keeping it would only let anonymous callers grow the table.
+    """
+    table = Nonce.__table__
+    session.execute(sa.delete(table).where(table.c.org_id == org_id,
+                                           table.c.expires_at < now))
     session.add(Nonce(org_id=org_id, value=value, created_at=now, expires_at=expires_at))
     session.flush()
 

@@ -196,6 +196,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_nonce')),
     sa.UniqueConstraint('value', name=op.f('uq_nonce_value'))
     )
+    with op.batch_alter_table('nonce', schema=None) as batch_op:
+        batch_op.create_index('ix_nonce_org_expires', ['org_id', 'expires_at'], unique=False)
+
     op.create_table('note',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=False),
@@ -416,6 +419,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_note_org_person')
 
     op.drop_table('note')
+    with op.batch_alter_table('nonce', schema=None) as batch_op:
+        batch_op.drop_index('ix_nonce_org_expires')
+
     op.drop_table('nonce')
     with op.batch_alter_table('membership', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_membership_person_id'))
