@@ -472,3 +472,22 @@ def test_same_key_while_the_first_request_is_in_flight_is_409(app: Flask,
     replay = request.send()
     assert replay.status_code == 200 and replay.headers["Idempotent-Replayed"] == "true"
     _exactly_once(app, note)
+
+
+def test_a_failure_after_the_state_change_undoes_that_note_only(
+        app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: an error raised after `active -> redeemed` was turned into a per-note
+    error while the transaction still committed: a redeemed note with no posting."""
+    from wallet.actions import federation as fed_actions
+    from wallet.core.errors import InsufficientFunds
+
+    fed = fs.setup_federation(app)
+    note = fs.export(app, fed.holder)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise InsufficientFunds("the books refused")
+
+    monkeypatch.setattr(fed_actions, "_book_redemption", broken)
+    failed = Request(fed, client, note).send()
+    assert failed.status_code == 422
+    assert fs.note_state(app, note.jti) == "active"  # the savepoint undid the state change

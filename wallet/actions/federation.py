@@ -194,8 +194,14 @@ def redeem_request(session: Session, *, slug: str, token: object) -> dict[str, A
     results: list[dict[str, Any]] = []
     with atomic(session):
         for text in request.presentations:
-            results.append(_redeem_one(session, org=org, directory=directory, text=text,
-                                       request=request, now=now, kid=kid, key=key))
+            try:
+                # A savepoint per note: a refusal after any write undoes that note only.
+                with session.begin_nested():
+                    results.append(_redeem_one(session, org=org, directory=directory,
+                                               text=text, request=request, now=now, kid=kid,
+                                               key=key))
+            except _NoteRefused as refused:
+                results.append({"jti": refused.jti, "error": refused.error.as_dict()})
     if any("receipt" in r for r in results):
         from wallet.actions.notes import _invalidate_status_cache
 
@@ -241,7 +247,15 @@ def _redeem_one(session: Session, *, org: Organization, directory: Directory, te
             raise AlreadyRedeemed("the note was already redeemed")
         raise Revoked(f"the note was {row.state}")
     except WalletError as err:
-        return {"jti": jti, "error": err.as_dict()}
+        raise _NoteRefused(jti, err) from None
+
+
+class _NoteRefused(Exception):
+    """One note of a redeem request was refused (its savepoint is rolled back)."""
+
+    def __init__(self, jti: str | None, error: WalletError) -> None:
+        super().__init__(error.message)
+        self.jti, self.error = jti, error
 
 
 def _stored_receipt(session: Session, org: Organization, text: str, verifier: str,
