@@ -606,3 +606,24 @@ def test_an_in_process_redeem_does_not_touch_the_callers_request(app: Flask,
         assert answer.status == 200
         assert g.person == "the signed-in person"
         assert db.session() is outer
+
+
+def test_a_verifier_knows_what_it_honoured_before_its_cached_list_does(
+        app: Flask, client: FlaskClient) -> None:
+    """The issuer's list in globex's cache may still say valid for its ttl; globex's own
+    record of the note it honoured says otherwise, at once."""
+    fed = fs.setup_federation(app)
+    note = fs.export(app, fed.holder)
+    def verify(body: dict[str, str]) -> dict[str, Any]:
+        answer = client.post("/api/v1/orgs/globex/verify", json=body)
+        assert answer.status_code == 200
+        return answer.get_json()  # type: ignore[no-any-return]
+
+    assert verify({"note": note.token})["valid"]  # warms globex's cache of acme's list
+    token = fed.token("globex")
+    r = fs.honour(client, "globex", token,
+                  [fs.present(note.token, fed.holder, "globex", fs.nonce(client, "globex"))],
+                  key="known-1")
+    assert r.status_code == 200
+    report = verify({"note": note.token})
+    assert not report["valid"] and report["errors"][0]["code"] == "already_redeemed"

@@ -330,6 +330,11 @@ class Directory:
         if note.issuer == self.own_id:
             self._own_status(note)
             return
+        assert self.org.id is not None
+        if trust_store.honoured(self.session, org_id=self.org.id, issuer=note.issuer,
+                                jti=note.jti):
+            # Our own record is fresher than the issuer's list in a verifier's cache.
+            raise AlreadyRedeemed("the note was already redeemed (honoured here)")
         prefix = note.issuer + "/status/"
         if not note.status_uri.startswith(prefix):
             raise MalformedToken("the note's status list is not under its issuer id")
