@@ -88,9 +88,20 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no
 def json_object(data: bytes) -> dict[str, Any]:
     """Parse a UTF-8 JSON object strictly (no duplicate names, no NaN/Infinity)."""
     try:
-        value = _DECODER.decode(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
         raise MalformedToken("invalid JSON") from None
+    try:
+        # Compact JSON (what every token carries) parses in one pass; anything else takes
+        # the decoder's full path (surrounding whitespace), with the same strictness.
+        value, end = _DECODER.raw_decode(text)
+        if end != len(text):
+            raise ValueError("text after the value")
+    except (ValueError, RecursionError):
+        try:
+            value = _DECODER.decode(text)
+        except (ValueError, RecursionError):
+            raise MalformedToken("invalid JSON") from None
     if not isinstance(value, dict):
         raise MalformedToken("JSON value is not an object")
     return value

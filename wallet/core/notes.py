@@ -164,7 +164,7 @@ def verify(text: object, *, resolve: Resolver, now: int, checks: Checks | None =
 
     `ignore_expiry` serves only the issuer reissuing its own expired note.
     """
-    stage = _Stages(checks)
+    stage = _Stages(checks) if checks is not None else _SILENT
     try:
         jwt, _kb = split(text)
     except WalletError:
@@ -231,6 +231,11 @@ class _Stages:
             upto = _SEQUENCE.index(self.now)
             self.passed(*_SEQUENCE[:upto])
             self.checks.append((self.now, False))
+
+
+# Shared by every verification that records no checks: it keeps nothing (its `now` is
+# written by concurrent callers but never read, since `failed` returns at once).
+_SILENT = _Stages(None)
 
 
 _Fields = tuple[str, str, int, int, int, jose.PublicKey, str, int]
@@ -316,7 +321,7 @@ def verify_presentation(text: object, *, resolve: Resolver, audience: str, now: 
     `nonce_ok(nonce)` raises `NonceInvalid` when the verifier did not issue the nonce
     or it is spent or expired; without it only the nonce's form is checked.
     """
-    stage = _Stages(checks)
+    stage = _Stages(checks) if checks is not None else _SILENT
     try:
         jwt, kb = split(text)
     except WalletError:
