@@ -9,7 +9,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-fast lint typecheck bench screenshots clean
+.PHONY: help venv run test test-fast lint typecheck bench screenshots clean clean-instance
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,5 +47,10 @@ bench: $(STAMP) ## run the benchmarks in bench/ (see docs/benchmarks.md)
 screenshots: $(STAMP) ## refresh docs/images/ from the browser tests
 	WALLET_SCREENSHOTS=docs/images $(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
 
-clean: ## remove the venv, caches and the local instance (database, generated secrets)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache instance *.egg-info
+clean: ## remove the venv and caches (keeps the local database, secrets and keys)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+
+clean-instance: ## DELETE the local database, generated secrets and the keystore's private keys
+	rm -rf instance
+	find keys -mindepth 2 -name '*.key.pem' -delete 2>/dev/null || true
+	find keys -mindepth 1 -type d -empty -delete 2>/dev/null || true
