@@ -52,5 +52,5 @@ clean: ## remove the venv and caches (keeps the local database, secrets and keys
 
 clean-instance: ## DELETE the local database, generated secrets and the keystore's private keys
 	rm -rf instance
-	find keys -mindepth 2 -name '*.key.pem' -delete 2>/dev/null || true
+	find keys -mindepth 2 \( -name '*.key.pem' -o -name '*.jwk.json' \) -delete 2>/dev/null || true
 	find keys -mindepth 1 -type d -empty -delete 2>/dev/null || true
