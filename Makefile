@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install the package with its test tools
 
+run: export WALLET_BASE_URL ?= http://$(HOST):$(PORT)
 run: $(STAMP) ## bootstrap (venv, migrations, demo data) and serve on http://$(HOST):$(PORT)
 	$(BIN)/wallet db upgrade
 	$(BIN)/wallet demo --if-empty
