@@ -113,6 +113,8 @@ def create_grant(session: Session, *, slug: str, email: str, amount: str,
     now = utcnow()
     with atomic(session):
         membership, person = member_or_404(session, org, email)
+        assert membership.id is not None
+        membership = people.lock_membership(session, membership_id=membership.id)
         _require_employed(org, membership, person)
         pid = _pid(person)
         if key is not None:
@@ -253,7 +255,9 @@ def import_grants(session: Session, *, slug: str, data: bytes, actor: Actor,
 
 def _check_members(session: Session, org: Organization,
                    rows: Sequence[GrantRow]) -> dict[str, int]:
-    found = store.members_by_email(session, org_id=_id(org), emails=(r.email for r in rows))
+    # Locked: a termination racing this import waits for it, then forfeits what it granted.
+    found = store.members_by_email(session, org_id=_id(org), emails=(r.email for r in rows),
+                                   lock=True)
     problems: list[tuple[int, str]] = []
     for row in rows:
         member = found.get(row.email)

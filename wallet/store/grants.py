@@ -179,16 +179,25 @@ def end_membership(session: Session, *, membership_id: int, ended_on: date) -> b
 # -- members, accounts --------------------------------------------------------------------
 
 
-def members_by_email(session: Session, *, org_id: int,
-                     emails: Iterable[str]) -> dict[str, tuple[int, date | None]]:
-    """Map each given email that is a member of the organisation to (person id, ended_on)."""
+def members_by_email(session: Session, *, org_id: int, emails: Iterable[str],
+                     lock: bool = False) -> dict[str, tuple[int, date | None]]:
+    """Map each given email that is a member of the organisation to (person id, ended_on).
+
+    `lock` takes the membership rows FOR UPDATE (in email order, so concurrent callers
+    cannot deadlock): a termination then waits for the caller's commit, and sees what it
+    granted. SQLite needs no lock: BEGIN IMMEDIATE already serialises writers.
+    """
     person, membership = Person.__table__, Membership.__table__
     found: dict[str, tuple[int, date | None]] = {}
     for chunk in chunks(sorted(set(emails))):
-        rows = session.execute(
-            sa.select(person.c.email, person.c.id, membership.c.ended_on)
-            .select_from(membership.join(person, person.c.id == membership.c.person_id))
-            .where(membership.c.org_id == org_id, in_values(session, person.c.email, chunk)))
+        query = (sa.select(person.c.email, person.c.id, membership.c.ended_on)
+                 .select_from(membership.join(person, person.c.id == membership.c.person_id))
+                 .where(membership.c.org_id == org_id,
+                        in_values(session, person.c.email, chunk))
+                 .order_by(person.c.email))
+        if lock:
+            query = query.with_for_update(of=membership)
+        rows = session.execute(query)
         found.update((str(e), (int(i), ended)) for e, i, ended in rows)
     return found
 

@@ -38,6 +38,17 @@ def membership(session: Session, *, org_id: int, person_id: int) -> Membership |
     ).first()
 
 
+def lock_membership(session: Session, *, membership_id: int) -> Membership:
+    """Re-read a membership FOR UPDATE (its latest committed state, held until commit).
+
+    Anything that decides on employment dates and then writes (a grant) takes this lock,
+    so that a concurrent termination is ordered before or after it, never in between.
+    """
+    return session.exec(select(Membership).where(Membership.id == membership_id)
+                        .with_for_update()
+                        .execution_options(populate_existing=True)).one()
+
+
 def memberships_of(session: Session, *, person_id: int) -> list[tuple[Membership, Organization]]:
     """Return every membership of a person with its organisation."""
     rows = session.exec(
