@@ -325,8 +325,13 @@ class Directory:
         self._trusted[issuer] = entry
         return entry
 
-    def check_status(self, note: notes.Note) -> None:
-        """Refuse a revoked, redeemed or unknown note; fail closed when status is unknown."""
+    def check_status(self, note: notes.Note, *, issuer_decides_redeemed: bool = False) -> None:
+        """Refuse a revoked, redeemed or unknown note; fail closed when status is unknown.
+
+        `issuer_decides_redeemed`: a "redeemed" entry in the issuer's list is left to the
+        issuer's redeem endpoint, the authority at redemption time (DESIGN §6): if we
+        redeemed it and lost the answer, the issuer hands back our receipt.
+        """
         if note.issuer == self.own_id:
             self._own_status(note)
             return
@@ -334,7 +339,7 @@ class Directory:
         if trust_store.honoured(self.session, org_id=self.org.id, issuer=note.issuer,
                                 jti=note.jti):
             # Our own record is fresher than the issuer's list in a verifier's cache.
-            raise AlreadyRedeemed("the note was already redeemed (honoured here)")
+            raise AlreadyRedeemed("this note was already honoured here")
         prefix = note.issuer + "/status/"
         if not note.status_uri.startswith(prefix):
             raise MalformedToken("the note's status list is not under its issuer id")
@@ -343,7 +348,7 @@ class Directory:
             raise Revoked("the issuer revoked this note")
         if value == status.SUSPENDED:
             raise Revoked("the issuer suspended this note")
-        if value == status.REDEEMED:
+        if value == status.REDEEMED and not issuer_decides_redeemed:
             raise AlreadyRedeemed("the note was already redeemed")
 
     def _own_status(self, note: notes.Note) -> None:

@@ -13,7 +13,6 @@ Exactly once, enforced by the database:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import time
@@ -395,13 +394,7 @@ def _verify_all(session: Session, org: Organization, directory: Directory,
             if note.issuer == directory.own_id:
                 raise PolicyRejected("this organisation issued the note; revoke it instead")
             _policy(directory.trusted(note.issuer), note)
-            if fed_store.honoured(session, org_id=org.id, issuer=note.issuer, jti=note.jti):
-                raise AlreadyRedeemed("this note was already honoured here")
-            # The issuer's redeem endpoint, not its list, decides at redemption time
-            # (DESIGN §6): if *we* redeemed it and lost the answer, the issuer hands back
-            # our receipt; anyone else gets already_redeemed from it.
-            with contextlib.suppress(AlreadyRedeemed):
-                directory.check_status(note)
+            directory.check_status(note, issuer_decides_redeemed=True)
             nonces.add(pres.nonce)
             ready.append((outcome, text))
         except WalletError as err:
