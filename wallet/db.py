@@ -9,8 +9,6 @@ and unique constraints, which are correct at that level on both databases.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,18 +83,6 @@ def session() -> Session:
     return current
 
 
-@contextmanager
-def new_session() -> Iterator[Session]:
-    """Open a separate session (for work that must commit on its own)."""
-    with Session(engine(), expire_on_commit=False) as separate:
-        yield separate
-
-
-def is_sqlite(bind: Engine | sa.Connection | Session) -> bool:
-    """Tell whether `bind` talks to SQLite."""
-    if isinstance(bind, Session):
-        bind = bind.get_bind()
-    return bind.dialect.name == "sqlite"
 
 
 def ping() -> None:

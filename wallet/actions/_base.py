@@ -80,6 +80,23 @@ def require_admin(session: Session, org: Organization, actor: Actor) -> None:
         raise Forbidden("only an administrator of this organisation may do that")
 
 
+def parse_moment(value: object, field: str) -> datetime:
+    """Parse an ISO 8601 time with a timezone (`Z` allowed), or "now"; else `Malformed`."""
+    if not isinstance(value, str) or not value.strip():
+        raise Malformed(f"{field} must be a time like 2026-11-27T09:30:00Z")
+    text = value.strip()
+    if text == "now":
+        return utcnow()
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Malformed(f"{field} must be a time like 2026-11-27T09:30:00Z"
+                        f" (got {text[:40]!r})") from None
+    if moment.tzinfo is None:
+        raise Malformed(f"{field} needs a timezone, e.g. 2026-11-27T09:30:00Z")
+    return moment
+
+
 def parse_date(value: object, field: str) -> date:
     """Parse an ISO date (YYYY-MM-DD) or raise `Malformed` naming the field."""
     if isinstance(value, date):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from datetime import UTC, datetime
 
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session
 
 from wallet.actions import keys as key_actions
-from wallet.actions._base import Actor, org_or_404
+from wallet.actions._base import Actor, org_or_404, parse_moment
 from wallet.cli.base import (
     cli,
     emit_json,
@@ -89,18 +88,6 @@ def keys_rotate(session: Session, slug: str, as_json: bool) -> None:
         info(f"Retired {change.retired.kid} (still verifies what it signed)")
 
 
-def _parse_time(value: str) -> datetime:
-    if value == "now":
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise Malformed(f"--compromised-at {value!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise Malformed("--compromised-at needs a timezone, e.g. 2026-11-27T10:00:00Z")
-    return moment
-
-
 # A kid is base64url and may start with "-": unknown "options" are taken as the KID, and
 # this command has no short options at all (not even -h), so none can match inside a kid.
 @keys.command("revoke", context_settings={"ignore_unknown_options": True,
@@ -116,7 +103,7 @@ def keys_revoke(session: Session, slug: str, kid: str, compromised_at: str, reas
                 as_json: bool) -> None:
     """Revoke a compromised key: tokens it signed at or after TIME become invalid."""
     change = key_actions.revoke(session, slug=slug, kid=kid,
-                                compromised_at=_parse_time(compromised_at),
+                                compromised_at=parse_moment(compromised_at, "--compromised-at"),
                                 actor=Actor.cli(), reason=reason)
     if as_json:
         emit_json({**_row(change.key), "notes_revoked": change.notes_revoked})

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, redirect, request, session, url_for
+from flask import Flask, g, redirect, request, session, url_for
 from flask_wtf.csrf import ValidationError as CsrfInvalid
 from flask_wtf.csrf import validate_csrf
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -214,7 +214,3 @@ def api_principal(slug: str, *, service: bool = False, write: bool = False) -> P
     access = access_for(person, slug, write=write)
     return Principal(access.org, person, None)
 
-
-def config_value(name: str) -> Any:
-    """Read a setting of the current app."""
-    return current_app.config[name]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask import flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from wallet import db
 from wallet.actions import keys as key_actions
+from wallet.actions._base import parse_moment
 from wallet.core.errors import WalletError
 from wallet.web import guard
 from wallet.web.admin import bp
@@ -56,20 +55,15 @@ def revoke_key(slug: str) -> Response | tuple[str, int]:
             form.confirm.errors = [f"Type {kid[:8]} to confirm."]
         else:
             try:
-                moment = datetime.fromisoformat((form.compromised_at.data or "")
-                                                .strip().replace("Z", "+00:00"))
-            except ValueError:
-                form.compromised_at.errors = ["Write the time like 2026-11-27T09:30:00Z."]
+                change = key_actions.revoke(
+                    db.session(), slug=slug, kid=kid, actor=guard.actor(),
+                    compromised_at=parse_moment(form.compromised_at.data, "The time"))
+            except WalletError as err:
+                form.compromised_at.errors = [err.message]
             else:
-                try:
-                    change = key_actions.revoke(db.session(), slug=slug, kid=kid,
-                                                compromised_at=moment, actor=guard.actor())
-                except WalletError as err:
-                    form.compromised_at.errors = [err.message]
-                else:
-                    flash(f"Key {kid[:12]}… revoked; {change.notes_revoked} note(s) it signed"
-                          " since were revoked and their value returned to wallets.", "success")
-                    return redirect(url_for("admin.keys", slug=slug))
+                flash(f"Key {kid[:12]}… revoked; {change.notes_revoked} note(s) it signed"
+                      " since were revoked and their value returned to wallets.", "success")
+                return redirect(url_for("admin.keys", slug=slug))
     rows = key_actions.listing(db.session(), slug=slug)
     return render_template("admin/keys.html", access=access, rows=rows,
                            fingerprint=key_actions.fingerprint, rotate_form=RotateForm(),

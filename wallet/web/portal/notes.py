@@ -43,15 +43,6 @@ def notes(slug: str) -> str:
                                                      person=access.person))
 
 
-@bp.get("/notes/<jti>/qr.svg")
-@guard.login_required
-def note_qr(slug: str, jti: str) -> Response:
-    """The note as a QR code (SVG), to carry it to another device."""
-    _access, row = _my_note(slug, jti)
-    svg = segno.make(row.token, error="l").svg_inline(scale=3, dark="#17203a", border=2)
-    return Response(svg, mimetype="image/svg+xml")
-
-
 @bp.get("/notes/<jti>/download")
 @guard.login_required
 def note_download(slug: str, jti: str) -> Response:
