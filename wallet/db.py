@@ -9,6 +9,7 @@ and unique constraints, which are correct at that level on both databases.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PING_AFTER_IDLE_SECONDS = 10.0
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -30,10 +32,40 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Test a pooled connection before use only if it sat idle for `idle` seconds.
+
+    `pool_pre_ping` pings on every checkout, and a request checks a connection out
+    again after each commit: on the honour path that was seven extra round trips. A
+    connection handed back moments ago is alive unless the server went away in
+    between; then the statement fails, SQLAlchemy invalidates the pool, and the error
+    handler answers 503. A connection that idled (where servers and proxies drop
+    them) is pinged, and replaced when the ping fails (the pool retries the checkout).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["wallet.idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("wallet.idle_since")
+        if since is None or time.monotonic() - since < idle:
+            return  # a new connection, or one in use moments ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception:
+            alive = False
+        if not alive:
+            raise sa.exc.DisconnectionError("the pooled connection is gone")
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -229,6 +229,12 @@ class RateLimited(WalletError):
     title = "Too many requests"
 
 
+class DatabaseUnavailable(WalletError):
+    code = "database_unavailable"
+    status = 503
+    title = "Database unavailable"
+
+
 class BadPassphrase(WalletError):
     code = "bad_passphrase"
     status = 400
@@ -252,7 +258,7 @@ ERROR_CODES: tuple[str, ...] = tuple(
                 HolderBindingFailed, AudienceMismatch, NonceInvalid, PolicyRejected,
                 IssuerUnavailable, InsufficientFunds, Unauthorized, Forbidden,
                 IdempotencyConflict, IdempotencyInFlight, RateLimited, KeyUnavailable,
-                BadPassphrase,
+                BadPassphrase, DatabaseUnavailable,
             )
         }
     )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
 from flask import Flask, Response, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from wallet.core.errors import WalletError
+from wallet.core.errors import DatabaseUnavailable, WalletError
 
 log = logging.getLogger("wallet.web")
 
@@ -71,6 +72,22 @@ def init_app(app: Flask) -> None:
                            err.description)
         return render_template("error.html", title=err.name, message=err.description,
                                status=status), status
+
+    @app.errorhandler(sa.exc.DBAPIError)
+    def _database(err: sa.exc.DBAPIError) -> tuple[str, int] | Response:
+        # A connection that died under a statement (a database restart or failover): the
+        # transaction is gone with it and SQLAlchemy has already discarded the pool's
+        # other connections. A retry is safe. Any other database error is a bug.
+        if not err.connection_invalidated:
+            return _unexpected(err)
+        log.warning("database connection lost on %s %s: %s", request.method, request.path,
+                    type(err.orig).__name__)
+        lost = DatabaseUnavailable("The database connection was lost. Nothing was changed;"
+                                   " please try again.")
+        answer = _wallet_error(lost)
+        response = answer if isinstance(answer, Response) else app.make_response(answer)
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> tuple[str, int] | Response:
