@@ -365,6 +365,43 @@ def plain_load(b: Instance, clients: int, seconds: float) -> Run:
 # -- main --------------------------------------------------------------------------------
 
 
+def cpu_by_group(groups: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every live process, grouped by owner.
+
+    `groups` maps a name to a session id (each instance runs in its own session); the
+    PostgreSQL server's processes are "postgres", this script is "clients". Processes that
+    exited before the reading are missed, which is why the load keeps its connections.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = dict.fromkeys([*groups, "clients", "postgres", "other"], 0.0)
+    by_session = {sid: name for name, sid in groups.items()}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        session, used = int(fields[3]), (int(fields[11]) + int(fields[12])) / tick
+        if int(entry.name) == os.getpid():
+            totals["clients"] += used
+        elif session in by_session:
+            totals[by_session[session]] += used
+        elif comm.startswith("postgres"):
+            totals["postgres"] += used
+        else:
+            totals["other"] += used
+    return totals
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float],
+                    count: int) -> dict[str, float]:
+    """Milliseconds of CPU per successful request, by group."""
+    return {k: round((after[k] - before[k]) * 1000 / max(count, 1), 2) for k in after}
+
+
 def count_honoured(b: Instance) -> int:
     engine = make_engine(b.url)
     try:
@@ -410,8 +447,15 @@ def main() -> int:
               file=sys.stderr)
 
         warm = honour_load(b, crew[:2], 1.0)  # connections, caches, JWKS pins
+        sessions = {inst.name: os.getsid(inst.process.pid) for inst in instances
+                    if inst.process is not None}
+        before = cpu_by_group(sessions)
         honour = honour_load(b, crew, args.seconds)
+        middle = cpu_by_group(sessions)
         plain = plain_load(b, args.clients, args.plain_seconds)
+        after = cpu_by_group(sessions)
+        cpu = {"honour": cpu_per_request(before, middle, honour.ok),
+               "plain": cpu_per_request(middle, after, plain.ok)}
 
         honoured_rows = count_honoured(b)
         checks = {inst.name: subprocess.run([wallet_bin(), "ledger", "check"], env=inst.env(),
@@ -442,6 +486,7 @@ def main() -> int:
                   "p50_ms": round(percentile(plain.latencies, 50) * 1000, 2),
                   "p99_ms": round(percentile(plain.latencies, 99) * 1000, 2),
                   "errors": plain.errors},
+        "cpu_ms_per_request": cpu,
         "ratio": round(ratio, 3), "goal_ratio": GOAL_RATIO, "goal_p99_ms": GOAL_P99_MS,
         "meets_ratio": ratio >= GOAL_RATIO, "meets_p99": p99 <= GOAL_P99_MS,
         "honoured_rows_at_b": honoured_rows, "warmup_honoured": warm.ok,
@@ -457,6 +502,9 @@ def main() -> int:
     print(f"{'':36} {'throughput':>10} {'p50 ms':>8} {'p99 ms':>8} {'count':>7}")
     for name, rate, q50, q99, n in rows:
         print(f"{name:36} {rate:>10} {q50:>8} {q99:>8} {n:>7}")
+    for kind, split in cpu.items():
+        print(f"CPU ms per {kind} request: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in split.items()) + f" (total {sum(split.values()):.2f})")
     print(f"ratio honour/plain = {ratio:.3f} (goal >= {GOAL_RATIO});"
           f" honour p99 = {p99:.1f} ms (goal <= {GOAL_P99_MS:.0f} ms);"
           f" errors {honour.errors or 'none'}; ledger check {checks}")

@@ -336,8 +336,8 @@ class Directory:
             self._own_status(note)
             return
         assert self.org.id is not None
-        if trust_store.honoured(self.session, org_id=self.org.id, issuer=note.issuer,
-                                jti=note.jti):
+        if trust_store.was_honoured(self.session, org_id=self.org.id, issuer=note.issuer,
+                                    jti=note.jti):
             # Our own record is fresher than the issuer's list in a verifier's cache.
             raise AlreadyRedeemed("this note was already honoured here")
         prefix = note.issuer + "/status/"

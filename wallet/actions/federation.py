@@ -33,7 +33,6 @@ from wallet.actions._base import (
     utcnow,
 )
 from wallet.actions.ledger import check_key
-from wallet.actions.verify import nonce_checker
 from wallet.core import jose, ledger, notes, redeem
 from wallet.core.errors import (
     AlreadyRedeemed,
@@ -52,7 +51,7 @@ from wallet.core.errors import (
 )
 from wallet.core.money import Money, parse_currency, parse_money
 from wallet.federation import Directory, fetch_issuer, transport_for
-from wallet.models import HonouredNote, Note, Organization, Person, Redemption, TrustedIssuer
+from wallet.models import HonouredNote, Organization, Person, TrustedIssuer
 from wallet.store import federation as fed_store
 from wallet.store import ledger as ledger_store
 from wallet.store import notes as note_store
@@ -191,16 +190,26 @@ def redeem_request(session: Session, *, slug: str, token: object) -> dict[str, A
                                    issuer=directory.own_id, now=now)
     kid, key = key_actions.signer(session, org=org, rows=directory.own_key_rows())
     results: list[dict[str, Any]] = []
-    with atomic(session):
-        for text in request.presentations:
-            try:
-                # A savepoint per note: a refusal after any write undoes that note only.
-                with session.begin_nested():
-                    results.append(_redeem_one(session, org=org, directory=directory,
-                                               text=text, request=request, now=now, kid=kid,
-                                               key=key))
-            except _NoteRefused as refused:
-                results.append({"jti": refused.jti, "error": refused.error.as_dict()})
+
+    def one(text: str) -> dict[str, Any]:
+        return _redeem_one(session, org=org, directory=directory, text=text,
+                           request=request, now=now, kid=kid, key=key)
+
+    if len(request.presentations) == 1:  # the usual case: no savepoint needed
+        try:
+            with atomic(session):
+                results.append(one(request.presentations[0]))
+        except _NoteRefused as refused:  # rolled back, whatever it had written
+            results.append({"jti": refused.jti, "error": refused.error.as_dict()})
+    else:
+        with atomic(session):
+            for text in request.presentations:
+                try:
+                    # A savepoint per note: a refusal after any write undoes that note only.
+                    with session.begin_nested():
+                        results.append(one(text))
+                except _NoteRefused as refused:
+                    results.append({"jti": refused.jti, "error": refused.error.as_dict()})
     if any("receipt" in r for r in results):
         from wallet.actions.notes import _invalidate_status_cache
 
@@ -229,16 +238,16 @@ def _redeem_one(session: Session, *, org: Organization, directory: Directory, te
         jti = note.jti
         if note.issuer != directory.own_id:
             raise UnknownNote("this organisation did not issue the note")
+        taken = note_store.redeem(session, org_id=org.id, jti=note.jti,
+                                  status_idx=note.status_idx,
+                                  at=datetime.fromtimestamp(now, UTC), by=request.verifier)
+        if taken is not None:
+            return _book_redemption(session, org=org, note=taken, request=request, now=now,
+                                    kid=kid, key=key)
+        # Not taken by this call: unknown, or someone changed it first (read what they did).
         row = note_store.note_by_jti(session, org_id=org.id, jti=note.jti)
         if row is None or row.status_idx != note.status_idx or row.id is None:
             raise UnknownNote("this issuer has no record of the note")
-        moment = datetime.fromtimestamp(now, UTC)
-        if note_store.set_state(session, note_id=row.id, from_state="active",
-                                to_state="redeemed",
-                                values={"redeemed_at": moment, "redeemed_by": request.verifier}):
-            return _book_redemption(session, org=org, row=row, request=request, now=now,
-                                    kid=kid, key=key)
-        session.refresh(row)  # someone else changed it first: read what they did
         if row.state == "redeemed":
             red = fed_store.redemption_of(session, note_id=row.id)
             if red is not None and red.redeemer == request.verifier:
@@ -276,26 +285,26 @@ def _stored_receipt(session: Session, org: Organization, text: str, verifier: st
     return {"jti": row.jti, "receipt": red.receipt, "replayed": True}
 
 
-def _book_redemption(session: Session, *, org: Organization, row: Note,
+def _book_redemption(session: Session, *, org: Organization, note: note_store.Redeemed,
                      request: redeem.RedeemRequest, now: int, kid: str,
                      key: Any) -> dict[str, Any]:
     assert org.id is not None
     ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
-        ledger.NOTES_OUTSTANDING, ledger.payable(request.verifier), row.amount, row.currency,
-        kind="redeem", key=f"redeem:{row.jti}", ref=row.jti,
+        ledger.NOTES_OUTSTANDING, ledger.payable(request.verifier), note.amount,
+        note.currency, kind="redeem", key=f"redeem:{note.jti}", ref=note.jti,
         memo=f"redeemed by {request.verifier}"[:300]))
     receipt_jti = notes.new_jti(secrets.token_bytes(16))
+    amount = Money(note.amount, note.currency)
     token = redeem.receipt(issuer=key_actions.issuer_id(org), verifier=request.verifier,
-                           jti=receipt_jti, iat=now, note_jti=row.jti,
-                           amount=Money(row.amount, row.currency), request_jti=request.jti,
-                           kid=kid, key=key)
-    session.add(Redemption(org_id=org.id, note_id=row.id, redeemer=request.verifier,
-                           amount=row.amount, currency=row.currency, receipt=token,
-                           receipt_jti=receipt_jti, request_jti=request.jti))
-    session.flush()
+                           jti=receipt_jti, iat=now, note_jti=note.jti, amount=amount,
+                           request_jti=request.jti, kid=kid, key=key)
+    fed_store.add_redemption(session, {
+        "org_id": org.id, "note_id": note.id, "redeemer": request.verifier,
+        "amount": note.amount, "currency": note.currency, "receipt": token,
+        "receipt_jti": receipt_jti, "request_jti": request.jti, "created_at": utcnow()})
     people.audit(session, org_id=org.id, actor=request.verifier, action="note.redeemed",
-                 target=row.jti, details={"amount": str(Money(row.amount, row.currency))})
-    return {"jti": row.jti, "receipt": token}
+                 target=note.jti, details={"amount": str(amount)})
+    return {"jti": note.jti, "receipt": token}
 
 
 # -- the verifier side: honour -----------------------------------------------------------
@@ -355,11 +364,15 @@ def _policy(entry: TrustedIssuer | None, note: notes.Note) -> None:
 
 def honour(session: Session, *, slug: str, email: str, presentations: object,
            consumer: str, org: Organization | None = None,
-           person: Person | None = None) -> Honoured:
+           person: Person | None = None, commit: bool = True) -> Honoured:
     """Verify presentations, redeem them at their issuers, credit the engineer once each.
 
     `consumer` names the idempotent request (a retry of it may reuse its spent nonce).
     Callers that already resolved the organisation and a member of it may pass them.
+    With `commit=False` the credits are left in the session's transaction, for a caller
+    that records its answer in the same commit (the API's idempotent response); it
+    must commit or roll back. The nonce is committed before any issuer is called either
+    way: no transaction is held across the network.
     """
     if org is None or person is None or org.slug != slug or person.email != email:
         org = org_or_404(session, slug)
@@ -370,9 +383,18 @@ def honour(session: Session, *, slug: str, email: str, presentations: object,
     directory = Directory(session, org)
     result = Honoured([Outcome(i) for i in range(len(presentations))])
     ready = _verify_all(session, org, directory, presentations, result, consumer)
+    signer = key_actions.signer(session, org=org) if ready else None
     session.commit()  # nonce spent; no transaction is held while issuers answer
-    receipts = _redeem_remote(session, org, directory, ready)
-    _credit(session, org, person, directory, receipts)
+    receipts = _redeem_remote(org, directory, ready, signer) if signer else []
+    if commit:
+        with atomic(session):
+            _credit(session, org, person, receipts)
+    else:
+        try:
+            _credit(session, org, person, receipts)
+        except BaseException:
+            session.rollback()
+            raise
     return result
 
 
@@ -381,14 +403,13 @@ def _verify_all(session: Session, org: Organization, directory: Directory,
                 consumer: str) -> list[tuple[Outcome, str]]:
     assert org.id is not None
     now = int(time.time())
-    nonce_ok = nonce_checker(session, org, consumer=consumer)
     ready: list[tuple[Outcome, str]] = []
     nonces: set[str] = set()
     for outcome, text in zip(result.outcomes, presentations, strict=True):
         try:
+            # The nonce is checked once, below, by spending it (one conditional update).
             pres = notes.verify_presentation(text, resolve=directory.resolve,
-                                             audience=directory.own_id, now=now,
-                                             nonce_ok=nonce_ok)
+                                             audience=directory.own_id, now=now)
             note = outcome.note = pres.note
             outcome.jti, outcome.issuer, outcome.amount = note.jti, note.issuer, note.amount
             if note.issuer == directory.own_id:
@@ -406,28 +427,26 @@ def _verify_all(session: Session, org: Organization, directory: Directory,
         return []
     if ready and not note_store.consume_nonce(session, org_id=org.id, value=nonces.pop(),
                                               now=utcnow(), consumer=consumer):
-        spent = NonceInvalid("the nonce was used by another request")
+        spent = NonceInvalid("this organisation did not issue the nonce, or it is used"
+                             " or expired")
         for outcome, _text in ready:
             outcome.fail(spent)
         return []
     return ready
 
 
-def _redeem_remote(session: Session, org: Organization, directory: Directory,
-                   ready: list[tuple[Outcome, str]]) -> list[Outcome]:
+def _redeem_remote(org: Organization, directory: Directory, ready: list[tuple[Outcome, str]],
+                   signer: tuple[str, Any]) -> list[Outcome]:
     by_issuer: dict[str, list[tuple[Outcome, str]]] = defaultdict(list)
     for outcome, text in ready:
         assert outcome.issuer is not None
         by_issuer[outcome.issuer].append((outcome, text))
-    if not by_issuer:
-        return []
-    kid, key = key_actions.signer(session, org=org)
+    kid, key = signer
     endpoints = {}
     for issuer in by_issuer:
-        entry = directory.trusted(issuer)
+        entry = directory.trusted(issuer)  # read in _verify_all: no database access here
         assert entry is not None  # _policy refused untrusted issuers
         endpoints[issuer] = str(entry.issuer_metadata["redeem_endpoint"])
-    session.commit()
     done: list[Outcome] = []
     for issuer, items in by_issuer.items():
         for start in range(0, len(items), redeem.MAX_PRESENTATIONS):
@@ -492,31 +511,30 @@ def _take_answer(outcome: Outcome, answer: Any, keys: notes.IssuerKeys, own_id: 
     outcome.receipt = checked.token
 
 
-def _credit(session: Session, org: Organization, person: Person, directory: Directory,
+def _credit(session: Session, org: Organization, person: Person,
             done: list[Outcome]) -> None:
     assert org.id is not None and person.id is not None
-    with atomic(session):
-        for outcome in done:
-            note, receipt = outcome.note, outcome.receipt
-            assert note is not None and receipt is not None
-            claims = jose.parse(receipt, typ=redeem.RECEIPT_TYP).payload
-            row_id = insert_ignore(session, HonouredNote.__table__, {  # type: ignore[arg-type]
-                "org_id": org.id, "issuer": note.issuer, "note_jti": note.jti,
-                "person_id": person.id, "amount": note.amount.micros,
-                "currency": note.amount.currency, "receipt": receipt,
-                "receipt_jti": str(claims["jti"]), "created_at": utcnow(),
-            }, ("org_id", "issuer", "note_jti"))
-            if row_id is None:  # a concurrent request for the same note got here first
-                outcome.receipt = None
-                outcome.fail(AlreadyRedeemed("this note was already honoured here"))
-                continue
-            ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
-                ledger.receivable(note.issuer), ledger.wallet(person.id), note.amount.micros,
-                note.amount.currency, kind="honour", key=f"honour:{note.issuer}:{note.jti}",
-                ref=note.jti, memo=f"note honoured from {note.issuer}"[:300]))
-            people.audit(session, org_id=org.id, actor=person.email, action="note.honour",
-                         target=note.jti, details={"issuer": note.issuer,
-                                                   "amount": str(note.amount)})
+    for outcome in done:
+        note, receipt = outcome.note, outcome.receipt
+        assert note is not None and receipt is not None
+        claims = jose.parse(receipt, typ=redeem.RECEIPT_TYP).payload
+        row_id = insert_ignore(session, HonouredNote.__table__, {  # type: ignore[arg-type]
+            "org_id": org.id, "issuer": note.issuer, "note_jti": note.jti,
+            "person_id": person.id, "amount": note.amount.micros,
+            "currency": note.amount.currency, "receipt": receipt,
+            "receipt_jti": str(claims["jti"]), "created_at": utcnow(),
+        }, ("org_id", "issuer", "note_jti"))
+        if row_id is None:  # a concurrent request for the same note got here first
+            outcome.receipt = None
+            outcome.fail(AlreadyRedeemed("this note was already honoured here"))
+            continue
+        ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
+            ledger.receivable(note.issuer), ledger.wallet(person.id), note.amount.micros,
+            note.amount.currency, kind="honour", key=f"honour:{note.issuer}:{note.jti}",
+            ref=note.jti, memo=f"note honoured from {note.issuer}"[:300]))
+        people.audit(session, org_id=org.id, actor=person.email, action="note.honour",
+                     target=note.jti, details={"issuer": note.issuer,
+                                               "amount": str(note.amount)})
 
 
 # -- settlement --------------------------------------------------------------------------

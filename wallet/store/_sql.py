@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -23,14 +24,18 @@ def insert_ignore(session: Session, table: sa.Table, values: dict[str, Any],
     duplicate waits for the first writer and then inserts nothing, so a unique key is
     claimed exactly once without aborting the transaction.
     """
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = (
-        insert(table).values(**values)
-        .on_conflict_do_nothing(index_elements=list(conflict))
-        .returning(table.c.id)
-    )
-    row = session.execute(stmt).first()
+    stmt = _insert_ignore_statement(session.get_bind().dialect.name, table, tuple(conflict))
+    row = session.execute(stmt, values).first()
     return None if row is None else int(row[0])
+
+
+@functools.cache
+def _insert_ignore_statement(dialect: str, table: sa.Table,
+                             conflict: tuple[str, ...]) -> sa.Insert:
+    # Built once per table and key: the values arrive as parameters at execution.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+            .returning(table.c.id))
 
 
 def in_values(session: Session, column: sa.ColumnElement[Any],

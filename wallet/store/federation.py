@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from wallet.models import HonouredNote, Redemption, TrustedIssuer
 
+_ENTRY = select(TrustedIssuer).where(TrustedIssuer.org_id == sa.bindparam("org_id"),
+                                     TrustedIssuer.issuer == sa.bindparam("issuer"))
+_HONOURED = select(HonouredNote.id).where(HonouredNote.org_id == sa.bindparam("org_id"),
+                                          HonouredNote.issuer == sa.bindparam("issuer"),
+                                          HonouredNote.note_jti == sa.bindparam("jti"))
+_REDEMPTION_INSERT = sa.insert(Redemption.__table__)  # type: ignore[arg-type]
+
 
 def entry(session: Session, *, org_id: int, issuer: str) -> TrustedIssuer | None:
     """An organisation's trust entry for an issuer id."""
-    return session.exec(select(TrustedIssuer).where(TrustedIssuer.org_id == org_id,
-                                                    TrustedIssuer.issuer == issuer)).first()
+    return session.exec(_ENTRY, params={"org_id": org_id, "issuer": issuer}).first()
 
 
 def entries(session: Session, *, org_id: int) -> list[TrustedIssuer]:
@@ -30,11 +39,15 @@ def redemptions(session: Session, *, org_id: int) -> list[Redemption]:
                              .order_by(col(Redemption.id).desc())))
 
 
-def honoured(session: Session, *, org_id: int, issuer: str, jti: str) -> HonouredNote | None:
-    """A note from `issuer` we honoured, if any."""
-    return session.exec(select(HonouredNote).where(
-        HonouredNote.org_id == org_id, HonouredNote.issuer == issuer,
-        HonouredNote.note_jti == jti)).first()
+def was_honoured(session: Session, *, org_id: int, issuer: str, jti: str) -> bool:
+    """Tell whether we honoured a note from `issuer` already."""
+    found = session.execute(_HONOURED, {"org_id": org_id, "issuer": issuer, "jti": jti})
+    return found.first() is not None
+
+
+def add_redemption(session: Session, values: dict[str, Any]) -> None:
+    """Record a redemption of one of our notes (its unique note id makes it once only)."""
+    session.execute(_REDEMPTION_INSERT, values)
 
 
 def honoured_all(session: Session, *, org_id: int,

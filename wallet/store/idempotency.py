@@ -9,7 +9,7 @@ lease has expired, with a conditional update so only one taker wins.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -61,15 +61,29 @@ def claim(session: Session, *, org_id: int, scope: str, key: str, request_hash: 
     return None
 
 
-def finish(session: Session, *, org_id: int, scope: str, key: str, status: int,
-           body: str) -> None:
-    """Store the response of a claimed key."""
-    table = IdempotencyRecord.__table__
-    session.execute(
-        sa.update(table).where(table.c.org_id == org_id, table.c.scope == scope,
-                               table.c.key == key)
-        .values(state="done", status_code=status, response_body=body, locked_until=None)
-    )
+def finish(session: Session, *, org_id: int, scope: str, key: str, request_hash: str,
+           status: int, body: str) -> None:
+    """Store the response of a claimed key.
+
+    The claim is gone when the handler failed before committing it (its rollback took
+    the claim too): then the finished record is inserted afresh.
+    """
+    done = session.execute(_FINISH, {"w_org": org_id, "w_scope": scope, "w_key": key,
+                                     "status_code": status, "response_body": body})
+    if done.rowcount == 1:  # type: ignore[attr-defined]
+        return
+    insert_ignore(session, IdempotencyRecord.__table__, {  # type: ignore[arg-type]
+        "org_id": org_id, "scope": scope, "key": key, "request_hash": request_hash,
+        "state": "done", "locked_until": None, "status_code": status, "response_body": body,
+        "created_at": datetime.now(UTC)}, ("org_id", "scope", "key"))
+
+
+_RECORD = IdempotencyRecord.__table__
+_FINISH = (sa.update(_RECORD)
+           .where(_RECORD.c.org_id == sa.bindparam("w_org"),
+                  _RECORD.c.scope == sa.bindparam("w_scope"),
+                  _RECORD.c.key == sa.bindparam("w_key"))
+           .values(state="done", locked_until=None))
 
 
 def release(session: Session, *, org_id: int, scope: str, key: str) -> None:

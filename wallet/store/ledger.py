@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlalchemy.orm.util import identity_key
+from sqlmodel import Session, select
 
 from wallet.core import ledger
 from wallet.core.errors import IdempotencyConflict, InsufficientFunds
@@ -42,15 +43,28 @@ def account(session: Session, *, org_id: int, name: str, currency: str) -> Accou
     ).one()
 
 
-def _pair(session: Session, *, org_id: int, posting: ledger.Posting) -> tuple[Account, Account]:
-    """The posting's two accounts, read in one query (created first if new)."""
-    names = (posting.source, posting.destination)
-    found = {a.name: a for a in session.exec(select(Account).where(
-        Account.org_id == org_id, Account.currency == posting.currency,
-        col(Account.name).in_(names)))}
+_ACCOUNT = Account.__table__
+_PAIR = sa.select(_ACCOUNT.c.id, _ACCOUNT.c.name).where(
+    _ACCOUNT.c.org_id == sa.bindparam("org_id"), _ACCOUNT.c.currency == sa.bindparam("currency"),
+    _ACCOUNT.c.name.in_(sa.bindparam("names", expanding=True)))
+_DEBIT = (sa.update(_ACCOUNT)
+          .where(_ACCOUNT.c.id == sa.bindparam("account_id"),
+                 sa.or_(_ACCOUNT.c.allow_negative, _ACCOUNT.c.balance >= sa.bindparam("amount")))
+          .values(balance=_ACCOUNT.c.balance - sa.bindparam("amount")))
+_CREDIT = (sa.update(_ACCOUNT).where(_ACCOUNT.c.id == sa.bindparam("account_id"))
+           .values(balance=_ACCOUNT.c.balance + sa.bindparam("amount")))
+
+
+def _pair(session: Session, *, org_id: int, posting: ledger.Posting) -> tuple[int, int]:
+    """Ids of the posting's two accounts, read in one query (created first if new)."""
+    names = [posting.source, posting.destination]
+    found = {name: int(id_) for id_, name in session.execute(_PAIR, {
+        "org_id": org_id, "currency": posting.currency, "names": names})}
     for name in names:
         if name not in found:
-            found[name] = account(session, org_id=org_id, name=name, currency=posting.currency)
+            made = account(session, org_id=org_id, name=name, currency=posting.currency)
+            assert made.id is not None
+            found[name] = made.id
     return found[posting.source], found[posting.destination]
 
 
@@ -66,7 +80,7 @@ def post(session: Session, *, org_id: int, posting: ledger.Posting,
     source, destination = _pair(session, org_id=org_id, posting=posting)
     request_hash = ledger.fingerprint(posting.request)
     values = {
-        "org_id": org_id, "from_account_id": source.id, "to_account_id": destination.id,
+        "org_id": org_id, "from_account_id": source, "to_account_id": destination,
         "amount": posting.amount, "currency": posting.currency, "kind": posting.kind,
         "idempotency_key": posting.key, "request_hash": request_hash,
         "memo": posting.memo[:300], "ref": posting.ref[:300],
@@ -84,34 +98,28 @@ def post(session: Session, *, org_id: int, posting: ledger.Posting,
                 "this idempotency key was already used for a different request"
             )
         return existing, False
-    assert source.id is not None and destination.id is not None
-    _move(session, source, destination, posting.amount)
+    _move(session, source, destination, posting.amount, posting.source)
     # The row is exactly what was inserted: no need to read it back.
     return Transfer(id=new_id, **values), True
 
 
-def _move(session: Session, source: Account, destination: Account, amount: int) -> None:
-    table = Account.__table__
+def _move(session: Session, source: int, destination: int, amount: int,
+          source_name: str) -> None:
     # Lock rows in id order everywhere, so concurrent transfers cannot deadlock.
-    for acc in sorted((source, destination), key=lambda a: a.id or 0):
-        if acc is source:
-            result = session.execute(
-                sa.update(table)
-                .where(table.c.id == acc.id,
-                       sa.or_(table.c.allow_negative, table.c.balance >= amount))
-                .values(balance=table.c.balance - amount)
-            )
+    for account_id in sorted((source, destination)):
+        if account_id == source:
+            result = session.execute(_DEBIT, {"account_id": account_id, "amount": amount})
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise InsufficientFunds(
-                    f"{_describe(acc.name)} holds less than the amount requested"
+                    f"{_describe(source_name)} holds less than the amount requested"
                 )
         else:
-            session.execute(
-                sa.update(table).where(table.c.id == acc.id)
-                .values(balance=table.c.balance + amount)
-            )
-    session.expire(source)
-    session.expire(destination)
+            session.execute(_CREDIT, {"account_id": account_id, "amount": amount})
+    for account_id in (source, destination):
+        # An Account this session loaded before now has a stale balance: reload it on use.
+        loaded = session.identity_map.get(identity_key(Account, account_id))
+        if loaded is not None:
+            session.expire(loaded)
 
 
 def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posting],

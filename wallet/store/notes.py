@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+import weakref
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -53,9 +57,45 @@ def non_valid_entries(session: Session, *, org_id: int, number: int) -> list[tup
     return [(idx, STATUS_OF_STATE[state]) for idx, state in rows]
 
 
+_NOTE_BY_JTI = (select(Note).where(Note.org_id == sa.bindparam("org_id"),
+                                   Note.jti == sa.bindparam("jti"))
+                .execution_options(populate_existing=True))  # after a conditional update
+
+
 def note_by_jti(session: Session, *, org_id: int, jti: str) -> Note | None:
     """A note record by jti."""
-    return session.exec(select(Note).where(Note.org_id == org_id, Note.jti == jti)).first()
+    return session.exec(_NOTE_BY_JTI, params={"org_id": org_id, "jti": jti}).first()
+
+
+class Redeemed(NamedTuple):
+    """What a redemption needs of the note it just took."""
+
+    id: int
+    jti: str
+    amount: int
+    currency: str
+
+
+_NOTE = Note.__table__
+_REDEEM = (
+    sa.update(_NOTE)
+    .where(_NOTE.c.org_id == sa.bindparam("w_org"), _NOTE.c.jti == sa.bindparam("w_jti"),
+           _NOTE.c.status_idx == sa.bindparam("w_idx"), _NOTE.c.state == "active")
+    .values(state="redeemed", redeemed_at=sa.bindparam("at"), redeemed_by=sa.bindparam("by"))
+    .returning(_NOTE.c.id, _NOTE.c.jti, _NOTE.c.amount, _NOTE.c.currency)
+)
+
+
+def redeem(session: Session, *, org_id: int, jti: str, status_idx: int, at: datetime,
+           by: str) -> Redeemed | None:
+    """Move an active note to `redeemed` exactly once (a conditional update).
+
+    None when this call did not: the note is unknown, has another status index, or is
+    no longer active (the caller reads it to tell which).
+    """
+    row = session.execute(_REDEEM, {"w_org": org_id, "w_jti": jti, "w_idx": status_idx,
+                                    "at": at, "by": by}).first()
+    return None if row is None else Redeemed(int(row[0]), row[1], int(row[2]), row[3])
 
 
 def set_state(session: Session, *, note_id: int, from_state: str, to_state: str,
@@ -93,18 +133,50 @@ def active_signed_since(session: Session, *, org_id: int, kid: str,
         Note.issued_at >= since)))
 
 
+# Expired nonces are deleted when a nonce is issued, at most this often per organisation
+# and process: a DELETE on every issue doubled the statements of the nonce endpoint.
+PURGE_EVERY_SECONDS = 60.0
+_purged: weakref.WeakKeyDictionary[Any, dict[int, float]] = weakref.WeakKeyDictionary()
+_purged_lock = threading.Lock()
+
+_NONCE = Nonce.__table__
+_NONCE_INSERT = sa.insert(_NONCE)
+_NONCE_PURGE = sa.delete(_NONCE).where(_NONCE.c.org_id == sa.bindparam("org_id"),
+                                       _NONCE.c.expires_at < sa.bindparam("now"))
+_NONCE_ROW = select(Nonce).where(Nonce.org_id == sa.bindparam("org_id"),
+                                 Nonce.value == sa.bindparam("value"))
+_NONCE_CONSUME = (
+    sa.update(_NONCE)
+    .where(_NONCE.c.org_id == sa.bindparam("w_org"), _NONCE.c.value == sa.bindparam("w_value"),
+           _NONCE.c.expires_at > sa.bindparam("now"),
+           sa.or_(_NONCE.c.consumed_at.is_(None),
+                  _NONCE.c.consumed_by == sa.bindparam("consumer")))
+    .values(consumed_at=sa.bindparam("now"), consumed_by=sa.bindparam("consumer"))
+)
+
+
 def add_nonce(session: Session, *, org_id: int, value: str, now: datetime,
               expires_at: datetime) -> None:
-    """Store a fresh nonce, and forget this organisation's expired ones.
+    """Store a fresh nonce, and now and then forget this organisation's expired ones.
 
     An expired nonce can never be used again (not even by a retry of the request that
-    spent it), so keeping it would only let anonymous callers grow the table.
+    spent it), so keeping it would only let anonymous callers grow the table; the rows
+    left between purges are bounded by the issue rate times `PURGE_EVERY_SECONDS`.
     """
-    table = Nonce.__table__
-    session.execute(sa.delete(table).where(table.c.org_id == org_id,
-                                           table.c.expires_at < now))
-    session.add(Nonce(org_id=org_id, value=value, created_at=now, expires_at=expires_at))
-    session.flush()
+    if _purge_due(session.get_bind(), org_id):
+        session.execute(_NONCE_PURGE, {"org_id": org_id, "now": now})
+    session.execute(_NONCE_INSERT, {"org_id": org_id, "value": value, "created_at": now,
+                                    "expires_at": expires_at})
+
+
+def _purge_due(engine: Any, org_id: int) -> bool:
+    clock = time.monotonic()
+    with _purged_lock:
+        last = _purged.setdefault(engine, {})
+        if clock - last.get(org_id, -math.inf) < PURGE_EVERY_SECONDS:
+            return False
+        last[org_id] = clock
+        return True
 
 
 def nonce_usable(session: Session, *, org_id: int, value: str, now: datetime,
@@ -113,7 +185,7 @@ def nonce_usable(session: Session, *, org_id: int, value: str, now: datetime,
 
     A nonce consumed by `consumer` (the same idempotent request retrying) still counts.
     """
-    row = session.exec(select(Nonce).where(Nonce.org_id == org_id, Nonce.value == value)).first()
+    row = session.exec(_NONCE_ROW, params={"org_id": org_id, "value": value}).first()
     if row is None or row.expires_at <= now:
         return False
     return row.consumed_at is None or (consumer is not None and row.consumed_by == consumer)
@@ -122,10 +194,6 @@ def nonce_usable(session: Session, *, org_id: int, value: str, now: datetime,
 def consume_nonce(session: Session, *, org_id: int, value: str, now: datetime,
                   consumer: str) -> bool:
     """Spend a nonce exactly once (a conditional update); a retry by `consumer` is allowed."""
-    table = Nonce.__table__
-    result = session.execute(
-        sa.update(table).where(
-            table.c.org_id == org_id, table.c.value == value, table.c.expires_at > now,
-            sa.or_(table.c.consumed_at.is_(None), table.c.consumed_by == consumer))
-        .values(consumed_at=now, consumed_by=consumer))
+    result = session.execute(_NONCE_CONSUME, {"w_org": org_id, "w_value": value, "now": now,
+                                              "consumer": consumer})
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -10,10 +10,12 @@ from sqlmodel import Session, col, select
 
 from wallet.models import ApiToken, AuditEvent, LoginAttempt, Membership, Organization, Person
 
+_ORG_BY_SLUG = select(Organization).where(Organization.slug == sa.bindparam("slug"))
+
 
 def org_by_slug(session: Session, *, slug: str) -> Organization | None:
     """Return an organisation by slug."""
-    return session.exec(select(Organization).where(Organization.slug == slug)).first()
+    return session.exec(_ORG_BY_SLUG, params={"slug": slug}).first()
 
 
 def orgs(session: Session) -> list[Organization]:
@@ -100,17 +102,20 @@ def touch_token(session: Session, *, token: ApiToken, now: datetime,
     return True
 
 
+_TOKEN_CONTEXT = (
+    select(ApiToken, Organization, Person, Membership)
+    .join(Organization, col(Organization.id) == ApiToken.org_id)
+    .outerjoin(Person, col(Person.id) == ApiToken.person_id)
+    .outerjoin(Membership, sa.and_(col(Membership.org_id) == ApiToken.org_id,
+                                   col(Membership.person_id) == ApiToken.person_id))
+    .where(ApiToken.token_hash == sa.bindparam("token_hash"), col(ApiToken.revoked_at).is_(None))
+)
+
+
 def token_context(session: Session, *, token_hash: str) -> tuple[
         ApiToken, Organization, Person | None, Membership | None] | None:
     """A live token with its organisation, person and membership, in one query."""
-    row = session.exec(
-        select(ApiToken, Organization, Person, Membership)
-        .join(Organization, col(Organization.id) == ApiToken.org_id)
-        .outerjoin(Person, col(Person.id) == ApiToken.person_id)
-        .outerjoin(Membership, sa.and_(col(Membership.org_id) == ApiToken.org_id,
-                                       col(Membership.person_id) == ApiToken.person_id))
-        .where(ApiToken.token_hash == token_hash, col(ApiToken.revoked_at).is_(None))
-    ).first()
+    row = session.exec(_TOKEN_CONTEXT, params={"token_hash": token_hash}).first()
     return None if row is None else (row[0], row[1], row[2], row[3])
 
 
@@ -149,8 +154,12 @@ def clear_failures(session: Session, *, email: str) -> None:
 def audit(session: Session, *, org_id: int | None, actor: str, action: str,
           target: str = "", details: dict[str, Any] | None = None) -> None:
     """Append one audit event (who did what, when) in the caller's transaction."""
-    session.add(AuditEvent(org_id=org_id, actor=actor, action=action, target=target[:300],
-                           details=details or {}, created_at=datetime.now(UTC)))
+    session.execute(_AUDIT_INSERT, {
+        "org_id": org_id, "actor": actor, "action": action, "target": target[:300],
+        "details": details or {}, "created_at": datetime.now(UTC)})
+
+
+_AUDIT_INSERT = sa.insert(AuditEvent.__table__)  # type: ignore[arg-type]
 
 
 def audit_events(session: Session, *, org_id: int, limit: int = 50,

@@ -5,6 +5,12 @@ different body: 422 `idempotency_conflict`. Same key while the first request run
 409 `idempotency_in_flight`. Successful and client-error responses are stored; a
 server-side or upstream failure (5xx, e.g. `issuer_unavailable`) releases the key so
 that a retry with the same key runs again.
+
+The claim, the handler's writes and the stored response share one transaction unless
+the handler commits on the way (honour does, before it calls another organisation):
+the response is stored exactly when the work is, and a short handler costs one commit.
+A duplicate that arrives meanwhile waits on the claim's unique key, then replays the
+stored response or, while the first request is still out on the network, gets 409.
 """
 
 from __future__ import annotations
@@ -45,10 +51,11 @@ def run(*, org_id: int, scope: str,
     body = json_body()
     session = db.session()
     lease = timedelta(seconds=int(current_app.config["WALLET_IDEMPOTENCY_LEASE_SECONDS"]))
+    request_hash = fingerprint(body)
     stored = idempotency.claim(session, org_id=org_id, scope=scope, key=key,
-                               request_hash=fingerprint(body), now=utcnow(), lease=lease)
-    session.commit()  # the claim is visible to concurrent requests before work starts
+                               request_hash=request_hash, now=utcnow(), lease=lease)
     if stored is not None:
+        session.rollback()
         mimetype = "application/problem+json" if stored.status >= 400 else "application/json"
         replay = Response(stored.body, status=stored.status, mimetype=mimetype)
         replay.headers["Idempotent-Replayed"] = "true"
@@ -62,7 +69,8 @@ def run(*, org_id: int, scope: str,
             session.commit()
             raise
         response = from_error(err)
-        _finish(org_id, scope, key, response.status_code, response.get_data(as_text=True))
+        _finish(org_id, scope, key, request_hash, response.status_code,
+                response.get_data(as_text=True))
         return response
     except BaseException:
         session.rollback()
@@ -70,11 +78,17 @@ def run(*, org_id: int, scope: str,
         session.commit()
         raise
     text = json.dumps(payload)
-    _finish(org_id, scope, key, status, text)
+    try:
+        _finish(org_id, scope, key, request_hash, status, text)
+    except BaseException:
+        session.rollback()  # the handler's uncommitted work goes with the answer
+        raise
     return Response(text, status=status, mimetype="application/json")
 
 
-def _finish(org_id: int, scope: str, key: str, status: int, body: str) -> None:
+def _finish(org_id: int, scope: str, key: str, request_hash: str, status: int,
+            body: str) -> None:
     session = db.session()
-    idempotency.finish(session, org_id=org_id, scope=scope, key=key, status=status, body=body)
+    idempotency.finish(session, org_id=org_id, scope=scope, key=key,
+                       request_hash=request_hash, status=status, body=body)
     session.commit()

@@ -45,7 +45,8 @@ def honour(slug: str) -> Any:
         result = fed.honour(db.session(), slug=slug, email=person.email,
                             org=principal.org, person=person,
                             presentations=body["presentations"],
-                            consumer=f"honour:{person.id}:{key}"[:250])
+                            consumer=f"honour:{person.id}:{key}"[:250],
+                            commit=False)  # credited in one commit with the stored answer
         held = wallets.balances(db.session(), org=principal.org, person=person)
         payload = {"results": [o.as_json() for o in result.outcomes],
                    "honoured": len(result.credited),
