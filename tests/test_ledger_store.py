@@ -241,3 +241,56 @@ def test_32_concurrent_fundings_with_one_key_make_one_transfer(
                        .where(Transfer.org_id == org_id)).one()[0]
         assert count == 1
         assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 1_000_000_000
+
+
+def _count_statements(app: Flask) -> list[str]:
+    statements: list[str] = []
+    sa.event.listen(app.extensions["wallet.engine"], "before_cursor_execute",
+                    lambda _c, _cur, sql, *_a: statements.append(sql))
+    return statements
+
+
+def test_known_accounts_are_not_read_again(app: Flask) -> None:
+    """A posting between accounts seen in a committed transaction reads no account row."""
+    org_id = _org(app)
+    posting = rules.Posting("external", "pool", 1_000_000, "USD", "fund", "k-read-1")
+    with app.app_context():
+        s = db.session()
+        ledger.post(s, org_id=org_id, posting=posting)
+        s.commit()
+        ledger.post(s, org_id=org_id, posting=rules.Posting(  # seen by a SELECT, committed
+            "external", "pool", 1_000_000, "USD", "fund", "k-read-2"))
+        s.commit()
+        statements = _count_statements(app)
+        ledger.post(s, org_id=org_id, posting=rules.Posting(
+            "external", "pool", 1_000_000, "USD", "fund", "k-read-3"))
+        s.commit()
+        assert not [q for q in statements if q.lstrip().upper().startswith("SELECT")]
+        assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 3_000_000
+
+
+@pytest.mark.parametrize("undo", ["rollback", "savepoint"])
+def test_an_account_created_in_an_undone_transaction_is_not_remembered(
+        app: Flask, undo: str) -> None:
+    """Its id would point at no row: the next posting must create the account again."""
+    org_id = _org(app)
+    first = rules.Posting("external", "pool", 5_000_000, "USD", "fund", "k-undone-1")
+    with app.app_context():
+        s = db.session()
+        if undo == "rollback":
+            ledger.post(s, org_id=org_id, posting=first)
+            ledger.post(s, org_id=org_id, posting=rules.Posting(  # reads the new rows back
+                "external", "pool", 1_000_000, "USD", "fund", "k-undone-2"))
+            s.rollback()
+        else:
+            savepoint = s.begin_nested()
+            ledger.post(s, org_id=org_id, posting=first)
+            ledger.post(s, org_id=org_id, posting=rules.Posting(
+                "external", "pool", 1_000_000, "USD", "fund", "k-undone-2"))
+            savepoint.rollback()
+            s.commit()  # the outer transaction commits without the accounts
+        assert s.exec(sa.select(sa.func.count()).select_from(Transfer)).one()[0] == 0
+        ledger.post(s, org_id=org_id, posting=rules.Posting(
+            "external", "pool", 2_000_000, "USD", "fund", "k-undone-3"))
+        s.commit()
+        assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 2_000_000

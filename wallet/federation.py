@@ -252,13 +252,15 @@ _STATUS_LOCK = threading.Lock()
 class Directory:
     """What one organisation trusts: itself and its trust list (DESIGN §7, §8)."""
 
-    def __init__(self, session: Session, org: Organization) -> None:
+    def __init__(self, session: Session, org: Organization,
+                 trusted: dict[str, TrustedIssuer | None] | None = None) -> None:
+        """`trusted`: trust entries the caller read already (None: not trusted)."""
         from wallet.actions.keys import issuer_id
 
         self.session, self.org = session, org
         self.own_id = issuer_id(org)
         self._keys: dict[str, notes.IssuerKeys] = {}
-        self._trusted: dict[str, TrustedIssuer | None] = {}
+        self._trusted: dict[str, TrustedIssuer | None] = dict(trusted or {})
         self._own_rows: list[SigningKey] | None = None
 
     def trusted(self, issuer: str) -> TrustedIssuer | None:
@@ -325,19 +327,21 @@ class Directory:
         self._trusted[issuer] = entry
         return entry
 
-    def check_status(self, note: notes.Note, *, issuer_decides_redeemed: bool = False) -> None:
+    def check_status(self, note: notes.Note, *, redeeming: bool = False) -> None:
         """Refuse a revoked, redeemed or unknown note; fail closed when status is unknown.
 
-        `issuer_decides_redeemed`: a "redeemed" entry in the issuer's list is left to the
-        issuer's redeem endpoint, the authority at redemption time (DESIGN §6): if we
-        redeemed it and lost the answer, the issuer hands back our receipt.
+        `redeeming`: the caller is about to redeem the note at its issuer, the authority
+        at redemption time (DESIGN §6). A "redeemed" entry in the issuer's list is left
+        to it (if we redeemed the note and lost the answer, it hands back our receipt),
+        and a note honoured here before is refused when crediting, by our unique record
+        of it, rather than by a read here.
         """
         if note.issuer == self.own_id:
             self._own_status(note)
             return
         assert self.org.id is not None
-        if trust_store.was_honoured(self.session, org_id=self.org.id, issuer=note.issuer,
-                                    jti=note.jti):
+        if not redeeming and trust_store.was_honoured(
+                self.session, org_id=self.org.id, issuer=note.issuer, jti=note.jti):
             # Our own record is fresher than the issuer's list in a verifier's cache.
             raise AlreadyRedeemed("this note was already honoured here")
         prefix = note.issuer + "/status/"
@@ -348,7 +352,7 @@ class Directory:
             raise Revoked("the issuer revoked this note")
         if value == status.SUSPENDED:
             raise Revoked("the issuer suspended this note")
-        if value == status.REDEEMED and not issuer_decides_redeemed:
+        if value == status.REDEEMED and not redeeming:
             raise AlreadyRedeemed("the note was already redeemed")
 
     def _own_status(self, note: notes.Note) -> None:

@@ -160,7 +160,7 @@ def _notes_for_ada(session: Session, report: Report, *, password: str) -> None:
                f" {kept.jti})")
     globex = people.org_by_slug(session, slug=GLOBEX)
     assert globex is not None
-    nonce, _expires = note_actions.new_nonce(session, org=globex)
+    nonce, _expires = note_actions.new_nonce(session, slug=globex.slug)
     presentation = notes.present(honoured.token, holder_key=holder,
                                  audience=key_actions.issuer_id(globex), nonce=nonce,
                                  iat=int(time.time()))

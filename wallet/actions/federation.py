@@ -180,9 +180,12 @@ def trust_list(session: Session, *, slug: str) -> list[TrustedIssuer]:
 
 def redeem_request(session: Session, *, slug: str, token: object) -> dict[str, Any]:
     """Handle another organisation's redeem request; return per-note receipts or errors."""
-    org = org_or_404(session, slug)
-    directory = Directory(session, org)
     jws, sender = redeem.peek_verifier(token)
+    found = fed_store.org_and_entry(session, slug=slug, issuer=sender)
+    if found is None:
+        raise NotFound(f"no organisation {slug!r}")
+    org, entry = found
+    directory = Directory(session, org, trusted={sender: entry})
     if sender == directory.own_id:
         raise Malformed("an organisation does not redeem its own notes")
     now = int(time.time())
@@ -415,7 +418,7 @@ def _verify_all(session: Session, org: Organization, directory: Directory,
             if note.issuer == directory.own_id:
                 raise PolicyRejected("this organisation issued the note; revoke it instead")
             _policy(directory.trusted(note.issuer), note)
-            directory.check_status(note, issuer_decides_redeemed=True)
+            directory.check_status(note, redeeming=True)
             nonces.add(pres.nonce)
             ready.append((outcome, text))
         except WalletError as err:
@@ -630,7 +633,7 @@ def bring_wallet(session: Session, *, slug: str, email: str, wallet_text: str,
     if not wallet.notes:
         raise Malformed("the wallet file holds no notes")
     key = wallet.unlock(passphrase)
-    nonce, _expires = new_nonce(session, org=org)
+    nonce, _expires = new_nonce(session, slug=org.slug)
     audience, now = key_actions.issuer_id(org), int(time.time())
     presentations = [notes.present(item, holder_key=key, audience=audience, nonce=nonce,
                                    iat=now) for item in wallet.notes]

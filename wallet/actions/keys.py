@@ -30,7 +30,12 @@ from wallet.store import people
 
 def issuer_id(org: Organization) -> str:
     """The organisation's issuer id: `WALLET_BASE_URL/orgs/<slug>` (DESIGN §7)."""
-    return f"{current_app.config['WALLET_BASE_URL']}/orgs/{org.slug}"
+    return issuer_id_of(org.slug)
+
+
+def issuer_id_of(slug: str) -> str:
+    """The issuer id of the organisation `slug`."""
+    return f"{current_app.config['WALLET_BASE_URL']}/orgs/{slug}"
 
 
 def fingerprint(jwk: dict[str, Any]) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
@@ -26,7 +30,7 @@ def account(session: Session, *, org_id: int, name: str, currency: str) -> Accou
     ).first()
     if found is not None:
         return found
-    insert_ignore(
+    created = insert_ignore(
         session,
         Account.__table__,  # type: ignore[arg-type]
         {
@@ -36,6 +40,8 @@ def account(session: Session, *, org_id: int, name: str, currency: str) -> Accou
         },
         ("org_id", "name", "currency"),
     )
+    if created is not None:  # gone again if this transaction (or its savepoint) rolls back
+        _created_here(session).add((org_id, name, currency))
     return session.exec(
         select(Account).where(
             Account.org_id == org_id, Account.name == name, Account.currency == currency
@@ -55,16 +61,58 @@ _CREDIT = (sa.update(_ACCOUNT).where(_ACCOUNT.c.id == sa.bindparam("account_id")
            .values(balance=_ACCOUNT.c.balance + sa.bindparam("amount")))
 
 
+# Account ids never change and accounts are never deleted, so the ids of accounts that
+# exist in committed state are kept per engine (a process's database): a posting between
+# known accounts reads nothing first. An id enters the cache only after the transaction
+# that saw it committed, and never one of an account that transaction created itself.
+_known_ids: weakref.WeakKeyDictionary[Engine, dict[tuple[int, str, str], int]] = (
+    weakref.WeakKeyDictionary())
+_known_lock = threading.Lock()
+_SEEN, _CREATED = "wallet.accounts_seen", "wallet.accounts_created"
+
+
+def _created_here(session: Session) -> set[tuple[int, str, str]]:
+    return session.info.setdefault(_CREATED, set())  # type: ignore[no-any-return]
+
+
+@event.listens_for(Session, "after_commit")
+def _remember_accounts(session: Session) -> None:
+    seen = session.info.pop(_SEEN, None)
+    session.info.pop(_CREATED, None)
+    if seen:
+        engine = session.get_bind()
+        with _known_lock:
+            _known_ids.setdefault(engine, {}).update(seen)  # type: ignore[arg-type]
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_accounts(session: Session) -> None:
+    session.info.pop(_SEEN, None)
+    session.info.pop(_CREATED, None)
+
+
 def _pair(session: Session, *, org_id: int, posting: ledger.Posting) -> tuple[int, int]:
-    """Ids of the posting's two accounts, read in one query (created first if new)."""
-    names = [posting.source, posting.destination]
+    """Ids of the posting's two accounts: known, or read in one query (created if new)."""
+    keys = [(org_id, posting.source, posting.currency),
+            (org_id, posting.destination, posting.currency)]
+    with _known_lock:
+        known = _known_ids.get(session.get_bind(), {})  # type: ignore[call-overload]
+        ids = [known.get(key) for key in keys]
+    if ids[0] is not None and ids[1] is not None:
+        return ids[0], ids[1]
     found = {name: int(id_) for id_, name in session.execute(_PAIR, {
-        "org_id": org_id, "currency": posting.currency, "names": names})}
-    for name in names:
+        "org_id": org_id, "currency": posting.currency,
+        "names": [posting.source, posting.destination]})}
+    created = _created_here(session)
+    seen = session.info.setdefault(_SEEN, {})
+    for key in keys:
+        name = key[1]
         if name not in found:
             made = account(session, org_id=org_id, name=name, currency=posting.currency)
             assert made.id is not None
             found[name] = made.id
+        elif key not in created:
+            seen[key] = found[name]
     return found[posting.source], found[posting.destination]
 
 

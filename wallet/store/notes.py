@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from wallet.models import Nonce, Note, Person, StatusList
+from wallet.models import Nonce, Note, Organization, Person, StatusList
 from wallet.store._sql import insert_ignore
 
 # DESIGN §6 status values by note state; a reclaimed note is as dead as a revoked one.
@@ -140,7 +140,16 @@ _purged: weakref.WeakKeyDictionary[Any, dict[int, float]] = weakref.WeakKeyDicti
 _purged_lock = threading.Lock()
 
 _NONCE = Nonce.__table__
-_NONCE_INSERT = sa.insert(_NONCE)
+_ORG = Organization.__table__
+_NONCE_INSERT = (  # one statement: the organisation is looked up by slug inside it
+    sa.insert(_NONCE)
+    .from_select(["org_id", "value", "created_at", "expires_at"], sa.select(
+        _ORG.c.id, sa.bindparam("value", type_=_NONCE.c.value.type),
+        sa.bindparam("created_at", type_=_NONCE.c.created_at.type),
+        sa.bindparam("expires_at", type_=_NONCE.c.expires_at.type),
+    ).where(_ORG.c.slug == sa.bindparam("slug")))
+    .returning(_NONCE.c.org_id)
+)
 _NONCE_PURGE = sa.delete(_NONCE).where(_NONCE.c.org_id == sa.bindparam("org_id"),
                                        _NONCE.c.expires_at < sa.bindparam("now"))
 _NONCE_ROW = select(Nonce).where(Nonce.org_id == sa.bindparam("org_id"),
@@ -155,18 +164,22 @@ _NONCE_CONSUME = (
 )
 
 
-def add_nonce(session: Session, *, org_id: int, value: str, now: datetime,
-              expires_at: datetime) -> None:
-    """Store a fresh nonce, and now and then forget this organisation's expired ones.
+def add_nonce(session: Session, *, slug: str, value: str, now: datetime,
+              expires_at: datetime) -> bool:
+    """Store a fresh nonce of organisation `slug` (False: no such organisation).
 
-    An expired nonce can never be used again (not even by a retry of the request that
-    spent it), so keeping it would only let anonymous callers grow the table; the rows
-    left between purges are bounded by the issue rate times `PURGE_EVERY_SECONDS`.
+    Now and then it also forgets the organisation's expired nonces: an expired nonce can
+    never be used again (not even by a retry of the request that spent it), so keeping
+    it would only let anonymous callers grow the table; the rows left between purges
+    are bounded by the issue rate times `PURGE_EVERY_SECONDS`.
     """
+    org_id = session.execute(_NONCE_INSERT, {"slug": slug, "value": value, "created_at": now,
+                                             "expires_at": expires_at}).scalar()
+    if org_id is None:
+        return False
     if _purge_due(session.get_bind(), org_id):
         session.execute(_NONCE_PURGE, {"org_id": org_id, "now": now})
-    session.execute(_NONCE_INSERT, {"org_id": org_id, "value": value, "created_at": now,
-                                    "expires_at": expires_at})
+    return True
 
 
 def _purge_due(engine: Any, org_id: int) -> bool:

@@ -10,7 +10,6 @@ from werkzeug.exceptions import BadRequest
 from wallet import db
 from wallet.actions import keys as key_actions
 from wallet.actions import notes as note_actions
-from wallet.actions._base import org_or_404
 from wallet.actions.verify import verify_as
 from wallet.core import notes
 from wallet.core.errors import Forbidden, Malformed
@@ -92,8 +91,6 @@ def reissue(slug: str) -> tuple[dict[str, Any], int]:
 def nonces(slug: str) -> tuple[dict[str, Any], int]:
     """A fresh single-use nonce for presentations to this organisation."""
     ratelimit.limit("nonces", guard.client_address())
-    session = db.session()
-    org = org_or_404(session, slug)
-    value, expires = note_actions.new_nonce(session, org=org)
-    return {"nonce": value, "audience": key_actions.issuer_id(org),
+    value, expires = note_actions.new_nonce(db.session(), slug=slug)
+    return {"nonce": value, "audience": key_actions.issuer_id_of(slug),
             "expires_at": int(expires.timestamp())}, 201

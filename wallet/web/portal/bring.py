@@ -61,7 +61,7 @@ def bring(slug: str) -> tuple[str, int]:
         status = 400
     if result is not None and not result.credited:
         status = 422
-    nonce, expires = note_actions.new_nonce(session, org=access.org)
+    nonce, expires = note_actions.new_nonce(session, slug=access.org.slug)
     summary = wallets.summary(session, org=access.org, person=access.person)
     return render_template(
         "portal/bring.html", access=access, wallet_form=wallet_form, pres_form=pres_form,
