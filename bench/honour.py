@@ -83,6 +83,7 @@ class Instance:
     url: str
     folder: Path
     workers: int
+    threads: int
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -125,7 +126,8 @@ class Instance:
         with (self.folder / "server.log").open("wb") as log:
             self.process = subprocess.Popen(
                 [wallet_bin(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--workers", str(self.workers)], env=self.env(), stdout=log,
+                 "--workers", str(self.workers), "--threads", str(self.threads)],
+                env=self.env(), stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -419,6 +421,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--plain-seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per instance")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--notes", type=int, default=3000,
                         help="notes exported beforehand (spread over the clients)")
     args = parser.parse_args()
@@ -437,7 +440,8 @@ def main() -> int:
             engine = make_engine(target)
             migrations.upgrade(engine)
             engine.dispose()
-            instances.append(Instance(name[-1], target, tmp / name[-1], args.workers))
+            instances.append(Instance(name[-1], target, tmp / name[-1], args.workers,
+                                      args.threads))
         a, b = instances
         per_client = max(1, args.notes // args.clients)
         t0 = time.perf_counter()
@@ -474,6 +478,7 @@ def main() -> int:
     p50, p99 = percentile(honour.latencies, 50) * 1000, percentile(honour.latencies, 99) * 1000
     result = {
         "bench": "honour", "clients": args.clients, "workers_per_instance": args.workers,
+        "threads_per_worker": args.threads,
         "cpus": os.cpu_count(),
         "honour": {"seconds": round(honour.elapsed, 2), "honoured": honour.ok,
                    "per_second": round(honour.rate, 1), "p50_ms": round(p50, 1),

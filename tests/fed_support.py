@@ -412,3 +412,20 @@ class FaultTransport:
 
 def is_redeem(url: str) -> bool:
     return url.endswith("/redeem")
+
+
+def age_pins(app: Flask, slug: str, *, seconds: int) -> None:
+    """Date every trust entry of `slug` as refreshed `seconds` ago (bumping its config)."""
+    from datetime import UTC, datetime, timedelta
+
+    from wallet import db
+    from wallet.models import TrustedIssuer
+    from wallet.store import people
+
+    oid = org_id(app, slug)
+    with app.app_context():
+        s = db.session()
+        s.execute(sa.update(TrustedIssuer).where(TrustedIssuer.org_id == oid).values(
+            refreshed_at=datetime.now(UTC) - timedelta(seconds=seconds)))
+        people.bump_config(s, org_id=oid)
+        s.commit()

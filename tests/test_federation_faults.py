@@ -120,6 +120,7 @@ def _pin_redeem_endpoint(app: Flask, verifier: str, url: str) -> str:
     """Point `verifier`'s pinned redeem endpoint for acme at `url`; return the old one."""
     from wallet import db
     from wallet.models import TrustedIssuer
+    from wallet.store import people
 
     with app.app_context():
         s = db.session()
@@ -129,6 +130,7 @@ def _pin_redeem_endpoint(app: Flask, verifier: str, url: str) -> str:
         old = str(entry.issuer_metadata["redeem_endpoint"])
         entry.issuer_metadata = {**entry.issuer_metadata, "redeem_endpoint": url}
         s.add(entry)
+        people.bump_config(s, org_id=entry.org_id)  # as every change to a trust entry must
         s.commit()
         return old
 

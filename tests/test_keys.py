@@ -32,6 +32,7 @@ from wallet.core.errors import Conflict, KeyUnavailable
 from wallet.keystore import keystore
 from wallet.models import SigningKey
 from wallet.store import keys as key_store
+from wallet.store import people
 
 
 def _one_error_line(err: str) -> str:
@@ -521,6 +522,9 @@ def test_database_storage_refuses_a_row_without_its_private_part(db_app: Flask) 
     with db_app.app_context():
         s = db.session()
         s.execute(sa.update(SigningKey).where(SigningKey.kid == kid).values(encrypted_pem=None))
+        org = people.org_by_slug(s, slug="acme")
+        assert org is not None and org.id is not None
+        people.bump_config(s, org_id=org.id)  # as every change to a key must
         s.commit()
     ns.give(db_app, "10.00")
     with db_app.app_context(), pytest.raises(KeyUnavailable):

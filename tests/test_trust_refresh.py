@@ -54,6 +54,7 @@ def _age_pin(app: Flask, seconds: int) -> None:
         assert entry is not None
         entry.refreshed_at = datetime.now(UTC) - timedelta(seconds=seconds)
         s.add(entry)
+        people.bump_config(s, org_id=org.id)  # as every change to a trust entry must
         s.commit()
 
 

@@ -19,7 +19,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -254,7 +255,7 @@ class Directory:
 
     def __init__(self, session: Session, org: Organization,
                  trusted: dict[str, TrustedIssuer | None] | None = None) -> None:
-        """`trusted`: trust entries the caller read already (None: not trusted)."""
+        """`org` as read in this request; `trusted`: entries the caller read already."""
         from wallet.actions.keys import issuer_id
 
         self.session, self.org = session, org
@@ -262,13 +263,21 @@ class Directory:
         self._keys: dict[str, notes.IssuerKeys] = {}
         self._trusted: dict[str, TrustedIssuer | None] = dict(trusted or {})
         self._own_rows: list[SigningKey] | None = None
+        self._config = _config_for(session, org)
 
     def trusted(self, issuer: str) -> TrustedIssuer | None:
-        """This organisation's trust entry for an issuer (looked up once per directory)."""
+        """This organisation's trust entry for an issuer (read once per config version).
+
+        The entry is a detached copy shared with other requests: read it, never change it
+        (`refresh` reads the row afresh to change it).
+        """
         assert self.org.id is not None
         if issuer not in self._trusted:
-            self._trusted[issuer] = trust_store.entry(self.session, org_id=self.org.id,
-                                                      issuer=issuer)
+            known = self._config.trusted
+            if issuer not in known:
+                row = trust_store.entry(self.session, org_id=self.org.id, issuer=issuer)
+                known[issuer] = None if row is None else _detached(row)
+            self._trusted[issuer] = known[issuer]
         return self._trusted[issuer]
 
     def resolve(self, issuer: str) -> notes.IssuerKeys:
@@ -297,14 +306,19 @@ class Directory:
         return found
 
     def own_key_rows(self) -> list[SigningKey]:
-        """This organisation's signing keys (loaded once per directory)."""
+        """This organisation's signing keys (read once per config version; detached copies
+        shared with other requests: read them, never change them)."""
         if self._own_rows is None:
             assert self.org.id is not None
-            self._own_rows = key_store.keys_of(self.session, org_id=self.org.id)
+            if self._config.keys is None:
+                self._config.keys = [_detached(r) for r in
+                                     key_store.keys_of(self.session, org_id=self.org.id)]
+            self._own_rows = self._config.keys
         return self._own_rows
 
     def refresh(self, entry: TrustedIssuer) -> TrustedIssuer | None:
         """Re-fetch and re-pin an issuer's metadata and keys; None (logged) when it fails."""
+        assert self.org.id is not None
         issuer = entry.issuer
         self.session.commit()  # hold no database transaction across the network
         try:
@@ -312,10 +326,15 @@ class Directory:
         except WalletError as err:
             log.warning("refreshing %s failed: %s", issuer, err.message)
             return None
-        before = set(jose.jwks_keys(entry.jwks))
-        entry.issuer_metadata, entry.jwks = pinned.metadata, pinned.jwks
-        entry.refreshed_at = datetime.now(UTC)
-        self.session.add(entry)
+        row = trust_store.entry(self.session, org_id=self.org.id, issuer=issuer)
+        if row is None:  # removed from the trust list meanwhile
+            self.session.rollback()
+            return None
+        before = set(jose.jwks_keys(row.jwks))
+        row.issuer_metadata, row.jwks = pinned.metadata, pinned.jwks
+        row.refreshed_at = datetime.now(UTC)
+        self.session.add(row)
+        people.bump_config(self.session, org_id=self.org.id)
         after = set(jose.jwks_keys(pinned.jwks))
         if before != after:
             people.audit(self.session, org_id=self.org.id, actor="system",
@@ -324,8 +343,8 @@ class Directory:
                                   "removed": sorted(before - after)})
         self.session.commit()
         self._keys.pop(issuer, None)
-        self._trusted[issuer] = entry
-        return entry
+        self._trusted[issuer] = row
+        return row
 
     def check_status(self, note: notes.Note, *, redeeming: bool = False) -> None:
         """Refuse a revoked, redeemed or unknown note; fail closed when status is unknown.
@@ -388,6 +407,47 @@ class Directory:
         with _STATUS_LOCK:
             _STATUS_CACHE[uri] = (time.monotonic() + listed.ttl, listed)
         return listed
+
+
+@dataclass
+class _Config:
+    """An organisation's signing keys and trust entries as of one config version."""
+
+    version: int
+    keys: list[SigningKey] | None = None
+    trusted: dict[str, TrustedIssuer | None] = field(default_factory=dict)
+
+
+# Per engine (a process's database) and organisation: the newest version seen. Every
+# change to keys or trust entries bumps `Organization.config_version` in its own
+# transaction, and each request reads the organisation afresh, so a request never uses
+# keys or entries older than the version it read.
+_configs: weakref.WeakKeyDictionary[Any, dict[int, _Config]] = weakref.WeakKeyDictionary()
+_configs_lock = threading.Lock()
+
+
+def _config_for(session: Session, org: Organization) -> _Config:
+    assert org.id is not None
+    with _configs_lock:
+        per_engine = _configs.setdefault(session.get_bind(), {})
+        found = per_engine.get(org.id)
+        if found is not None and found.version == org.config_version:
+            return found
+        fresh = _Config(org.config_version)
+        if found is None or found.version < org.config_version:
+            per_engine[org.id] = fresh
+        return fresh  # an older reader (the organisation changed since) gets its own
+
+
+def _detached(row: Any) -> Any:
+    """A copy of a row that belongs to no session, safe to share between requests."""
+    return type(row)(**row.model_dump())
+
+
+def forget_configs() -> None:
+    """Drop every cached organisation configuration (tests)."""
+    with _configs_lock:
+        _configs.clear()
 
 
 class _Refreshing:

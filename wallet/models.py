@@ -81,6 +81,9 @@ class Organization(SQLModel, table=True):
     currency: str = Field(default="USD", max_length=3)
     alumni_days: int = Field(default=90)
     note_ttl_days: int = Field(default=365)
+    # Bumped in the same transaction as any change to the organisation's signing keys or
+    # trust list: processes keep both per version instead of reading them per request.
+    config_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = _ts()
 
 

@@ -28,6 +28,7 @@ from wallet.core import jose, notes
 from wallet.core.errors import ERROR_CODES
 from wallet.models import Nonce, SigningKey
 from wallet.store import notes as note_store
+from wallet.store import people
 from wallet.web.ratelimit import FixedWindow
 
 VERIFY = "/api/v1/orgs/acme/verify"
@@ -88,6 +89,9 @@ class Ctx:
             s = db.session()
             s.execute(sa.update(SigningKey).where(SigningKey.kid == self.kid)
                       .values(retired_at=datetime.now(UTC) - timedelta(hours=hours)))
+            org = people.org_by_slug(s, slug="acme")
+            assert org is not None and org.id is not None
+            people.bump_config(s, org_id=org.id)  # as every change to a key must
             s.commit()
 
 

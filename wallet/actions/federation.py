@@ -103,6 +103,7 @@ def trust_add(session: Session, *, slug: str, issuer: str, cap: str | None = Non
         entry.pinned_at = entry.refreshed_at = now
         session.add(entry)
         session.flush()
+        people.bump_config(session, org_id=org.id)
         people.audit(session, org_id=org.id, actor=actor.label, action="trust.add",
                      target=issuer, details={"cap": cap, "currencies": accepted,
                                              "keys": sorted(jose.jwks_keys(pinned.jwks))})
@@ -119,6 +120,7 @@ def trust_remove(session: Session, *, slug: str, issuer: str, actor: Actor) -> N
         if entry is None:
             raise NotFound(f"{slug} does not trust {issuer}")
         session.delete(entry)
+        people.bump_config(session, org_id=org.id)
         people.audit(session, org_id=org.id, actor=actor.label, action="trust.remove",
                      target=entry.issuer)
 
@@ -160,6 +162,7 @@ def trust_refresh(session: Session, *, slug: str, actor: Actor,
                 pinned.metadata, pinned.jwks, utcnow())
             entry.name = str(pinned.metadata.get("name", entry.name))[:200]
             session.add(entry)
+            people.bump_config(session, org_id=org.id)
             if before != after:
                 people.audit(session, org_id=org.id, actor=actor.label, action="trust.refresh",
                              target=target, details={"added": sorted(after - before),
@@ -386,7 +389,7 @@ def honour(session: Session, *, slug: str, email: str, presentations: object,
     directory = Directory(session, org)
     result = Honoured([Outcome(i) for i in range(len(presentations))])
     ready = _verify_all(session, org, directory, presentations, result, consumer)
-    signer = key_actions.signer(session, org=org) if ready else None
+    signer = key_actions.signer(session, org=org, rows=directory.own_key_rows()) if ready else None
     session.commit()  # nonce spent; no transaction is held while issuers answer
     receipts = _redeem_remote(org, directory, ready, signer) if signer else []
     if commit:

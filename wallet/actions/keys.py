@@ -62,6 +62,7 @@ def generate(session: Session, *, slug: str, actor: Actor) -> KeyChange:
         if key_store.active_key(session, org_id=org.id) is not None:
             raise Conflict(f"{slug} already has an active key; use 'wallet keys rotate'")
         key = _new_key(session, org)
+        people.bump_config(session, org_id=org.id)
         people.audit(session, org_id=org.id, actor=actor.label, action="key.generate",
                      target=key.kid)
     return KeyChange(key)
@@ -79,6 +80,7 @@ def rotate(session: Session, *, slug: str, actor: Actor) -> KeyChange:
             session.add(old)
             session.flush()
         key = _new_key(session, org)
+        people.bump_config(session, org_id=org.id)
         people.audit(session, org_id=org.id, actor=actor.label, action="key.rotate",
                      target=key.kid, details={"retired": old.kid if old else None})
     return KeyChange(key, old)
@@ -125,6 +127,7 @@ def revoke(session: Session, *, slug: str, kid: str, compromised_at: datetime,
         row.state, row.revoked_at, row.compromised_at = "revoked", utcnow(), compromised_at
         session.add(row)
         session.flush()
+        people.bump_config(session, org_id=org.id)
         count = note_actions.revoke_signed_since(
             session, org=org, kid=kid, since=compromised_at, actor=actor,
             reason="signing key compromised" + (f": {reason}" if reason else ""))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from wallet.actions import usage as usage_actions
 from wallet.actions.grants import vest_person
@@ -138,10 +138,15 @@ def balances(session: Session, *, org: Organization, person: Person) -> dict[str
     """A person's available and unvested micros, straight from the two accounts (cheap)."""
     assert org.id is not None and person.id is not None
     names = {rules.wallet(person.id): "available", rules.unvested(person.id): "unvested"}
-    found = dict(session.exec(select(Account.name, Account.balance).where(
-        Account.org_id == org.id, Account.currency == org.currency,
-        col(Account.name).in_(list(names)))).all())
+    found = dict(session.execute(_BALANCES, {"org_id": org.id, "currency": org.currency,
+                                             "names": list(names)}).all())
     return {label: int(found.get(name, 0)) for name, label in names.items()}
+
+
+_ACCOUNT = Account.__table__
+_BALANCES = sa.select(_ACCOUNT.c.name, _ACCOUNT.c.balance).where(
+    _ACCOUNT.c.org_id == sa.bindparam("org_id"), _ACCOUNT.c.currency == sa.bindparam("currency"),
+    _ACCOUNT.c.name.in_(sa.bindparam("names", expanding=True)))
 
 
 def next_vesting(session: Session, *, org: Organization, person: Person,

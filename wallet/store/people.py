@@ -151,6 +151,20 @@ def clear_failures(session: Session, *, email: str) -> None:
                                                   LoginAttempt.succeeded == sa.false()))
 
 
+_ORG = Organization.__table__
+_BUMP_CONFIG = (sa.update(_ORG).where(_ORG.c.id == sa.bindparam("w_id"))
+                .values(config_version=_ORG.c.config_version + 1))
+
+
+def bump_config(session: Session, *, org_id: int) -> None:
+    """Record that the organisation's signing keys or trust list changed.
+
+    Call it in the transaction that changes them: every process then reloads both on the
+    next request that reads the organisation (see `wallet.federation.Directory`).
+    """
+    session.execute(_BUMP_CONFIG, {"w_id": org_id})
+
+
 def audit(session: Session, *, org_id: int | None, actor: str, action: str,
           target: str = "", details: dict[str, Any] | None = None) -> None:
     """Append one audit event (who did what, when) in the caller's transaction."""

@@ -1,0 +1,27 @@
+"""organization.config_version: keys and trust list cached per version
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-27 06:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("organization", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("config_version", sa.Integer(), nullable=False,
+                                      server_default="0"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("organization", schema=None) as batch_op:
+        batch_op.drop_column("config_version")
