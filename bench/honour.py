@@ -404,6 +404,19 @@ def cpu_per_request(before: dict[str, float], after: dict[str, float],
     return {k: round((after[k] - before[k]) * 1000 / max(count, 1), 2) for k in after}
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs so far, from /proc/stat (kernel work included)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How busy the machine's CPUs were between two readings (0..1)."""
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total else 0.0
+
+
 def count_honoured(b: Instance) -> int:
     engine = make_engine(b.url)
     try:
@@ -453,13 +466,14 @@ def main() -> int:
         warm = honour_load(b, crew[:2], 1.0)  # connections, caches, JWKS pins
         sessions = {inst.name: os.getsid(inst.process.pid) for inst in instances
                     if inst.process is not None}
-        before = cpu_by_group(sessions)
+        before, ticks0 = cpu_by_group(sessions), machine_ticks()
         honour = honour_load(b, crew, args.seconds)
-        middle = cpu_by_group(sessions)
+        middle, ticks1 = cpu_by_group(sessions), machine_ticks()
         plain = plain_load(b, args.clients, args.plain_seconds)
-        after = cpu_by_group(sessions)
+        after, ticks2 = cpu_by_group(sessions), machine_ticks()
         cpu = {"honour": cpu_per_request(before, middle, honour.ok),
                "plain": cpu_per_request(middle, after, plain.ok)}
+        busy = {"honour": busy_share(ticks0, ticks1), "plain": busy_share(ticks1, ticks2)}
 
         honoured_rows = count_honoured(b)
         checks = {inst.name: subprocess.run([wallet_bin(), "ledger", "check"], env=inst.env(),
@@ -491,7 +505,7 @@ def main() -> int:
                   "p50_ms": round(percentile(plain.latencies, 50) * 1000, 2),
                   "p99_ms": round(percentile(plain.latencies, 99) * 1000, 2),
                   "errors": plain.errors},
-        "cpu_ms_per_request": cpu,
+        "cpu_ms_per_request": cpu, "machine_busy": busy,
         "ratio": round(ratio, 3), "goal_ratio": GOAL_RATIO, "goal_p99_ms": GOAL_P99_MS,
         "meets_ratio": ratio >= GOAL_RATIO, "meets_p99": p99 <= GOAL_P99_MS,
         "honoured_rows_at_b": honoured_rows, "warmup_honoured": warm.ok,
@@ -509,7 +523,8 @@ def main() -> int:
         print(f"{name:36} {rate:>10} {q50:>8} {q99:>8} {n:>7}")
     for kind, split in cpu.items():
         print(f"CPU ms per {kind} request: " + ", ".join(
-            f"{k} {v:.2f}" for k, v in split.items()) + f" (total {sum(split.values()):.2f})")
+            f"{k} {v:.2f}" for k, v in split.items()) + f" (total {sum(split.values()):.2f};"
+            f" CPUs {busy[kind]:.0%} busy)")
     print(f"ratio honour/plain = {ratio:.3f} (goal >= {GOAL_RATIO});"
           f" honour p99 = {p99:.1f} ms (goal <= {GOAL_P99_MS:.0f} ms);"
           f" errors {honour.errors or 'none'}; ledger check {checks}")

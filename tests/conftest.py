@@ -169,6 +169,9 @@ def app(app_config: dict[str, Any]) -> Iterator[Flask]:
         support.assert_ledger_sound(application)
     finally:
         application.extensions["wallet.engine"].dispose()
+        http = application.extensions.get("wallet.http_transport")
+        if http is not None:
+            http.close()
 
 
 @pytest.fixture

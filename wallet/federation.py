@@ -12,9 +12,11 @@ exactly as for a remote peer.
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import logging
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -70,11 +72,26 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 class HttpTransport:
-    """Plain HTTP(S) with a timeout, a size limit and no redirects."""
+    """Plain HTTP(S) with a timeout, a size limit, no redirects, and kept-alive connections.
+
+    Connections to a peer are reused while they idle less than `IDLE_SECONDS` (a redeem
+    per honour otherwise costs both servers a TCP handshake). A request on a reused
+    connection that the peer closed meanwhile is sent once more on a new one: both the
+    requests sent here are safe to repeat (GETs, and redeem, which answers a verifier's
+    retry with the receipt it already issued). With a proxy configured in the
+    environment (`HTTPS_PROXY`, an egress proxy) requests go through urllib instead.
+    """
+
+    IDLE_SECONDS = 1.0
+    MAX_IDLE_PER_PEER = 32
 
     def __init__(self, *, timeout: float, max_bytes: int) -> None:
         self.timeout, self.max_bytes = timeout, max_bytes
         self._opener = urllib.request.build_opener(_NoRedirects())
+        self._proxied = bool(urllib.request.getproxies())
+        self._tls = ssl.create_default_context()
+        self._idle: dict[tuple[str, str, int], list[tuple[float, http.client.HTTPConnection]]] = {}
+        self._lock = threading.Lock()
 
     def request(self, method: str, url: str, *, body: bytes | None = None,
                 content_type: str | None = None) -> Fetched:
@@ -82,6 +99,73 @@ class HttpTransport:
                    "User-Agent": "compute-credit-wallet"}
         if content_type:
             headers["Content-Type"] = content_type
+        if self._proxied:
+            return self._via_urllib(method, url, body, headers)
+        parts = urlsplit(url)
+        peer = (parts.scheme, parts.hostname or "",
+                parts.port or (443 if parts.scheme == "https" else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for _attempt in (1, 2):
+            conn, reused = self._take(peer)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                answer = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()
+                if reused:
+                    continue  # the peer closed the idle connection: once more, on a new one
+                return self._unreachable(url, "the connection was closed")
+            except (OSError, http.client.HTTPException, ValueError) as err:
+                conn.close()
+                return self._unreachable(url, err)
+            data = self._read(answer.status, answer, answer.headers.get_content_type(),
+                              on_error=conn.close)
+            if answer.isclosed() and not answer.will_close:
+                self._give(peer, conn)  # the whole answer was read: reusable
+            else:
+                conn.close()
+            return data
+        return self._unreachable(url, "the connection was closed twice")
+
+    def _take(self, peer: tuple[str, str, int]) -> tuple[http.client.HTTPConnection, bool]:
+        now = time.monotonic()
+        with self._lock:
+            idle = self._idle.get(peer, [])
+            while idle:
+                since, conn = idle.pop()
+                if now - since < self.IDLE_SECONDS:
+                    return conn, True
+                conn.close()
+        scheme, host, port = peer
+        if scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout,
+                                               context=self._tls), False
+        return http.client.HTTPConnection(host, port, timeout=self.timeout), False
+
+    def close(self) -> None:
+        """Close the idle connections (the process is done with this transport)."""
+        with self._lock:
+            idle = [conn for kept in self._idle.values() for _since, conn in kept]
+            self._idle.clear()
+        for conn in idle:
+            conn.close()
+
+    def _give(self, peer: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(peer, [])
+            if len(idle) < self.MAX_IDLE_PER_PEER:
+                idle.append((time.monotonic(), conn))
+                return
+        conn.close()
+
+    def _unreachable(self, url: str, reason: object) -> Fetched:
+        # The reason (refused, timed out, …) goes to the log only: shown to whoever typed
+        # the URL, it would map the network behind this server.
+        log.warning("request to %s failed: %s", _origin(url), reason)
+        raise IssuerUnavailable(f"{_origin(url)} could not be reached")
+
+    def _via_urllib(self, method: str, url: str, body: bytes | None,
+                    headers: dict[str, str]) -> Fetched:
         # Only http(s) reaches here: check_peer_url refused every other scheme.
         req = urllib.request.Request(url, data=body, method=method,  # noqa: S310
                                      headers=headers)
@@ -91,17 +175,19 @@ class HttpTransport:
         except urllib.error.HTTPError as err:
             return self._read(err.code, err, err.headers.get_content_type() if err.headers else "")
         except (urllib.error.URLError, OSError, ValueError) as err:
-            # The reason (refused, timed out, …) goes to the log only: shown to whoever
-            # typed the URL, it would map the network behind this server.
-            log.warning("request to %s failed: %s", _origin(url), getattr(err, "reason", err))
-            raise IssuerUnavailable(f"{_origin(url)} could not be reached") from None
+            return self._unreachable(url, getattr(err, "reason", err))
 
-    def _read(self, code: int, stream: Any, content_type: str) -> Fetched:
+    def _read(self, code: int, stream: Any, content_type: str,
+              on_error: Any = None) -> Fetched:
         try:
             data = stream.read(self.max_bytes + 1)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            if on_error is not None:
+                on_error()
             raise IssuerUnavailable(f"reading the answer failed: {err}") from None
         if len(data) > self.max_bytes:
+            if on_error is not None:
+                on_error()
             raise IssuerUnavailable(f"the answer is larger than {self.max_bytes} bytes")
         return Fetched(code, data, content_type)
 
