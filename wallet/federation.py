@@ -339,15 +339,14 @@ _STATUS_LOCK = threading.Lock()
 class Directory:
     """What one organisation trusts: itself and its trust list (DESIGN §7, §8)."""
 
-    def __init__(self, session: Session, org: Organization,
-                 trusted: dict[str, TrustedIssuer | None] | None = None) -> None:
-        """`org` as read in this request; `trusted`: entries the caller read already."""
+    def __init__(self, session: Session, org: Organization) -> None:
+        """`org` as read in this request (its config version picks the cached keys)."""
         from wallet.actions.keys import issuer_id
 
         self.session, self.org = session, org
         self.own_id = issuer_id(org)
         self._keys: dict[str, notes.IssuerKeys] = {}
-        self._trusted: dict[str, TrustedIssuer | None] = dict(trusted or {})
+        self._trusted: dict[str, TrustedIssuer | None] = {}
         self._own_rows: list[SigningKey] | None = None
         self._config = _config_for(session, org)
 

@@ -184,11 +184,8 @@ def trust_list(session: Session, *, slug: str) -> list[TrustedIssuer]:
 def redeem_request(session: Session, *, slug: str, token: object) -> dict[str, Any]:
     """Handle another organisation's redeem request; return per-note receipts or errors."""
     jws, sender = redeem.peek_verifier(token)
-    found = fed_store.org_and_entry(session, slug=slug, issuer=sender)
-    if found is None:
-        raise NotFound(f"no organisation {slug!r}")
-    org, entry = found
-    directory = Directory(session, org, trusted={sender: entry})
+    org = org_or_404(session, slug)
+    directory = Directory(session, org)  # the sender's trust entry comes from its cache
     if sender == directory.own_id:
         raise Malformed("an organisation does not redeem its own notes")
     now = int(time.time())
@@ -295,10 +292,6 @@ def _book_redemption(session: Session, *, org: Organization, note: note_store.Re
                      request: redeem.RedeemRequest, now: int, kid: str,
                      key: Any) -> dict[str, Any]:
     assert org.id is not None
-    ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
-        ledger.NOTES_OUTSTANDING, ledger.payable(request.verifier), note.amount,
-        note.currency, kind="redeem", key=f"redeem:{note.jti}", ref=note.jti,
-        memo=f"redeemed by {request.verifier}"[:300]))
     receipt_jti = notes.new_jti(secrets.token_bytes(16))
     amount = Money(note.amount, note.currency)
     token = redeem.receipt(issuer=key_actions.issuer_id(org), verifier=request.verifier,
@@ -310,6 +303,12 @@ def _book_redemption(session: Session, *, org: Organization, note: note_store.Re
         "receipt_jti": receipt_jti, "request_jti": request.jti, "created_at": utcnow()})
     people.audit(session, org_id=org.id, actor=request.verifier, action="note.redeemed",
                  target=note.jti, details={"amount": str(amount)})
+    # Last before the commit: every redemption by this verifier updates the same two
+    # account rows, and each holds their locks until it commits.
+    ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
+        ledger.NOTES_OUTSTANDING, ledger.payable(request.verifier), note.amount,
+        note.currency, kind="redeem", key=f"redeem:{note.jti}", ref=note.jti,
+        memo=f"redeemed by {request.verifier}"[:300]))
     return {"jti": note.jti, "receipt": token}
 
 
@@ -534,13 +533,15 @@ def _credit(session: Session, org: Organization, person: Person,
             outcome.receipt = None
             outcome.fail(AlreadyRedeemed("this note was already honoured here"))
             continue
+        people.audit(session, org_id=org.id, actor=person.email, action="note.honour",
+                     target=note.jti, details={"issuer": note.issuer,
+                                               "amount": str(note.amount)})
+        # Last: every honour of this issuer's notes updates the same receivable row,
+        # locked until the commit.
         ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
             ledger.receivable(note.issuer), ledger.wallet(person.id), note.amount.micros,
             note.amount.currency, kind="honour", key=f"honour:{note.issuer}:{note.jti}",
             ref=note.jti, memo=f"note honoured from {note.issuer}"[:300]))
-        people.audit(session, org_id=org.id, actor=person.email, action="note.honour",
-                     target=note.jti, details={"issuer": note.issuer,
-                                               "amount": str(note.amount)})
 
 
 # -- settlement --------------------------------------------------------------------------

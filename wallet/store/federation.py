@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from wallet.models import HonouredNote, Organization, Redemption, TrustedIssuer
+from wallet.models import HonouredNote, Redemption, TrustedIssuer
 
 _ENTRY = select(TrustedIssuer).where(TrustedIssuer.org_id == sa.bindparam("org_id"),
                                      TrustedIssuer.issuer == sa.bindparam("issuer"))
@@ -15,21 +15,6 @@ _HONOURED = select(HonouredNote.id).where(HonouredNote.org_id == sa.bindparam("o
                                           HonouredNote.issuer == sa.bindparam("issuer"),
                                           HonouredNote.note_jti == sa.bindparam("jti"))
 _REDEMPTION_INSERT = sa.insert(Redemption.__table__)  # type: ignore[arg-type]
-
-
-_ORG_AND_ENTRY = (
-    select(Organization, TrustedIssuer)
-    .outerjoin(TrustedIssuer, sa.and_(col(TrustedIssuer.org_id) == Organization.id,
-                                      TrustedIssuer.issuer == sa.bindparam("issuer")))
-    .where(Organization.slug == sa.bindparam("slug"))
-)
-
-
-def org_and_entry(session: Session, *, slug: str,
-                  issuer: str) -> tuple[Organization, TrustedIssuer | None] | None:
-    """An organisation by slug with its trust entry for `issuer` (None: no such org)."""
-    row = session.exec(_ORG_AND_ENTRY, params={"slug": slug, "issuer": issuer}).first()
-    return None if row is None else (row[0], row[1])
 
 
 def entry(session: Session, *, org_id: int, issuer: str) -> TrustedIssuer | None:

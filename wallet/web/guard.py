@@ -15,7 +15,8 @@ from datetime import date, timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, g, redirect, request, session, url_for
+from flask import Flask, Request, g, redirect, request, session, url_for
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import ValidationError as CsrfInvalid
 from flask_wtf.csrf import validate_csrf
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -30,8 +31,21 @@ from wallet.store import people
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _Sessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building a signer for cookieless requests.
+
+    API callers send no cookie; Flask would still derive a signing key per request.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
     """Trust proxies only as configured; load the signed-in person per request."""
+    app.session_interface = _Sessions()
     hops = int(app.config["WALLET_TRUST_PROXY_HOPS"])
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
