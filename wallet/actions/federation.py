@@ -305,7 +305,7 @@ def _book_redemption(session: Session, *, org: Organization, note: note_store.Re
                  target=note.jti, details={"amount": str(amount)})
     # Last before the commit: every redemption by this verifier updates the same two
     # account rows, and each holds their locks until it commits.
-    ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
+    ledger_store.move(session, org_id=org.id, posting=ledger.Posting(
         ledger.NOTES_OUTSTANDING, ledger.payable(request.verifier), note.amount,
         note.currency, kind="redeem", key=f"redeem:{note.jti}", ref=note.jti,
         memo=f"redeemed by {request.verifier}"[:300]))
@@ -538,7 +538,7 @@ def _credit(session: Session, org: Organization, person: Person,
                                                "amount": str(note.amount)})
         # Last: every honour of this issuer's notes updates the same receivable row,
         # locked until the commit.
-        ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
+        ledger_store.move(session, org_id=org.id, posting=ledger.Posting(
             ledger.receivable(note.issuer), ledger.wallet(person.id), note.amount.micros,
             note.amount.currency, kind="honour", key=f"honour:{note.issuer}:{note.jti}",
             ref=note.jti, memo=f"note honoured from {note.issuer}"[:300]))
@@ -614,7 +614,7 @@ def record_settlement(session: Session, *, slug: str, counterparty: str, directi
     else:
         raise Malformed("direction is 'paid' or 'received'")
     with atomic(session):
-        _t, created = ledger_store.post(session, org_id=org.id, posting=posting)
+        created = ledger_store.move(session, org_id=org.id, posting=posting)
         if created:
             people.audit(session, org_id=org.id, actor=actor.label, action="settlement.record",
                          target=party, details={"direction": direction, "amount": str(money),

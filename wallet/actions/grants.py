@@ -136,7 +136,7 @@ def create_grant(session: Session, *, slug: str, email: str, amount: str,
             money.currency, kind="grant", key=f"grant:{grant_id}", ref=f"grant:{grant_id}",
             memo=(memo.strip() or f"grant to {person.email}")[:300])
         try:
-            ledger.post(session, org_id=org_id, posting=posting, at=now)
+            ledger.move(session, org_id=org_id, posting=posting, at=now)
         except InsufficientFunds:
             raise _pool_short(session, org, money.micros, "this grant") from None
         _count, vested_now = _vest_claimed(session, org_id, store.claim_due(

@@ -129,7 +129,7 @@ def _issue(session: Session, *, org: Organization, person: Person, money: Money,
     """Debit the wallet, claim a status index, sign and record a note (no commit)."""
     assert org.id is not None and person.id is not None
     jti = notes.new_jti(secrets.token_bytes(16))
-    ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
+    ledger_store.move(session, org_id=org.id, at=now, posting=ledger.Posting(
         ledger.wallet(person.id), ledger.NOTES_OUTSTANDING, money.micros, money.currency,
         kind=kind, key=ledger_key or f"{kind}:{jti}", ref=jti, memo="credit note"))
     kid, key = key_actions.signer(session, org=org)
@@ -198,7 +198,7 @@ def _revoke_row(session: Session, *, org: Organization, row: Note, reason: str) 
                                 to_state="revoked",
                                 values={"revoked_at": now, "revoke_reason": reason[:300]}):
         return False
-    ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
+    ledger_store.move(session, org_id=org.id, at=now, posting=ledger.Posting(
         ledger.NOTES_OUTSTANDING, ledger.wallet(row.person_id), row.amount, row.currency,
         kind="note_revoke", key=f"note_revoke:{row.jti}", ref=row.jti, memo=reason[:300]))
     session.refresh(row)
@@ -235,7 +235,7 @@ def breakage(session: Session, *, slug: str, jti: str, actor: Actor) -> Note:
                                     to_state="reclaimed",
                                     values={"reclaimed_at": now, "reclaim_kind": "breakage"}):
             raise Conflict(f"note {row.jti} is {row.state}, not outstanding")
-        ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
+        ledger_store.move(session, org_id=org.id, at=now, posting=ledger.Posting(
             ledger.NOTES_OUTSTANDING, ledger.BREAKAGE, row.amount, row.currency,
             kind="note_breakage", key=f"note_breakage:{row.jti}", ref=row.jti,
             memo="expired note booked as breakage"))
@@ -259,7 +259,7 @@ def reissue(session: Session, *, org: Organization, row: Note) -> Note:
     with atomic(session):
         # Reclaim first (value back to the wallet), then export the replacement from it,
         # then retire the old note in one conditional update that names its successor.
-        ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
+        ledger_store.move(session, org_id=org.id, at=now, posting=ledger.Posting(
             ledger.NOTES_OUTSTANDING, ledger.wallet(row.person_id), row.amount, row.currency,
             kind="note_reclaim", key=f"note_reclaim:{row.jti}", ref=row.jti,
             memo="expired note reclaimed for reissue"))

@@ -7,6 +7,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -125,30 +126,50 @@ def post(session: Session, *, org_id: int, posting: ledger.Posting,
     debit that would take a non-negative account below zero raises `InsufficientFunds`
     (the caller rolls back, which also removes the transfer row).
     """
+    new_id, values = _record(session, org_id=org_id, posting=posting, at=at)
+    if new_id is None:
+        return _replayed(session, org_id=org_id, posting=posting, values=values), False
+    # The row is exactly what was inserted: no need to read it back.
+    return Transfer(id=new_id, **values), True
+
+
+def move(session: Session, *, org_id: int, posting: ledger.Posting,
+         at: datetime | None = None) -> bool:
+    """`post`, for callers that need no transfer object back: True when newly recorded."""
+    new_id, values = _record(session, org_id=org_id, posting=posting, at=at)
+    if new_id is None:
+        _replayed(session, org_id=org_id, posting=posting, values=values)
+        return False
+    return True
+
+
+def _record(session: Session, *, org_id: int, posting: ledger.Posting,
+            at: datetime | None) -> tuple[int | None, dict[str, Any]]:
+    """Insert the transfer unless its key exists, and move the money if it was new."""
     source, destination = _pair(session, org_id=org_id, posting=posting)
-    request_hash = ledger.fingerprint(posting.request)
     values = {
         "org_id": org_id, "from_account_id": source, "to_account_id": destination,
         "amount": posting.amount, "currency": posting.currency, "kind": posting.kind,
-        "idempotency_key": posting.key, "request_hash": request_hash,
+        "idempotency_key": posting.key, "request_hash": ledger.fingerprint(posting.request),
         "memo": posting.memo[:300], "ref": posting.ref[:300],
         "created_at": at or datetime.now(UTC),
     }
     new_id = insert_ignore(session, Transfer.__table__,  # type: ignore[arg-type]
                            values, ("org_id", "idempotency_key"))
-    if new_id is None:
-        existing = session.exec(
-            select(Transfer).where(Transfer.org_id == org_id,
-                                   Transfer.idempotency_key == posting.key)
-        ).one()
-        if existing.request_hash != request_hash:
-            raise IdempotencyConflict(
-                "this idempotency key was already used for a different request"
-            )
-        return existing, False
-    _move(session, source, destination, posting.amount, posting.source)
-    # The row is exactly what was inserted: no need to read it back.
-    return Transfer(id=new_id, **values), True
+    if new_id is not None:
+        _move(session, source, destination, posting.amount, posting.source)
+    return new_id, values
+
+
+def _replayed(session: Session, *, org_id: int, posting: ledger.Posting,
+              values: dict[str, Any]) -> Transfer:
+    """The transfer already recorded under the posting's key, if it is the same request."""
+    existing = session.exec(
+        select(Transfer).where(Transfer.org_id == org_id, Transfer.idempotency_key == posting.key)
+    ).one()
+    if existing.request_hash != values["request_hash"]:
+        raise IdempotencyConflict("this idempotency key was already used for a different request")
+    return existing
 
 
 def _move(session: Session, source: int, destination: int, amount: int,
