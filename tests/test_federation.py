@@ -47,6 +47,28 @@ def _cli_settlement(app: Flask, capsys: pytest.CaptureFixture[str], slug: str) -
 # -- the whole flow ------------------------------------------------------------------------
 
 
+def test_the_answer_shows_the_balance_after_the_credit(app: Flask, client: FlaskClient) -> None:
+    """Existing funds plus the notes, in one answer; the same as the ledger says."""
+    fed = fs.setup_federation(app)
+    with app.app_context():
+        from wallet import db
+        from wallet.actions import ledger as ledger_actions
+        from wallet.actions._base import Actor
+
+        ledger_actions.fund(db.session(), slug="globex", amount="5.25", idempotency_key="f1",
+                            actor=Actor.cli())
+    fs.give(app, "globex", fs.ADA, "5.25")
+    value = fs.nonce(client, "globex")
+    notes = [fs.export(app, fed.holder, amount) for amount in ("100.00", "0.50")]
+    answer = fs.honour(client, "globex", fed.token("globex"),
+                       [fs.present(n.token, fed.holder, "globex", value) for n in notes])
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    data = answer.get_json()
+    assert data["honoured"] == 2
+    assert data["balance"] == {"currency": "USD", "available": "105.75", "unvested": "0.00"}
+    assert fs.wallet_balance(app, "globex") == 105_750_000
+
+
 def test_full_flow_on_one_instance(app: Flask, client: FlaskClient,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     fed = fs.setup_federation(app)

@@ -321,11 +321,11 @@ def _crash_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     real, calls = fed_actions._credit, []
 
-    def crashing(*args: Any, **kwargs: Any) -> None:
+    def crashing(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("verifier process died before crediting")
-        real(*args, **kwargs)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(fed_actions, "_credit", crashing)
     return calls

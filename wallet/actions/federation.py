@@ -350,6 +350,7 @@ class Honoured:
     """The answer to an honour request."""
 
     outcomes: list[Outcome] = field(default_factory=list)
+    balances: dict[str, int] = field(default_factory=dict)  # the engineer's, afterwards
 
     @property
     def credited(self) -> list[Outcome]:
@@ -393,10 +394,10 @@ def honour(session: Session, *, slug: str, email: str, presentations: object,
     receipts = _redeem_remote(org, directory, ready, signer) if signer else []
     if commit:
         with atomic(session):
-            _credit(session, org, person, receipts)
+            result.balances = _credit(session, org, person, receipts)
     else:
         try:
-            _credit(session, org, person, receipts)
+            result.balances = _credit(session, org, person, receipts)
         except BaseException:
             session.rollback()
             raise
@@ -517,8 +518,14 @@ def _take_answer(outcome: Outcome, answer: Any, keys: notes.IssuerKeys, own_id: 
 
 
 def _credit(session: Session, org: Organization, person: Person,
-            done: list[Outcome]) -> None:
+            done: list[Outcome]) -> dict[str, int]:
+    """Credit the engineer once per honoured note; return their balances afterwards."""
+    from wallet.actions.wallets import balances
+
     assert org.id is not None and person.id is not None
+    # Read before the postings, which lock the issuer's (shared) receivable row until the
+    # commit; the wallet's new balance comes back from its own update.
+    held = balances(session, org=org, person=person)
     for outcome in done:
         note, receipt = outcome.note, outcome.receipt
         assert note is not None and receipt is not None
@@ -538,10 +545,13 @@ def _credit(session: Session, org: Organization, person: Person,
                                                "amount": str(note.amount)})
         # Last: every honour of this issuer's notes updates the same receivable row,
         # locked until the commit.
-        ledger_store.move(session, org_id=org.id, posting=ledger.Posting(
+        after = ledger_store.move_reading(session, org_id=org.id, posting=ledger.Posting(
             ledger.receivable(note.issuer), ledger.wallet(person.id), note.amount.micros,
             note.amount.currency, kind="honour", key=f"honour:{note.issuer}:{note.jti}",
             ref=note.jti, memo=f"note honoured from {note.issuer}"[:300]))
+        if after is not None and note.amount.currency == org.currency:
+            held["available"] = after
+    return held
 
 
 # -- settlement --------------------------------------------------------------------------

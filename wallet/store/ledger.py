@@ -59,7 +59,18 @@ _DEBIT = (sa.update(_ACCOUNT)
                  sa.or_(_ACCOUNT.c.allow_negative, _ACCOUNT.c.balance >= sa.bindparam("amount")))
           .values(balance=_ACCOUNT.c.balance - sa.bindparam("amount")))
 _CREDIT = (sa.update(_ACCOUNT).where(_ACCOUNT.c.id == sa.bindparam("account_id"))
-           .values(balance=_ACCOUNT.c.balance + sa.bindparam("amount")))
+           .values(balance=_ACCOUNT.c.balance + sa.bindparam("amount"))
+           .returning(_ACCOUNT.c.balance))
+
+
+def lock_order(account_id: int, name: str) -> tuple[bool, int]:
+    """The order in which every transaction locks account rows, so none can deadlock.
+
+    By id, except that accounts allowed to go negative (`external`, `receivable:*`)
+    come last: those are the hot rows (every honour of one issuer's notes debits the
+    same receivable), and locked last they are held for the shortest time.
+    """
+    return ledger.may_go_negative(name), account_id
 
 
 # Account ids never change and accounts are never deleted, so the ids of accounts that
@@ -126,7 +137,7 @@ def post(session: Session, *, org_id: int, posting: ledger.Posting,
     debit that would take a non-negative account below zero raises `InsufficientFunds`
     (the caller rolls back, which also removes the transfer row).
     """
-    new_id, values = _record(session, org_id=org_id, posting=posting, at=at)
+    new_id, values, _balance = _record(session, org_id=org_id, posting=posting, at=at)
     if new_id is None:
         return _replayed(session, org_id=org_id, posting=posting, values=values), False
     # The row is exactly what was inserted: no need to read it back.
@@ -136,16 +147,26 @@ def post(session: Session, *, org_id: int, posting: ledger.Posting,
 def move(session: Session, *, org_id: int, posting: ledger.Posting,
          at: datetime | None = None) -> bool:
     """`post`, for callers that need no transfer object back: True when newly recorded."""
-    new_id, values = _record(session, org_id=org_id, posting=posting, at=at)
+    return move_reading(session, org_id=org_id, posting=posting, at=at) is not None
+
+
+def move_reading(session: Session, *, org_id: int, posting: ledger.Posting,
+                 at: datetime | None = None) -> int | None:
+    """`move`, returning the destination's balance right after it (None: recorded before)."""
+    new_id, values, balance = _record(session, org_id=org_id, posting=posting, at=at)
     if new_id is None:
         _replayed(session, org_id=org_id, posting=posting, values=values)
-        return False
-    return True
+        return None
+    return balance
 
 
 def _record(session: Session, *, org_id: int, posting: ledger.Posting,
-            at: datetime | None) -> tuple[int | None, dict[str, Any]]:
-    """Insert the transfer unless its key exists, and move the money if it was new."""
+            at: datetime | None) -> tuple[int | None, dict[str, Any], int]:
+    """Insert the transfer unless its key exists, and move the money if it was new.
+
+    Returns the new id (None: the key existed), the row, and the destination's balance
+    after the move (0 when nothing moved).
+    """
     source, destination = _pair(session, org_id=org_id, posting=posting)
     values = {
         "org_id": org_id, "from_account_id": source, "to_account_id": destination,
@@ -156,9 +177,11 @@ def _record(session: Session, *, org_id: int, posting: ledger.Posting,
     }
     new_id = insert_ignore(session, Transfer.__table__,  # type: ignore[arg-type]
                            values, ("org_id", "idempotency_key"))
-    if new_id is not None:
-        _move(session, source, destination, posting.amount, posting.source)
-    return new_id, values
+    if new_id is None:
+        return None, values, 0
+    balance = _move(session, (source, posting.source), (destination, posting.destination),
+                    posting.amount)
+    return new_id, values, balance
 
 
 def _replayed(session: Session, *, org_id: int, posting: ledger.Posting,
@@ -172,23 +195,24 @@ def _replayed(session: Session, *, org_id: int, posting: ledger.Posting,
     return existing
 
 
-def _move(session: Session, source: int, destination: int, amount: int,
-          source_name: str) -> None:
-    # Lock rows in id order everywhere, so concurrent transfers cannot deadlock.
-    for account_id in sorted((source, destination)):
-        if account_id == source:
+def _move(session: Session, source: tuple[int, str], destination: tuple[int, str],
+          amount: int) -> int:
+    """Debit and credit the two rows (in `lock_order`); return the destination's balance."""
+    balance = 0
+    for account_id, name in sorted((source, destination), key=lambda a: lock_order(*a)):
+        if account_id == source[0]:
             result = session.execute(_DEBIT, {"account_id": account_id, "amount": amount})
             if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise InsufficientFunds(
-                    f"{_describe(source_name)} holds less than the amount requested"
-                )
+                raise InsufficientFunds(f"{_describe(name)} holds less than the amount requested")
         else:
-            session.execute(_CREDIT, {"account_id": account_id, "amount": amount})
-    for account_id in (source, destination):
+            balance = int(session.execute(_CREDIT, {"account_id": account_id,
+                                                    "amount": amount}).scalar_one())
+    for account_id in (source[0], destination[0]):
         # An Account this session loaded before now has a stale balance: reload it on use.
         loaded = session.identity_map.get(identity_key(Account, account_id))
         if loaded is not None:
             session.expire(loaded)
+    return balance
 
 
 def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posting],
@@ -224,7 +248,10 @@ def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posti
     table = Account.__table__
     update = (sa.update(table).where(table.c.id == sa.bindparam("account_id"))
               .values(balance=table.c.balance + sa.bindparam("delta")))
-    params = [{"account_id": k, "delta": v} for k, v in sorted(deltas.items()) if v]
+    names = {account_id: name for (name, _currency), account_id in ids.items()}
+    params = [{"account_id": k, "delta": v}
+              for k, v in sorted(deltas.items(), key=lambda kv: lock_order(kv[0], names[kv[0]]))
+              if v]
     try:
         for chunk in chunks(params):
             connection.execute(update, list(chunk))

@@ -8,7 +8,6 @@ from flask import request
 
 from wallet import db
 from wallet.actions import federation as fed
-from wallet.actions import wallets
 from wallet.core.errors import Forbidden, IssuerUnavailable, Malformed, Refusal
 from wallet.core.money import format_amount
 from wallet.web import guard, idempotency, ratelimit
@@ -47,7 +46,7 @@ def honour(slug: str) -> Any:
                             presentations=body["presentations"],
                             consumer=f"honour:{person.id}:{key}"[:250],
                             commit=False)  # credited in one commit with the stored answer
-        held = wallets.balances(db.session(), org=principal.org, person=person)
+        held = result.balances
         payload = {"results": [o.as_json() for o in result.outcomes],
                    "honoured": len(result.credited),
                    "balance": {"currency": principal.org.currency,
