@@ -346,14 +346,13 @@ def status_list_token(session: Session, *, org: Organization, number: int) -> st
 def new_nonce(session: Session, *, slug: str) -> tuple[str, datetime]:
     """Issue a fresh single-use nonce (256 bits) for presentations to organisation `slug`.
 
-    Commits; `NotFound` when there is no such organisation.
+    The nonce is committed at once; `NotFound` when there is no such organisation.
     """
     now = utcnow()
     expires = now + timedelta(seconds=int(current_app.config["WALLET_NONCE_TTL_SECONDS"]))
     value = secrets.token_urlsafe(32)
     if not note_store.add_nonce(session, slug=slug, value=value, now=now, expires_at=expires):
         raise NotFound(f"no organisation {slug!r}")
-    session.commit()
     return value, expires
 
 
