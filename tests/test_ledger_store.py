@@ -294,3 +294,45 @@ def test_an_account_created_in_an_undone_transaction_is_not_remembered(
             "external", "pool", 2_000_000, "USD", "fund", "k-undone-3"))
         s.commit()
         assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 2_000_000
+
+
+def test_a_deferred_debit_is_applied_at_commit_and_dropped_on_rollback(app: Flask) -> None:
+    org_id = _org(app)
+    with app.app_context():
+        s = db.session()
+
+        def receivable() -> int:
+            return ledger.balance(s, org_id=org_id, name="receivable:https://a.example",
+                                  currency="USD")
+
+        def credit(key: str) -> int | None:
+            return ledger.move_reading(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
+                "receivable:https://a.example", "pool", 2_000_000, "USD", "honour", key))
+
+        assert credit("d-1") == 2_000_000  # the destination's balance comes back at once
+        assert credit("d-1") is None  # the same key: recorded before, nothing moves
+        s.rollback()
+        assert s.exec(sa.select(sa.func.count()).select_from(Transfer)).one()[0] == 0
+        s.commit()  # nothing deferred survives the rollback
+        assert receivable() == 0
+
+        assert credit("d-2") == 2_000_000
+        assert credit("d-3") == 4_000_000
+        s.commit()
+        assert receivable() == -4_000_000
+        assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 4_000_000
+        s.commit()
+
+
+def test_only_an_unchecked_debit_outside_savepoints_may_wait(app: Flask) -> None:
+    org_id = _org(app)
+    with app.app_context():
+        s = db.session()
+        with pytest.raises(ValueError):
+            ledger.move_reading(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
+                "pool", rules.wallet(1), 1, "USD", "grant", "w-1"))
+        s.begin_nested()
+        with pytest.raises(ValueError):
+            ledger.move_reading(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
+                "external", "pool", 1, "USD", "fund", "w-2"))
+        s.rollback()

@@ -543,12 +543,12 @@ def _credit(session: Session, org: Organization, person: Person,
         people.audit(session, org_id=org.id, actor=person.email, action="note.honour",
                      target=note.jti, details={"issuer": note.issuer,
                                                "amount": str(note.amount)})
-        # Last: every honour of this issuer's notes updates the same receivable row,
-        # locked until the commit.
+        # Every honour of this issuer's notes debits the same receivable row: that update
+        # waits for the commit, so the row is locked only while committing.
         after = ledger_store.move_reading(session, org_id=org.id, posting=ledger.Posting(
             ledger.receivable(note.issuer), ledger.wallet(person.id), note.amount.micros,
             note.amount.currency, kind="honour", key=f"honour:{note.issuer}:{note.jti}",
-            ref=note.jti, memo=f"note honoured from {note.issuer}"[:300]))
+            ref=note.jti, memo=f"note honoured from {note.issuer}"[:300]), defer_debit=True)
         if after is not None and note.amount.currency == org.currency:
             held["available"] = after
     return held

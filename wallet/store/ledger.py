@@ -103,6 +103,26 @@ def _forget_accounts(session: Session) -> None:
     session.info.pop(_CREATED, None)
 
 
+# Debits of accounts that may go negative need no check, so `move_reading(defer_debit=True)`
+# leaves them to the moment before the commit: the hot rows (one issuer's receivable,
+# debited by every honour of its notes) are then locked only for the commit itself.
+_DEFERRED = "wallet.deferred_debits"
+
+
+@event.listens_for(Session, "before_commit")
+def _apply_deferred(session: Session) -> None:
+    deferred: dict[int, tuple[str, int]] | None = session.info.pop(_DEFERRED, None)
+    for account_id, (_name, amount) in sorted((deferred or {}).items(),
+                                              key=lambda kv: lock_order(kv[0], kv[1][0])):
+        session.execute(_CREDIT, {"account_id": account_id, "amount": -amount})
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_deferred(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the whole transaction ended (a rollback: undone)
+        session.info.pop(_DEFERRED, None)
+
+
 def _pair(session: Session, *, org_id: int, posting: ledger.Posting) -> tuple[int, int]:
     """Ids of the posting's two accounts: known, or read in one query (created if new)."""
     keys = [(org_id, posting.source, posting.currency),
@@ -151,9 +171,18 @@ def move(session: Session, *, org_id: int, posting: ledger.Posting,
 
 
 def move_reading(session: Session, *, org_id: int, posting: ledger.Posting,
-                 at: datetime | None = None) -> int | None:
-    """`move`, returning the destination's balance right after it (None: recorded before)."""
-    new_id, values, balance = _record(session, org_id=org_id, posting=posting, at=at)
+                 at: datetime | None = None, defer_debit: bool = False) -> int | None:
+    """`move`, returning the destination's balance right after it (None: recorded before).
+
+    `defer_debit`: the source may go negative (`receivable:*`, `external`) and nothing in
+    this transaction reads its balance afterwards: its row is updated just before the
+    commit (in the same transaction), so its lock is held only for the commit.
+    """
+    if defer_debit and (not ledger.may_go_negative(posting.source)
+                        or session.in_nested_transaction()):
+        raise ValueError("only a debit that needs no check, outside savepoints, can wait")
+    new_id, values, balance = _record(session, org_id=org_id, posting=posting, at=at,
+                                      defer_debit=defer_debit)
     if new_id is None:
         _replayed(session, org_id=org_id, posting=posting, values=values)
         return None
@@ -161,7 +190,8 @@ def move_reading(session: Session, *, org_id: int, posting: ledger.Posting,
 
 
 def _record(session: Session, *, org_id: int, posting: ledger.Posting,
-            at: datetime | None) -> tuple[int | None, dict[str, Any], int]:
+            at: datetime | None,
+            defer_debit: bool = False) -> tuple[int | None, dict[str, Any], int]:
     """Insert the transfer unless its key exists, and move the money if it was new.
 
     Returns the new id (None: the key existed), the row, and the destination's balance
@@ -179,6 +209,14 @@ def _record(session: Session, *, org_id: int, posting: ledger.Posting,
                            values, ("org_id", "idempotency_key"))
     if new_id is None:
         return None, values, 0
+    if defer_debit:
+        deferred = session.info.setdefault(_DEFERRED, {})
+        name, owed = deferred.get(source, (posting.source, 0))
+        deferred[source] = (name, owed + posting.amount)
+        balance = int(session.execute(_CREDIT, {"account_id": destination,
+                                                "amount": posting.amount}).scalar_one())
+        _expire_loaded(session, source, destination)
+        return new_id, values, balance
     balance = _move(session, (source, posting.source), (destination, posting.destination),
                     posting.amount)
     return new_id, values, balance
@@ -207,12 +245,16 @@ def _move(session: Session, source: tuple[int, str], destination: tuple[int, str
         else:
             balance = int(session.execute(_CREDIT, {"account_id": account_id,
                                                     "amount": amount}).scalar_one())
-    for account_id in (source[0], destination[0]):
+    _expire_loaded(session, source[0], destination[0])
+    return balance
+
+
+def _expire_loaded(session: Session, *account_ids: int) -> None:
+    for account_id in account_ids:
         # An Account this session loaded before now has a stale balance: reload it on use.
         loaded = session.identity_map.get(identity_key(Account, account_id))
         if loaded is not None:
             session.expire(loaded)
-    return balance
 
 
 def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posting],
