@@ -529,12 +529,6 @@ def _detached(row: Any) -> Any:
     return type(row)(**row.model_dump())
 
 
-def forget_configs() -> None:
-    """Drop every cached organisation configuration (tests)."""
-    with _configs_lock:
-        _configs.clear()
-
-
 class _Refreshing:
     """A trusted issuer's pinned keys that re-pin once when a token names an unknown kid.
 
