@@ -79,6 +79,42 @@ def test_overdraft_is_refused_and_leaves_no_transfer(app: Flask) -> None:
         assert created
 
 
+@pytest.mark.parametrize("debit_first", [True, False], ids=["debit-first", "credit-first"])
+def test_a_move_checks_the_debit_whichever_row_is_locked_first(app: Flask,
+                                                               debit_first: bool) -> None:
+    """Rows are updated in id order; on PostgreSQL the first update shares its statement
+    with the transfer's INSERT. Either way an overdraft is refused and leaves nothing, and
+    a fitting move answers the destination's new balance."""
+    org_id = _org(app)
+    payer, payee = ("wallet:1", "wallet:2") if debit_first else ("wallet:2", "wallet:1")
+    with app.app_context():
+        s = db.session()
+        ledger_actions.fund(s, slug="acme", amount="20.00", idempotency_key="f", actor=CLI)
+        for name in ("wallet:1", "wallet:2"):  # wallet:1 gets the lower account id
+            ledger.post(s, org_id=org_id, posting=rules.Posting(
+                "pool", name, 5_000_000, "USD", "grant", f"g-{name}"))
+        s.commit()
+        ids = {a.name: a.id for a in ledger.balances(s, org_id=org_id)}
+        assert (ids[payer] < ids[payee]) is debit_first
+        before = s.exec(sa.select(sa.func.count()).select_from(Transfer)).one()[0]
+        with pytest.raises(InsufficientFunds):
+            ledger.move(s, org_id=org_id, posting=rules.Posting(
+                payer, payee, 5_000_001, "USD", "spend", "too-much"))
+        s.rollback()
+        assert s.exec(sa.select(sa.func.count()).select_from(Transfer)).one()[0] == before
+        after = ledger.move_reading(s, org_id=org_id, posting=rules.Posting(
+            payer, payee, 2_000_000, "USD", "spend", "fits"))
+        s.commit()
+        assert after == 7_000_000
+        assert ledger.balance(s, org_id=org_id, name=payer, currency="USD") == 3_000_000
+        # The same key again moves nothing and says so.
+        assert ledger.move_reading(s, org_id=org_id, posting=rules.Posting(
+            payer, payee, 2_000_000, "USD", "spend", "fits")) is None
+        s.commit()
+        assert ledger.balance(s, org_id=org_id, name=payee, currency="USD") == 7_000_000
+    support.assert_ledger_sound(app)
+
+
 def test_database_refuses_negative_balance_even_without_the_check(app: Flask) -> None:
     org_id = _org(app)
     with app.app_context():
@@ -266,6 +302,10 @@ def test_known_accounts_are_not_read_again(app: Flask) -> None:
             "external", "pool", 1_000_000, "USD", "fund", "k-read-3"))
         s.commit()
         assert not [q for q in statements if q.lstrip().upper().startswith("SELECT")]
+        # PostgreSQL: the transfer's INSERT and the first update are one statement.
+        one_trip = db.engine().dialect.name == "postgresql"
+        writes = [q for q in statements if not q.startswith("BEGIN")]
+        assert len(writes) == (2 if one_trip else 3), statements
         assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 3_000_000
 
 

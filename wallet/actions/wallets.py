@@ -21,7 +21,7 @@ from wallet.actions import usage as usage_actions
 from wallet.actions.grants import vest_person
 from wallet.core import ledger as rules
 from wallet.core.money import format_display
-from wallet.models import Account, Note, Organization, Person, Tranche
+from wallet.models import Note, Organization, Person, Tranche
 from wallet.store import grants as grant_store
 from wallet.store import ledger
 
@@ -138,15 +138,9 @@ def balances(session: Session, *, org: Organization, person: Person) -> dict[str
     """A person's available and unvested micros, straight from the two accounts (cheap)."""
     assert org.id is not None and person.id is not None
     names = {rules.wallet(person.id): "available", rules.unvested(person.id): "unvested"}
-    found = dict(session.execute(_BALANCES, {"org_id": org.id, "currency": org.currency,
-                                             "names": list(names)}).all())
-    return {label: int(found.get(name, 0)) for name, label in names.items()}
-
-
-_ACCOUNT = Account.__table__
-_BALANCES = sa.select(_ACCOUNT.c.name, _ACCOUNT.c.balance).where(
-    _ACCOUNT.c.org_id == sa.bindparam("org_id"), _ACCOUNT.c.currency == sa.bindparam("currency"),
-    _ACCOUNT.c.name.in_(sa.bindparam("names", expanding=True)))
+    found = ledger.balances_named(session, org_id=org.id, currency=org.currency,
+                                  names=list(names))
+    return {label: found.get(name, 0) for name, label in names.items()}
 
 
 def next_vesting(session: Session, *, org: Organization, person: Person,

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from wallet.models import HonouredNote, Redemption, TrustedIssuer
+from wallet.store._sql import run
 
 _ENTRY = select(TrustedIssuer).where(TrustedIssuer.org_id == sa.bindparam("org_id"),
                                      TrustedIssuer.issuer == sa.bindparam("issuer"))
@@ -41,13 +42,13 @@ def redemptions(session: Session, *, org_id: int) -> list[Redemption]:
 
 def was_honoured(session: Session, *, org_id: int, issuer: str, jti: str) -> bool:
     """Tell whether we honoured a note from `issuer` already."""
-    found = session.execute(_HONOURED, {"org_id": org_id, "issuer": issuer, "jti": jti})
+    found = run(session, _HONOURED, {"org_id": org_id, "issuer": issuer, "jti": jti})
     return found.first() is not None
 
 
 def add_redemption(session: Session, values: dict[str, Any]) -> None:
     """Record a redemption of one of our notes (its unique note id makes it once only)."""
-    session.execute(_REDEMPTION_INSERT, values)
+    run(session, _REDEMPTION_INSERT, values)
 
 
 def honoured_all(session: Session, *, org_id: int,

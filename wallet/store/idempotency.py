@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from wallet.core.errors import IdempotencyConflict, IdempotencyInFlight
 from wallet.models import IdempotencyRecord
-from wallet.store._sql import insert_ignore
+from wallet.store._sql import insert_ignore, run
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +68,8 @@ def finish(session: Session, *, org_id: int, scope: str, key: str, request_hash:
     The claim is gone when the handler failed before committing it (its rollback took
     the claim too): then the finished record is inserted afresh.
     """
-    done = session.execute(_FINISH, {"w_org": org_id, "w_scope": scope, "w_key": key,
-                                     "status_code": status, "response_body": body})
+    done = run(session, _FINISH, {"w_org": org_id, "w_scope": scope, "w_key": key,
+                                  "status_code": status, "response_body": body})
     if done.rowcount == 1:  # type: ignore[attr-defined]
         return
     insert_ignore(session, IdempotencyRecord.__table__, {  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.util import identity_key
@@ -19,7 +20,7 @@ from sqlmodel import Session, select
 from wallet.core import ledger
 from wallet.core.errors import IdempotencyConflict, InsufficientFunds
 from wallet.models import Account, Note, Transfer
-from wallet.store._sql import chunks, in_values, insert_ignore
+from wallet.store._sql import chunks, in_values, insert_ignore, run
 
 
 def account(session: Session, *, org_id: int, name: str, currency: str) -> Account:
@@ -54,13 +55,46 @@ _ACCOUNT = Account.__table__
 _PAIR = sa.select(_ACCOUNT.c.id, _ACCOUNT.c.name).where(
     _ACCOUNT.c.org_id == sa.bindparam("org_id"), _ACCOUNT.c.currency == sa.bindparam("currency"),
     _ACCOUNT.c.name.in_(sa.bindparam("names", expanding=True)))
-_DEBIT = (sa.update(_ACCOUNT)
-          .where(_ACCOUNT.c.id == sa.bindparam("account_id"),
-                 sa.or_(_ACCOUNT.c.allow_negative, _ACCOUNT.c.balance >= sa.bindparam("amount")))
-          .values(balance=_ACCOUNT.c.balance - sa.bindparam("amount")))
-_CREDIT = (sa.update(_ACCOUNT).where(_ACCOUNT.c.id == sa.bindparam("account_id"))
-           .values(balance=_ACCOUNT.c.balance + sa.bindparam("amount"))
+# Add `w_delta` to one account unless that takes it below zero where it may not go:
+# no row comes back then (the CHECK constraint would refuse it anyway, aborting the
+# transaction; this way the caller gets a clear InsufficientFunds instead).
+_ALLOWED = sa.or_(_ACCOUNT.c.allow_negative,
+                  _ACCOUNT.c.balance + sa.bindparam("w_delta") >= sa.literal_column("0"))
+_CHANGE = (sa.update(_ACCOUNT).where(_ACCOUNT.c.id == sa.bindparam("w_account"), _ALLOWED)
+           .values(balance=_ACCOUNT.c.balance + sa.bindparam("w_delta"))
            .returning(_ACCOUNT.c.balance))
+
+# PostgreSQL: the transfer's INSERT and the first account update in one statement (one
+# round trip less per posting). Parameters of the transfer are named `t_<column>`: an
+# UPDATE would take parameters named like the account's columns into its SET clause.
+# It always answers one row: (new transfer id or NULL when
+# the key existed, the account's new balance or NULL when nothing moved).
+_TRANSFER = Transfer.__table__
+_TRANSFER_COLUMNS = ("org_id", "from_account_id", "to_account_id", "amount", "currency", "kind",
+                     "idempotency_key", "request_hash", "memo", "ref", "created_at")
+_INSERTED = (postgresql.insert(_TRANSFER)
+             .values({name: sa.bindparam(f"t_{name}") for name in _TRANSFER_COLUMNS})
+             .on_conflict_do_nothing(index_elements=["org_id", "idempotency_key"])
+             .returning(_TRANSFER.c.id).cte("inserted"))
+_MOVED = (sa.update(_ACCOUNT)
+          .where(_ACCOUNT.c.id == sa.bindparam("w_account"), _ALLOWED,
+                 sa.exists(sa.select(_INSERTED.c.id)))
+          .values(balance=_ACCOUNT.c.balance + sa.bindparam("w_delta"))
+          .returning(_ACCOUNT.c.balance).cte("moved"))
+_RECORD_AND_MOVE = sa.select(sa.select(_INSERTED.c.id).scalar_subquery(),
+                             sa.select(_MOVED.c.balance).scalar_subquery())
+
+
+_BALANCES = sa.select(_ACCOUNT.c.name, _ACCOUNT.c.balance).where(
+    _ACCOUNT.c.org_id == sa.bindparam("org_id"), _ACCOUNT.c.currency == sa.bindparam("currency"),
+    _ACCOUNT.c.name.in_(sa.bindparam("names", expanding=True)))
+
+
+def balances_named(session: Session, *, org_id: int, currency: str,
+             names: Sequence[str]) -> dict[str, int]:
+    """Balances of a few accounts by name, in one query (accounts not yet made: absent)."""
+    return {name: int(balance) for name, balance in run(session, _BALANCES, {
+        "org_id": org_id, "currency": currency, "names": list(names)})}
 
 
 def lock_order(account_id: int, name: str) -> tuple[bool, int]:
@@ -114,7 +148,7 @@ def _apply_deferred(session: Session) -> None:
     deferred: dict[int, tuple[str, int]] | None = session.info.pop(_DEFERRED, None)
     for account_id, (_name, amount) in sorted((deferred or {}).items(),
                                               key=lambda kv: lock_order(kv[0], kv[1][0])):
-        session.execute(_CREDIT, {"account_id": account_id, "amount": -amount})
+        run(session, _CHANGE, {"w_account": account_id, "w_delta": -amount})
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -132,7 +166,7 @@ def _pair(session: Session, *, org_id: int, posting: ledger.Posting) -> tuple[in
         ids = [known.get(key) for key in keys]
     if ids[0] is not None and ids[1] is not None:
         return ids[0], ids[1]
-    found = {name: int(id_) for id_, name in session.execute(_PAIR, {
+    found = {name: int(id_) for id_, name in run(session, _PAIR, {
         "org_id": org_id, "currency": posting.currency,
         "names": [posting.source, posting.destination]})}
     created = _created_here(session)
@@ -205,21 +239,40 @@ def _record(session: Session, *, org_id: int, posting: ledger.Posting,
         "memo": posting.memo[:300], "ref": posting.ref[:300],
         "created_at": at or datetime.now(UTC),
     }
-    new_id = insert_ignore(session, Transfer.__table__,  # type: ignore[arg-type]
-                           values, ("org_id", "idempotency_key"))
+    # The two updates in lock order (a deferred debit waits for the commit).
+    steps = sorted([(source, posting.source, -posting.amount),
+                    (destination, posting.destination, posting.amount)],
+                   key=lambda step: lock_order(step[0], step[1]))
+    if defer_debit:
+        steps = [step for step in steps if step[0] != source]
+    balances: dict[int, int] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        (first, name, delta), steps = steps[0], steps[1:]
+        params = {f"t_{name}": value for name, value in values.items()}
+        new_id, moved = run(session, _RECORD_AND_MOVE,
+                            {**params, "w_account": first, "w_delta": delta}).one()
+        if new_id is not None:
+            balances[first] = _moved(moved, name)
+    else:
+        new_id = insert_ignore(session, _TRANSFER, values, ("org_id", "idempotency_key"))
     if new_id is None:
         return None, values, 0
+    for account_id, name, delta in steps:
+        balances[account_id] = _moved(run(session, _CHANGE, {
+            "w_account": account_id, "w_delta": delta}).scalar(), name)
     if defer_debit:
         deferred = session.info.setdefault(_DEFERRED, {})
         name, owed = deferred.get(source, (posting.source, 0))
         deferred[source] = (name, owed + posting.amount)
-        balance = int(session.execute(_CREDIT, {"account_id": destination,
-                                                "amount": posting.amount}).scalar_one())
-        _expire_loaded(session, source, destination)
-        return new_id, values, balance
-    balance = _move(session, (source, posting.source), (destination, posting.destination),
-                    posting.amount)
-    return new_id, values, balance
+    _expire_loaded(session, source, destination)
+    return int(new_id), values, balances[destination]
+
+
+def _moved(balance: int | None, name: str) -> int:
+    """The balance an account update returned; None: the debit was refused."""
+    if balance is None:
+        raise InsufficientFunds(f"{_describe(name)} holds less than the amount requested")
+    return int(balance)
 
 
 def _replayed(session: Session, *, org_id: int, posting: ledger.Posting,
@@ -231,22 +284,6 @@ def _replayed(session: Session, *, org_id: int, posting: ledger.Posting,
     if existing.request_hash != values["request_hash"]:
         raise IdempotencyConflict("this idempotency key was already used for a different request")
     return existing
-
-
-def _move(session: Session, source: tuple[int, str], destination: tuple[int, str],
-          amount: int) -> int:
-    """Debit and credit the two rows (in `lock_order`); return the destination's balance."""
-    balance = 0
-    for account_id, name in sorted((source, destination), key=lambda a: lock_order(*a)):
-        if account_id == source[0]:
-            result = session.execute(_DEBIT, {"account_id": account_id, "amount": amount})
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise InsufficientFunds(f"{_describe(name)} holds less than the amount requested")
-        else:
-            balance = int(session.execute(_CREDIT, {"account_id": account_id,
-                                                    "amount": amount}).scalar_one())
-    _expire_loaded(session, source[0], destination[0])
-    return balance
 
 
 def _expire_loaded(session: Session, *account_ids: int) -> None:

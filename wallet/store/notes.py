@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from wallet.models import Nonce, Note, Organization, Person, StatusList
-from wallet.store._sql import insert_ignore
+from wallet.store._sql import insert_ignore, run
 
 # DESIGN §6 status values by note state; a reclaimed note is as dead as a revoked one.
 STATUS_OF_STATE = {"active": 0, "revoked": 1, "reclaimed": 1, "redeemed": 3}
@@ -93,8 +93,8 @@ def redeem(session: Session, *, org_id: int, jti: str, status_idx: int, at: date
     None when this call did not: the note is unknown, has another status index, or is
     no longer active (the caller reads it to tell which).
     """
-    row = session.execute(_REDEEM, {"w_org": org_id, "w_jti": jti, "w_idx": status_idx,
-                                    "at": at, "by": by}).first()
+    row = run(session, _REDEEM, {"w_org": org_id, "w_jti": jti, "w_idx": status_idx,
+                                 "at": at, "by": by}).first()
     return None if row is None else Redeemed(int(row[0]), row[1], int(row[2]), row[3])
 
 
@@ -216,6 +216,6 @@ def nonce_usable(session: Session, *, org_id: int, value: str, now: datetime,
 def consume_nonce(session: Session, *, org_id: int, value: str, now: datetime,
                   consumer: str) -> bool:
     """Spend a nonce exactly once (a conditional update); a retry by `consumer` is allowed."""
-    result = session.execute(_NONCE_CONSUME, {"w_org": org_id, "w_value": value, "now": now,
-                                              "consumer": consumer})
+    result = run(session, _NONCE_CONSUME, {"w_org": org_id, "w_value": value, "now": now,
+                                           "consumer": consumer})
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]

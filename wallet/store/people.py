@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from wallet.models import ApiToken, AuditEvent, LoginAttempt, Membership, Organization, Person
+from wallet.store._sql import run
 
 _ORG_BY_SLUG = select(Organization).where(Organization.slug == sa.bindparam("slug"))
 
@@ -168,7 +169,7 @@ def bump_config(session: Session, *, org_id: int) -> None:
 def audit(session: Session, *, org_id: int | None, actor: str, action: str,
           target: str = "", details: dict[str, Any] | None = None) -> None:
     """Append one audit event (who did what, when) in the caller's transaction."""
-    session.execute(_AUDIT_INSERT, {
+    run(session, _AUDIT_INSERT, {
         "org_id": org_id, "actor": actor, "action": action, "target": target[:300],
         "details": details or {}, "created_at": datetime.now(UTC)})
 
