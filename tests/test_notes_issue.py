@@ -520,37 +520,3 @@ def test_an_api_export_retried_after_a_crash_before_its_answer_is_stored_exports
     with app.app_context():
         notes_made = db.session().exec(sa.select(sa.func.count()).select_from(Note)).one()[0]
     assert notes_made == 1
-
-
-def test_expired_nonces_are_forgotten(app: Flask, world: World,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Regression: every anonymous POST /nonces left a row forever.
-
-    Expired nonces go when a nonce is issued, at most once per PURGE_EVERY_SECONDS per
-    organisation and process; within that interval they stay (and stay unusable).
-    """
-    from datetime import UTC, datetime
-
-    from wallet.models import Nonce
-    from wallet.store import notes as note_store
-
-    clock = [1000.0]
-    monkeypatch.setattr(note_store.time, "monotonic", lambda: clock[0])
-    client = app.test_client()
-    for _ in range(3):
-        assert client.post("/api/v1/orgs/acme/nonces").status_code == 201
-    with app.app_context():
-        s = db.session()
-        s.execute(sa.update(Nonce).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
-        s.commit()
-
-    def values() -> list[str]:
-        with app.app_context():
-            return [v for (v,) in db.session().exec(sa.select(Nonce.value)).all()]
-
-    clock[0] += note_store.PURGE_EVERY_SECONDS - 1
-    kept = client.post("/api/v1/orgs/acme/nonces").get_json()["nonce"]
-    assert len(values()) == 4 and kept in values()  # within the interval: no purge yet
-    clock[0] += 1
-    fresh = client.post("/api/v1/orgs/acme/nonces").get_json()["nonce"]
-    assert sorted(values()) == sorted([kept, fresh])

@@ -19,6 +19,7 @@ from wallet.actions import federation as fed
 from wallet.actions import grants as grant_actions
 from wallet.actions import keys as key_actions
 from wallet.actions import ledger as ledger_actions
+from wallet.actions import nonces as nonce_actions
 from wallet.actions import notes as note_actions
 from wallet.actions import orgs as org_actions
 from wallet.actions import usage as usage_actions
@@ -160,7 +161,7 @@ def _notes_for_ada(session: Session, report: Report, *, password: str) -> None:
                f" {kept.jti})")
     globex = people.org_by_slug(session, slug=GLOBEX)
     assert globex is not None
-    nonce, _expires = note_actions.new_nonce(session, slug=globex.slug)
+    nonce, _expires = nonce_actions.new_nonce(session, slug=globex.slug)
     presentation = notes.present(honoured.token, holder_key=holder,
                                  audience=key_actions.issuer_id(globex), nonce=nonce,
                                  iat=int(time.time()))

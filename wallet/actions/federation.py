@@ -24,6 +24,7 @@ from typing import Any
 from sqlmodel import Session
 
 from wallet.actions import keys as key_actions
+from wallet.actions import nonces as nonce_actions
 from wallet.actions._base import (
     Actor,
     atomic,
@@ -431,8 +432,8 @@ def _verify_all(session: Session, org: Organization, directory: Directory,
         for outcome, _text in ready:
             outcome.fail(err)
         return []
-    if ready and not note_store.consume_nonce(session, org_id=org.id, value=nonces.pop(),
-                                              now=utcnow(), consumer=consumer):
+    if ready and not nonce_actions.spend(session, org_id=org.id, value=nonces.pop(),
+                                         consumer=consumer):
         spent = NonceInvalid("this organisation did not issue the nonce, or it is used"
                              " or expired")
         for outcome, _text in ready:
@@ -638,7 +639,6 @@ def bring_wallet(session: Session, *, slug: str, email: str, wallet_text: str,
 
     The passphrase and the decrypted key live only for this call; nothing is stored.
     """
-    from wallet.actions.notes import new_nonce
     from wallet.core import walletfile
 
     org = org_or_404(session, slug)
@@ -647,7 +647,7 @@ def bring_wallet(session: Session, *, slug: str, email: str, wallet_text: str,
     if not wallet.notes:
         raise Malformed("the wallet file holds no notes")
     key = wallet.unlock(passphrase)
-    nonce, _expires = new_nonce(session, slug=org.slug)
+    nonce, _expires = nonce_actions.new_nonce(session, slug=org.slug)
     audience, now = key_actions.issuer_id(org), int(time.time())
     presentations = [notes.present(item, holder_key=key, audience=audience, nonce=nonce,
                                    iat=now) for item in wallet.notes]

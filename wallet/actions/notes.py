@@ -18,6 +18,7 @@ from flask import current_app
 from sqlmodel import Session
 
 from wallet.actions import keys as key_actions
+from wallet.actions import nonces as nonce_actions
 from wallet.actions._base import Actor, atomic, member_or_404, org_or_404, require_admin, utcnow
 from wallet.actions.ledger import check_key
 from wallet.core import jose, ledger, notes, status
@@ -297,8 +298,8 @@ def reissue_presented(session: Session, *, slug: str, presentation: object) -> t
     row = note_store.note_by_jti(session, org_id=org.id, jti=pres.note.jti)
     if row is None or row.status_idx != pres.note.status_idx:
         raise UnknownNote("this issuer has no record of the note")
-    if not note_store.consume_nonce(session, org_id=org.id, value=pres.nonce, now=utcnow(),
-                                    consumer=f"reissue:{row.jti}"):
+    if not nonce_actions.spend(session, org_id=org.id, value=pres.nonce,
+                               consumer=f"reissue:{row.jti}"):
         raise NonceInvalid("the nonce was used by another request")
     return reissue(session, org=org, row=row), row.jti
 
@@ -338,22 +339,6 @@ def status_list_token(session: Session, *, org: Organization, number: int) -> st
     with _CACHE_LOCK:
         _CACHE[cache_key] = (time.monotonic(), token)
     return token
-
-
-# -- nonces ------------------------------------------------------------------------------
-
-
-def new_nonce(session: Session, *, slug: str) -> tuple[str, datetime]:
-    """Issue a fresh single-use nonce (256 bits) for presentations to organisation `slug`.
-
-    The nonce is committed at once; `NotFound` when there is no such organisation.
-    """
-    now = utcnow()
-    expires = now + timedelta(seconds=int(current_app.config["WALLET_NONCE_TTL_SECONDS"]))
-    value = secrets.token_urlsafe(32)
-    if not note_store.add_nonce(session, slug=slug, value=value, now=now, expires_at=expires):
-        raise NotFound(f"no organisation {slug!r}")
-    return value, expires
 
 
 # -- reading -----------------------------------------------------------------------------

@@ -13,12 +13,12 @@ from typing import Any
 
 from sqlmodel import Session
 
-from wallet.actions._base import org_or_404, utcnow
+from wallet.actions import nonces as nonce_actions
+from wallet.actions._base import org_or_404
 from wallet.core import notes
 from wallet.core.errors import Malformed, NonceInvalid, TooLarge, WalletError
 from wallet.federation import Directory
 from wallet.models import Organization
-from wallet.store import notes as note_store
 
 MAX_PRESENTATIONS = 50
 
@@ -52,8 +52,7 @@ def nonce_checker(session: Session, org: Organization, *,
     assert org.id is not None
 
     def nonce_ok(value: str) -> None:
-        if not note_store.nonce_usable(session, org_id=org.id, value=value, now=utcnow(),
-                                       consumer=consumer):
+        if not nonce_actions.usable(session, org_id=org.id, value=value, consumer=consumer):
             raise NonceInvalid(
                 "this organisation did not issue the nonce, or it is used or expired")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -10,9 +11,10 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from wallet.models import Nonce, Note, Organization, Person, StatusList
+from wallet.models import Nonce, Note, Person, StatusList
 from wallet.store._sql import insert_ignore, run
 
 # DESIGN §6 status values by note state; a reclaimed note is as dead as a revoked one.
@@ -133,62 +135,53 @@ def active_signed_since(session: Session, *, org_id: int, kid: str,
         Note.issued_at >= since)))
 
 
-# Expired nonces are deleted when a nonce is issued, at most this often per organisation
-# and process: a DELETE on every issue doubled the statements of the nonce endpoint.
+# Spent nonces are rows (issuing one stores nothing: `wallet.core.nonces`). Rows whose
+# nonce has expired can never matter again and are deleted when a nonce is spent, at most
+# this often per organisation and process (a DELETE on every spend would double them).
 PURGE_EVERY_SECONDS = 60.0
 _purged: weakref.WeakKeyDictionary[Any, dict[int, float]] = weakref.WeakKeyDictionary()
 _purged_lock = threading.Lock()
 
 _NONCE = Nonce.__table__
-_ORG = Organization.__table__
-_NONCE_INSERT = (  # one statement: the organisation is looked up by slug inside it
-    sa.insert(_NONCE)
-    .from_select(["org_id", "value", "created_at", "expires_at"], sa.select(
-        _ORG.c.id, sa.bindparam("value", type_=_NONCE.c.value.type),
-        sa.bindparam("created_at", type_=_NONCE.c.created_at.type),
-        sa.bindparam("expires_at", type_=_NONCE.c.expires_at.type),
-    ).where(_ORG.c.slug == sa.bindparam("slug")))
-    .returning(_NONCE.c.org_id)
-)
 _NONCE_PURGE = sa.delete(_NONCE).where(_NONCE.c.org_id == sa.bindparam("org_id"),
                                        _NONCE.c.expires_at < sa.bindparam("now"))
-_NONCE_ROW = select(Nonce).where(Nonce.org_id == sa.bindparam("org_id"),
-                                 Nonce.value == sa.bindparam("value"))
-_NONCE_CONSUME = (
-    sa.update(_NONCE)
-    .where(_NONCE.c.org_id == sa.bindparam("w_org"), _NONCE.c.value == sa.bindparam("w_value"),
-           _NONCE.c.expires_at > sa.bindparam("now"),
-           sa.or_(_NONCE.c.consumed_at.is_(None),
-                  _NONCE.c.consumed_by == sa.bindparam("consumer")))
-    .values(consumed_at=sa.bindparam("now"), consumed_by=sa.bindparam("consumer"))
-)
+_NONCE_SPENDER = sa.select(_NONCE.c.consumed_by).where(
+    _NONCE.c.org_id == sa.bindparam("org_id"), _NONCE.c.value == sa.bindparam("value"))
 
 
-def add_nonce(session: Session, *, slug: str, value: str, now: datetime,
-              expires_at: datetime) -> bool:
-    """Store (and commit) a fresh nonce of organisation `slug`; False: no such organisation.
+def nonce_spender(session: Session, *, org_id: int, value: str) -> str | None:
+    """Who spent a nonce of this organisation (the consumer's name); None: unspent."""
+    row = run(session, _NONCE_SPENDER, {"org_id": org_id, "value": value}).first()
+    return None if row is None else str(row[0] or "")
 
-    Now and then it also forgets the organisation's expired nonces: an expired nonce can
-    never be used again (not even by a retry of the request that spent it), so keeping
-    it would only let anonymous callers grow the table; the rows left between purges
-    are bounded by the issue rate times `PURGE_EVERY_SECONDS`.
 
-    Each statement stands alone, so on PostgreSQL they run in autocommit mode, without
-    the BEGIN and COMMIT round trips of a transaction (one per honour, on the hot path).
+def spend_nonce(session: Session, *, org_id: int, value: str, expires_at: datetime,
+                now: datetime, consumer: str) -> bool:
+    """Spend a nonce exactly once, in the caller's transaction; True when it is ours.
+
+    One `INSERT … ON CONFLICT (value) DO UPDATE … WHERE consumed_by = consumer`: the
+    unique value admits one spender, and the same consumer (an idempotent request
+    retrying) gets its row back. A concurrent spender waits for the first one's commit
+    and then finds the row taken (or inserts it, when the first one rolled back).
     """
-    params = {"slug": slug, "value": value, "created_at": now, "expires_at": expires_at}
     engine = session.get_bind()
-    if engine.dialect.name != "postgresql":  # SQLite: BEGIN IMMEDIATE is ours to commit
-        org_id = session.execute(_NONCE_INSERT, params).scalar()
-        if org_id is not None and _purge_due(engine, org_id):
-            session.execute(_NONCE_PURGE, {"org_id": org_id, "now": now})
-        session.commit()
-        return org_id is not None
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        org_id = connection.execute(_NONCE_INSERT, params).scalar()
-        if org_id is not None and _purge_due(engine, org_id):
-            connection.execute(_NONCE_PURGE, {"org_id": org_id, "now": now})
-    return org_id is not None
+    if _purge_due(engine, org_id):
+        run(session, _NONCE_PURGE, {"org_id": org_id, "now": now})
+    row = run(session, _spend_statement(engine.dialect.name), {
+        "org_id": org_id, "value": value, "created_at": now, "expires_at": expires_at,
+        "consumed_at": now, "consumed_by": consumer}).first()
+    return row is not None
+
+
+@functools.cache
+def _spend_statement(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(_NONCE)
+    return (stmt.on_conflict_do_update(
+        index_elements=["value"], set_={"consumed_at": _NONCE.c.consumed_at},
+        where=sa.and_(_NONCE.c.org_id == stmt.excluded.org_id,
+                      _NONCE.c.consumed_by == stmt.excluded.consumed_by))
+        .returning(_NONCE.c.id))
 
 
 def _purge_due(engine: Any, org_id: int) -> bool:
@@ -199,23 +192,3 @@ def _purge_due(engine: Any, org_id: int) -> bool:
             return False
         last[org_id] = clock
         return True
-
-
-def nonce_usable(session: Session, *, org_id: int, value: str, now: datetime,
-                 consumer: str | None = None) -> bool:
-    """Tell whether a nonce was issued by this org, is unexpired and unspent.
-
-    A nonce consumed by `consumer` (the same idempotent request retrying) still counts.
-    """
-    row = session.exec(_NONCE_ROW, params={"org_id": org_id, "value": value}).first()
-    if row is None or row.expires_at <= now:
-        return False
-    return row.consumed_at is None or (consumer is not None and row.consumed_by == consumer)
-
-
-def consume_nonce(session: Session, *, org_id: int, value: str, now: datetime,
-                  consumer: str) -> bool:
-    """Spend a nonce exactly once (a conditional update); a retry by `consumer` is allowed."""
-    result = run(session, _NONCE_CONSUME, {"w_org": org_id, "w_value": value, "now": now,
-                                           "consumer": consumer})
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from wallet.models import ApiToken, AuditEvent, LoginAttempt, Membership, Organization, Person
@@ -17,6 +20,39 @@ _ORG_BY_SLUG = select(Organization).where(Organization.slug == sa.bindparam("slu
 def org_by_slug(session: Session, *, slug: str) -> Organization | None:
     """Return an organisation by slug."""
     return session.exec(_ORG_BY_SLUG, params={"slug": slug}).first()
+
+
+# Organisations are never deleted and their slugs never change, so once an id is read
+# from committed state it stays right: on PostgreSQL `org_id_of` reads in autocommit
+# (committed by definition) and keeps what it read, per engine (a process's database).
+_org_ids: weakref.WeakKeyDictionary[Engine, dict[str, int]] = weakref.WeakKeyDictionary()
+_org_ids_lock = threading.Lock()
+_ORG_ID = sa.select(Organization.__table__.c.id).where(
+    Organization.__table__.c.slug == sa.bindparam("slug"))
+
+
+def org_id_of(session: Session, *, slug: str) -> int | None:
+    """The id of organisation `slug`; None when there is none.
+
+    For the anonymous nonce endpoint, which otherwise touches no table: after the first
+    call per process, PostgreSQL is not asked again. SQLite reads in the session's
+    transaction each time (which might see an organisation it has not committed yet).
+    """
+    engine = session.get_bind()
+    if engine.dialect.name != "postgresql":
+        found = run(session, _ORG_ID, {"slug": slug}).scalar()
+        return None if found is None else int(found)
+    with _org_ids_lock:
+        known = _org_ids.get(engine, {}).get(slug)  # type: ignore[call-overload]
+    if known is not None:
+        return int(known)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        found = connection.execute(_ORG_ID, {"slug": slug}).scalar()
+    if found is None:
+        return None
+    with _org_ids_lock:
+        _org_ids.setdefault(engine, {})[slug] = int(found)  # type: ignore[arg-type]
+    return int(found)
 
 
 def orgs(session: Session) -> list[Organization]:

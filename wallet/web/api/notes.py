@@ -9,6 +9,7 @@ from werkzeug.exceptions import BadRequest
 
 from wallet import db
 from wallet.actions import keys as key_actions
+from wallet.actions import nonces as nonce_actions
 from wallet.actions import notes as note_actions
 from wallet.actions.verify import verify_as
 from wallet.core import notes
@@ -91,6 +92,6 @@ def reissue(slug: str) -> tuple[dict[str, Any], int]:
 def nonces(slug: str) -> tuple[dict[str, Any], int]:
     """A fresh single-use nonce for presentations to this organisation."""
     ratelimit.limit("nonces", guard.client_address())
-    value, expires = note_actions.new_nonce(db.session(), slug=slug)
+    value, expires = nonce_actions.new_nonce(db.session(), slug=slug)
     return {"nonce": value, "audience": key_actions.issuer_id_of(slug),
             "expires_at": int(expires.timestamp())}, 201

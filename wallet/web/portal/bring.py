@@ -9,7 +9,7 @@ from flask import render_template
 from wallet import db
 from wallet.actions import federation as fed
 from wallet.actions import keys as key_actions
-from wallet.actions import notes as note_actions
+from wallet.actions import nonces as nonce_actions
 from wallet.actions import wallets
 from wallet.core.errors import WalletError
 from wallet.web import guard
@@ -61,7 +61,7 @@ def bring(slug: str) -> tuple[str, int]:
         status = 400
     if result is not None and not result.credited:
         status = 422
-    nonce, expires = note_actions.new_nonce(session, slug=access.org.slug)
+    nonce, expires = nonce_actions.new_nonce(session, slug=access.org.slug)
     summary = wallets.summary(session, org=access.org, person=access.person)
     return render_template(
         "portal/bring.html", access=access, wallet_form=wallet_form, pres_form=pres_form,

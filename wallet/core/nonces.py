@@ -1,0 +1,67 @@
+"""Presentation nonces that a verifier can check without having stored them (DESIGN §7).
+
+A nonce is `base64url(expires ‖ random ‖ tag)`: the expiry as 8 big-endian bytes of Unix
+seconds, 16 random bytes, and the first 16 bytes of HMAC-SHA256 over the organisation id,
+the expiry and the random bytes, under a key derived from the instance's secret. So the
+verifier recognises its own nonces (unforgeable without the secret, bound to one
+organisation, expiring when they say) and issuing one writes nothing: the anonymous
+nonce endpoint cannot grow the database. What is stored is the spending: a spent nonce
+is a row whose unique value refuses a second spend (`wallet.store.notes.spend_nonce`).
+
+Changing the instance's secret makes every nonce issued before the change invalid;
+instances that serve one database must share it (as they must for sessions anyway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from wallet.core import jose
+from wallet.core.errors import MalformedToken
+
+RANDOM_BYTES = 16  # 128 bits of unpredictability, as DESIGN §6 asks of a nonce
+TAG_BYTES = 16
+_EXPIRES_BYTES = 8
+_RAW_BYTES = _EXPIRES_BYTES + RANDOM_BYTES + TAG_BYTES
+LENGTH = len(jose.b64url_encode(bytes(_RAW_BYTES)))  # 54 characters
+_CONTEXT = b"compute-credits nonce key v1"
+
+
+def derive_key(secret: str | bytes) -> bytes:
+    """The nonce MAC key, derived from the instance secret (never the secret itself)."""
+    raw = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(raw, _CONTEXT, hashlib.sha256).digest()
+
+
+def issue(key: bytes, *, org_id: int, expires: int, random: bytes) -> str:
+    """A nonce of organisation `org_id` that expires at `expires` (Unix seconds)."""
+    if len(random) != RANDOM_BYTES:
+        raise ValueError(f"a nonce needs {RANDOM_BYTES} random bytes")
+    body = expires.to_bytes(_EXPIRES_BYTES, "big") + random
+    return jose.b64url_encode(body + _tag(key, org_id, body))
+
+
+def expiry(key: bytes, value: str, *, org_id: int) -> int | None:
+    """When a nonce of this organisation expires; None when it is not one of its nonces.
+
+    Anything malformed, issued for another organisation or under another secret is
+    None: the caller answers `nonce_invalid` without telling which.
+    """
+    if len(value) != LENGTH:
+        return None
+    try:
+        raw = jose.b64url_decode(value)
+    except MalformedToken:
+        return None
+    if len(raw) != _RAW_BYTES:
+        return None
+    body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+    if not hmac.compare_digest(tag, _tag(key, org_id, body)):
+        return None
+    return int.from_bytes(body[:_EXPIRES_BYTES], "big")
+
+
+def _tag(key: bytes, org_id: int, body: bytes) -> bytes:
+    message = org_id.to_bytes(8, "big", signed=False) + body
+    return hmac.new(key, message, hashlib.sha256).digest()[:TAG_BYTES]
