@@ -23,7 +23,7 @@ def run(session: Session, statement: sa.Executable,
     `Session.execute` adds ORM bookkeeping (plugin dispatch, execution events, options)
     that a statement on a plain `Table` never needs: about a quarter of the client's
     cost of one UPDATE … RETURNING on PostgreSQL (140 µs against 107 µs, measured).
-    Used by the statements on the honour path, which runs about eighteen of them.
+    Used by the statements on the honour path, which runs fifteen of them.
     """
     return session.connection().execute(statement, params)
 

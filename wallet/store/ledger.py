@@ -67,8 +67,8 @@ _CHANGE = (sa.update(_ACCOUNT).where(_ACCOUNT.c.id == sa.bindparam("w_account"),
 # PostgreSQL: the transfer's INSERT and the first account update in one statement (one
 # round trip less per posting). Parameters of the transfer are named `t_<column>`: an
 # UPDATE would take parameters named like the account's columns into its SET clause.
-# It always answers one row: (new transfer id or NULL when
-# the key existed, the account's new balance or NULL when nothing moved).
+# It always answers one row: the new transfer's id (NULL: the key existed) and the
+# account's new balance (NULL: nothing moved, or the debit was refused).
 _TRANSFER = Transfer.__table__
 _TRANSFER_COLUMNS = ("org_id", "from_account_id", "to_account_id", "amount", "currency", "kind",
                      "idempotency_key", "request_hash", "memo", "ref", "created_at")
@@ -91,7 +91,7 @@ _BALANCES = sa.select(_ACCOUNT.c.name, _ACCOUNT.c.balance).where(
 
 
 def balances_named(session: Session, *, org_id: int, currency: str,
-             names: Sequence[str]) -> dict[str, int]:
+                   names: Sequence[str]) -> dict[str, int]:
     """Balances of a few accounts by name, in one query (accounts not yet made: absent)."""
     return {name: int(balance) for name, balance in run(session, _BALANCES, {
         "org_id": org_id, "currency": currency, "names": list(names)})}
@@ -248,7 +248,7 @@ def _record(session: Session, *, org_id: int, posting: ledger.Posting,
     balances: dict[int, int] = {}
     if session.get_bind().dialect.name == "postgresql":
         (first, name, delta), steps = steps[0], steps[1:]
-        params = {f"t_{name}": value for name, value in values.items()}
+        params = {f"t_{column}": value for column, value in values.items()}
         new_id, moved = run(session, _RECORD_AND_MOVE,
                             {**params, "w_account": first, "w_delta": delta}).one()
         if new_id is not None:
