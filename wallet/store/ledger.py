@@ -70,10 +70,8 @@ _CHANGE = (sa.update(_ACCOUNT).where(_ACCOUNT.c.id == sa.bindparam("w_account"),
 # It always answers one row: the new transfer's id (NULL: the key existed) and the
 # account's new balance (NULL: nothing moved, or the debit was refused).
 _TRANSFER = Transfer.__table__
-_TRANSFER_COLUMNS = ("org_id", "from_account_id", "to_account_id", "amount", "currency", "kind",
-                     "idempotency_key", "request_hash", "memo", "ref", "created_at")
 _INSERTED = (postgresql.insert(_TRANSFER)
-             .values({name: sa.bindparam(f"t_{name}") for name in _TRANSFER_COLUMNS})
+             .values({c.name: sa.bindparam(f"t_{c.name}") for c in _TRANSFER.c if c.name != "id"})
              .on_conflict_do_nothing(index_elements=["org_id", "idempotency_key"])
              .returning(_TRANSFER.c.id).cte("inserted"))
 _MOVED = (sa.update(_ACCOUNT)
