@@ -127,3 +127,39 @@ def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
                  ("org", "create", "--help")):
         r = run_cli(None, capsys, *args)
         assert r.exit_code == 0 and "Usage:" in r.out
+
+
+class _Terminal:
+    """A stdin that says it is a terminal and answers one line."""
+
+    def __init__(self, answer: str) -> None:
+        self._answer = answer
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return self._answer
+
+
+def test_confirm_refuses_without_a_terminal_and_asks_on_one(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import sys
+
+    import click
+
+    from wallet.cli.base import confirm
+
+    confirm("Revoke it?", yes=True)  # --yes: no question asked, nothing read
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))  # a pipe, not a terminal
+    with pytest.raises(click.UsageError, match="pass --yes"):
+        confirm("Revoke it?", yes=False)
+    for answer, accepted in (("y\n", True), ("n\n", False), ("\n", False)):
+        monkeypatch.setattr(sys, "stdin", _Terminal(answer))
+        monkeypatch.setattr(click.termui, "visible_prompt_func", lambda _p, a=answer: a.strip())
+        if accepted:
+            confirm("Revoke it?", yes=False)
+        else:
+            with pytest.raises(click.ClickException, match="nothing changed"):
+                confirm("Revoke it?", yes=False)

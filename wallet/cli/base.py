@@ -113,6 +113,25 @@ def read_secret_file(path: str) -> str:
     return value
 
 
+def confirm(prompt: str, yes: bool) -> None:
+    """Ask before a destructive step; refuse (exit 2) when nobody can answer and no --yes.
+
+    A script (stdin not a terminal) must say --yes explicitly: a destructive command that
+    proceeds because nobody was there to say no is how money is lost.
+    """
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{prompt.rstrip('?').rstrip()}: confirmation needed;"
+                               " pass --yes (stdin is not a terminal)")
+    if not click.confirm(prompt, default=False, err=True):
+        raise click.ClickException("not confirmed; nothing changed")
+
+
+yes_option = click.option("--yes", "-y", "yes", is_flag=True,
+                          help="Do it without asking (needed when stdin is not a terminal).")
+
+
 def is_tty() -> bool:
     """Tell whether stdout is a terminal (progress bars only then)."""
     return sys.stdout.isatty()
