@@ -14,6 +14,7 @@ def init_app(app: Flask) -> None:
         admin,
         api,
         auth,
+        boundary,
         errors,
         filters,
         guard,
@@ -25,6 +26,7 @@ def init_app(app: Flask) -> None:
 
     csrf.init_app(app)
     guard.init_app(app)
+    boundary.init_app(app)  # first of the request hooks: nothing reads a hostile request
     errors.init_app(app)
     headers.init_app(app)
     filters.init_app(app)

@@ -9,7 +9,8 @@ from flask import Flask, Response, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from wallet.core.errors import DatabaseUnavailable, WalletError
+from wallet import db
+from wallet.core.errors import DatabaseUnavailable, Malformed, WalletError
 
 log = logging.getLogger("wallet.web")
 
@@ -77,9 +78,17 @@ def init_app(app: Flask) -> None:
     def _database(err: sa.exc.DBAPIError) -> tuple[str, int] | Response:
         # A connection that died under a statement (a database restart or failover): the
         # transaction is gone with it and SQLAlchemy has already discarded the pool's
-        # other connections. A retry is safe. Any other database error is a bug.
+        # other connections. A retry is safe.
+        if isinstance(err, sa.exc.DataError):
+            # The database refused a value (a NUL, a number out of range) that the
+            # boundary should have refused first: the request's fault, but a gap to close.
+            db.session().rollback()
+            log.warning("database refused a value on %s %s: %s", request.method,
+                        request.path, type(err.orig).__name__)
+            return _wallet_error(Malformed("a value in this request cannot be stored;"
+                                           " nothing was changed"))
         if not err.connection_invalidated:
-            return _unexpected(err)
+            return _unexpected(err)  # any other database error is a bug
         log.warning("database connection lost on %s %s: %s", request.method, request.path,
                     type(err.orig).__name__)
         lost = DatabaseUnavailable("The database connection was lost. Nothing was changed;"

@@ -27,6 +27,7 @@ from wallet.actions._base import utcnow
 from wallet.core.errors import Malformed, WalletError
 from wallet.core.ledger import fingerprint
 from wallet.store import idempotency
+from wallet.web import boundary
 from wallet.web.errors import from_error
 
 HEADER = "Idempotency-Key"
@@ -36,7 +37,7 @@ def json_body() -> dict[str, Any]:
     """Return the request's JSON object or raise `Malformed`."""
     if not request.is_json:
         raise Malformed("send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    body = boundary.json_value()  # depth and NUL already screened; parsed once
     if not isinstance(body, dict):
         raise Malformed("the body must be a JSON object")
     return body
