@@ -90,26 +90,97 @@ def test_secrets_are_generated_once_into_the_instance(tmp_path: Path,
         app.extensions["wallet.engine"].dispose()
 
 
+# Real secrets as the operations guide says to make them (secrets.token_urlsafe(48)).
+STRONG_SECRET = "mV3q_Zr8TfK0xWb-pL9sYc2HdJ7uNa4EoQiG6wRkXy1BtM5vFhSjD0lUzCeA8nPg"
+STRONG_PASSPHRASE = "T7bQ-k2ZpW9xLr_4sNc8YvHm3JdFa6GuE0oRiK1tXwSy5BnMqVhCjDlUzPe"
+
+
+def _production(tmp_path: Path, **overrides: str) -> Flask:
+    return create_app({"WALLET_ENV": "production", "WALLET_SECRET_KEY": STRONG_SECRET,
+                       "WALLET_KEY_PASSPHRASE": STRONG_PASSPHRASE,
+                       "WALLET_BASE_URL": "https://credits.acme.example",
+                       "WALLET_INSTANCE_PATH": str(tmp_path / "i"),
+                       "WALLET_DATABASE_URL": f"sqlite:///{tmp_path}/d.db", **overrides})
+
+
 @pytest.mark.parametrize(("secret", "passphrase", "message"), [
     ("", "", "WALLET_SECRET_KEY must be set in production"),
-    ("dev", "x" * 40, "looks like a development value"),
-    ("change-me-" + "a" * 40, "y" * 40, "looks like a development value"),
-    ("k" * 40, "", "WALLET_KEY_PASSPHRASE must be set in production"),
+    ("dev", STRONG_PASSPHRASE, "looks like a development value"),
+    ("change-me-" + STRONG_SECRET, STRONG_PASSPHRASE, "looks like a development value"),
+    (STRONG_SECRET, "", "WALLET_KEY_PASSPHRASE must be set in production"),
+    # Long enough and free of development words, but guessable: refused by the estimate.
+    ("k" * 40, STRONG_PASSPHRASE, "WALLET_SECRET_KEY is too weak"),
+    ("Qm9" * 15, STRONG_PASSPHRASE, "WALLET_SECRET_KEY is too weak"),
+    (STRONG_SECRET, "Zk7" * 15, "WALLET_KEY_PASSPHRASE is too weak"),
+    ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ", STRONG_PASSPHRASE, "is too weak"),
+    ("0123456789" * 4, STRONG_PASSPHRASE, "is too weak"),
+    # 128 random bits as hex (secrets.token_hex(16)): 32 characters of 16 kinds estimate
+    # under 128 bits; hex needs 64 characters (token_hex(32)).
+    ("2b4a24c3e5c747688d19dc7537b8dc7c", STRONG_PASSPHRASE, "is too weak"),
+    (STRONG_SECRET[:31], STRONG_PASSPHRASE, "use 32\\+ random characters"),
 ])
-def test_production_refuses_development_secrets(tmp_path: Path, secret: str, passphrase: str,
-                                                message: str) -> None:
+def test_production_refuses_weak_or_development_secrets(
+        tmp_path: Path, secret: str, passphrase: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        create_app({"WALLET_ENV": "production", "WALLET_SECRET_KEY": secret,
-                    "WALLET_KEY_PASSPHRASE": passphrase,
-                    "WALLET_INSTANCE_PATH": str(tmp_path / "i"),
-                    "WALLET_DATABASE_URL": f"sqlite:///{tmp_path}/d.db"})
+        _production(tmp_path, WALLET_SECRET_KEY=secret, WALLET_KEY_PASSPHRASE=passphrase)
+
+
+@pytest.mark.parametrize("base_url", ["http://credits.acme.example", "HTTP://credits.acme.example",
+                                      "credits.acme.example", "ftp://credits.acme.example"])
+def test_production_refuses_a_base_url_that_is_not_https(tmp_path: Path, base_url: str) -> None:
+    with pytest.raises(ConfigError, match="WALLET_BASE_URL must be an https:// URL"):
+        _production(tmp_path, WALLET_BASE_URL=base_url)
+
+
+def test_secret_strength_estimate_explains_itself() -> None:
+    from wallet.config import estimated_bits
+
+    assert estimated_bits("k" * 40) == 0
+    assert estimated_bits("Qm9" * 15) < 80
+    assert estimated_bits(STRONG_SECRET) > 200
+    # A hex secret needs 64 characters (openssl rand -hex 32), a token_urlsafe 32 or more.
+    assert estimated_bits("3f" * 16) < 128
+    assert estimated_bits("f979c4e36ffce0cd0c557bb92f402a65"
+                          "073d31d11dc2baddd1f08c6a99d7e019") >= 128
 
 
 def test_production_starts_with_real_secrets(tmp_path: Path) -> None:
-    app = create_app({"WALLET_ENV": "production", "WALLET_SECRET_KEY": "Qm9" * 15,
-                      "WALLET_KEY_PASSPHRASE": "Zk7" * 15,
-                      "WALLET_INSTANCE_PATH": str(tmp_path / "i"),
-                      "WALLET_DATABASE_URL": f"sqlite:///{tmp_path}/d.db"})
+    app = _production(tmp_path)
     assert app.config["WALLET_FEDERATION_ALLOW_HTTP"] is False
     assert not (tmp_path / "i" / "secret_key").exists()
     app.extensions["wallet.engine"].dispose()
+
+
+def test_new_sqlite_database_files_are_private(tmp_path: Path) -> None:
+    """The database, its WAL and its shared-memory file: owner only, whatever the umask."""
+    import sqlalchemy as sa
+
+    from wallet.db import make_engine
+
+    old = os.umask(0o022)
+    try:
+        engine = make_engine(f"sqlite:///{tmp_path}/new.sqlite3")
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+            connection.execute(sa.text("INSERT INTO t VALUES (1)"))
+            files = sorted(tmp_path.glob("new.sqlite3*"))
+            assert [f.name for f in files] == ["new.sqlite3", "new.sqlite3-shm",
+                                               "new.sqlite3-wal"]
+            for path in files:
+                assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path.name
+        engine.dispose()
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_sqlite_database_keeps_its_mode(tmp_path: Path) -> None:
+    from wallet.db import make_engine
+
+    path = tmp_path / "shared.sqlite3"
+    path.touch(mode=0o640)
+    os.chmod(path, 0o640)
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.connect():
+        pass
+    engine.dispose()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640

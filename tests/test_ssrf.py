@@ -44,8 +44,11 @@ def test_trust_add_refuses_private_addresses_without_asking_them(
 def test_production_turns_private_peers_and_plain_http_off(tmp_path: Any) -> None:
     from wallet import create_app
 
-    app = create_app({"WALLET_ENV": "production", "WALLET_SECRET_KEY": "Qm9" * 15,
-                      "WALLET_KEY_PASSPHRASE": "Zk7" * 15,
+    # Production refuses http base URLs and guessable secrets (tests/test_app.py).
+    app = create_app({"WALLET_ENV": "production",
+                      "WALLET_SECRET_KEY": "mV3q_Zr8TfK0xWb-pL9sYc2HdJ7uNa4EoQiG6wRkXy1BtM5v",
+                      "WALLET_KEY_PASSPHRASE": "T7bQ-k2ZpW9xLr_4sNc8YvHm3JdFa6GuE0oRiK1tXwSy",
+                      "WALLET_BASE_URL": "https://credits.acme.example",
                       "WALLET_INSTANCE_PATH": str(tmp_path / "i"),
                       "WALLET_DATABASE_URL": f"sqlite:///{tmp_path}/d.db"})
     assert app.config["WALLET_FEDERATION_ALLOW_PRIVATE"] is False

@@ -2,17 +2,22 @@
 
 DESIGN §9. Everything is optional for the embedded default: the SQLite database, the
 session secret and the key passphrase live in the instance folder, the secrets generated
-on first run. Production (`WALLET_ENV=production`) refuses to start unless both secrets
-come from the environment and neither looks like a development value.
+on first run. Production (`WALLET_ENV=production`) refuses to start unless the base URL
+is https and both secrets come from the environment, look like no development value and
+estimate at 128 bits or more (`estimated_bits`).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import secrets
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from wallet.core.errors import WalletError
 
@@ -97,6 +102,7 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None = None) -> di
         elif not settings[name]:
             settings[name] = _instance_secret(instance / filename)
     if env == "production":
+        _require_https(settings["WALLET_BASE_URL"])
         for name in ("WALLET_FEDERATION_ALLOW_HTTP", "WALLET_FEDERATION_ALLOW_PRIVATE"):
             if name not in explicit:
                 settings[name] = False  # https only, public addresses only
@@ -128,12 +134,47 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
     return raw
 
 
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_BITS = 128
+
+
+def estimated_bits(value: str) -> int:
+    """Estimate a secret's strength in bits, erring low (docs/operations.md).
+
+    Each character that does not merely repeat or step from its neighbour (`aaaa`,
+    `abcd`, `4321` add nothing) counts the empirical Shannon entropy per character of
+    the whole string: few distinct characters, or a skewed mix of them, count little.
+    32 random hex characters (128 true bits) estimate about 115: hex needs 64.
+    """
+    if not value:
+        return 0
+    total = len(value)
+    per_char = -sum(n / total * math.log2(n / total) for n in Counter(value).values())
+    steady = sum(1 for a, b in itertools.pairwise(value) if abs(ord(a) - ord(b)) <= 1)
+    return int(per_char * (total - steady))
+
+
 def _require_production_secret(name: str, value: str) -> None:
     if not value:
         raise ConfigError(f"{name} must be set in production (see docs/operations.md)")
     lowered = value.lower()
-    if len(value) < 32 or any(marker in lowered for marker in _DEV_SECRET_MARKERS):
-        raise ConfigError(f"{name} looks like a development value; use 32+ random characters")
+    if len(value) < MIN_SECRET_LENGTH or any(m in lowered for m in _DEV_SECRET_MARKERS):
+        raise ConfigError(f"{name} looks like a development value; use {MIN_SECRET_LENGTH}+"
+                          " random characters")
+    bits = estimated_bits(value)
+    if bits < MIN_SECRET_BITS:
+        raise ConfigError(
+            f"{name} is too weak: about {bits} bits, {MIN_SECRET_BITS} needed; generate one"
+            ' with python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            " (see docs/operations.md)")
+
+
+def _require_https(base_url: str) -> None:
+    parts = urlsplit(base_url)
+    if not base_url.startswith("https://") or not parts.hostname:
+        raise ConfigError(
+            f"WALLET_BASE_URL must be an https:// URL in production (got {base_url!r}):"
+            " issuer ids, cookies and CSRF checks depend on it (see docs/operations.md)")
 
 
 def _instance_secret(path: Path) -> str:

@@ -9,6 +9,7 @@ and unique constraints, which are correct at that level on both databases.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ PING_AFTER_IDLE_SECONDS = 10.0
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with this project's per-database settings."""
     if url.startswith("sqlite"):
+        _create_private(sa.engine.make_url(url).database)
         engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -37,6 +39,23 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = sa.create_engine(url, **kwargs)
     _ping_when_idle(engine)
     return engine
+
+
+def _create_private(database: str | None) -> None:
+    """Create a new SQLite database file 0600 before SQLite does (it would honour the umask).
+
+    SQLite gives the `-wal` and `-shm` files the mode of the database file, so they are
+    private too. An existing file keeps its mode; a missing folder is left for the
+    first connection to report.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (FileExistsError, FileNotFoundError, NotADirectoryError):
+        return
+    os.fchmod(fd, 0o600)  # the umask may have taken bits away, never added any
+    os.close(fd)
 
 
 def _ping_when_idle(engine: Engine, idle: float = PING_AFTER_IDLE_SECONDS) -> None:
