@@ -139,7 +139,7 @@ def test_one_bad_row_among_ten_thousand_imports_nothing(app: Flask, world: World
 def test_cli_import_and_its_errors(app: Flask, world: World, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.csv"
-    # Problems of form are reported first (every line of them), people and the pool next.
+    # Problems of form and of people are reported together; the pool once the rows are good.
     bad.write_text(HEADER + f"{world.ada},1.00,,,,\nnobody@acme.test,1.00,,,week,\n"
                    + f"{world.bob},-1,,,,\n")
     r = run_cli(app, capsys, "grant", "import", "--org", "acme", str(bad))
@@ -150,7 +150,9 @@ def test_cli_import_and_its_errors(app: Flask, world: World, tmp_path: Path,
     assert r.exit_code == 2 and len(r.err.strip().splitlines()) == 1
     report = json.loads(r.out)
     assert report["ok"] is False
-    assert [p["line"] for p in report["problems"]] == [3, 4]
+    assert [p["line"] for p in report["problems"]] == [3, 3, 4]
+    assert "nobody@acme.test is not a member of acme" in report["problems"][1]["reason"]
+    assert report["total"] == 3
     _nothing_imported(app)
 
     good = tmp_path / "good.csv"
@@ -159,3 +161,103 @@ def test_cli_import_and_its_errors(app: Flask, world: World, tmp_path: Path,
     assert r.exit_code == 0 and "Imported 2 grant(s) totalling 13.00 USD" in r.out, r.err
     r = run_cli(app, capsys, "grant", "import", "--org", "acme", str(good), "--json")
     assert r.exit_code == 0 and json.loads(r.out)["created"] is False
+
+
+# -- one pass, bounded -----------------------------------------------------------------------
+
+
+def test_row_and_membership_problems_are_reported_in_one_pass(app: Flask, world: World) -> None:
+    """Regression: a non-member was reported only once every other row was fixed."""
+    with app.app_context():
+        grant_actions.terminate(db.session(), slug="acme", email=world.bob, on=date.today(),
+                                actor=CLI)
+    text = (HEADER
+            + f"{world.ada},ten,,,,\n"  # 2: a member, a bad amount
+            + "nobody@acme.test,1.00,,,,\n"  # 3: a good row for a stranger
+            + "stranger@acme.test,0,,,week,\n"  # 4: a stranger with two bad fields
+            + f"{world.bob},1.00,,,,\n"  # 5: a leaver
+            + "not an address,1.00,,,,\n")  # 6
+    with pytest.raises(RowsInvalid) as caught:
+        _import(app, text)
+    problems = caught.value.problems
+    assert [line for line, _ in problems] == [2, 3, 4, 4, 4, 5, 6], problems
+    reasons = dict(problems)
+    assert "not a plain decimal" in reasons[2]
+    assert reasons[3] == "nobody@acme.test is not a member of acme"
+    assert [r for line, r in problems if line == 4] == [
+        "amount must be greater than zero",
+        'every must be empty, "month" or "quarter" (got \'week\')',
+        "stranger@acme.test is not a member of acme"]
+    assert "grants go to current employees" in reasons[5]
+    assert caught.value.total == 7
+    _nothing_imported(app)
+
+
+def test_a_file_of_600000_problems_reports_the_first_100_and_the_count(
+        app: Flask, world: World) -> None:
+    # Every row names a stranger and has five more bad fields: 100,000 x 6 problems.
+    rows = [f"s{i}@acme.test,x,x,x,x,x" for i in range(100_000)]
+    with pytest.raises(RowsInvalid) as caught:
+        _import(app, HEADER + "\n".join(rows) + "\n")
+    assert caught.value.total == 600_000
+    assert len(caught.value.problems) == 100
+    assert [line for line, _ in caught.value.problems] == [2 + i // 6 for i in range(100)]
+    assert (2, "s0@acme.test is not a member of acme") in caught.value.problems[:6]
+    _nothing_imported(app)
+
+
+def test_cli_prints_the_first_100_problems_and_the_count(app: Flask, world: World,
+                                                          tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "x,x,x,x,x,x\n" * 100_000)
+    r = run_cli(app, capsys, "grant", "import", "--org", "acme", str(bad), "--json")
+    assert r.exit_code == 2, r.err
+    report = json.loads(r.out)
+    assert report["total"] == 600_000 and len(report["problems"]) == 100
+    assert len(r.out) < 30_000
+    assert r.err.startswith("wallet: error: 600,000 problem(s): line 2: ")
+    assert len(r.err.strip().splitlines()) == 1
+    r = run_cli(app, capsys, "grant", "import", "--org", "acme", str(bad))
+    assert r.exit_code == 2
+    shown = r.out.strip().splitlines()
+    assert len(shown) == 101 and shown[0].startswith("line 2: ")
+    assert shown[-1] == "(the first 100 of 600,000 problems; nothing was imported)"
+    _nothing_imported(app)
+
+
+@pytest.mark.parametrize("what", ["missing", "directory", "unreadable", "empty", "latin-1",
+                                  "blank"])
+def test_cli_import_of_a_file_it_cannot_use_is_one_line(
+        app: Flask, world: World, tmp_path: Path, what: str,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+    import os
+    from typing import Any
+
+    path = tmp_path / "grants.csv"
+    if what == "directory":
+        path.mkdir()
+    elif what == "unreadable":  # chmod 0 means nothing to root: refuse the open instead
+        path.write_text(HEADER + f"{world.ada},1.00,,,,\n")
+        real_open = Path.open
+
+        def refused(self: Path, *args: Any, **kwargs: Any) -> Any:
+            if self == path:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", refused)
+    elif what == "empty":
+        path.write_bytes(b"")
+    elif what == "latin-1":
+        path.write_bytes((HEADER + "ren\u00e9@acme.test,1.00,,,,\n").encode("latin-1"))
+    elif what == "blank":
+        path.write_text(HEADER + "\n ,,,,,\n\n")
+    r = run_cli(app, capsys, "grant", "import", "--org", "acme", str(path))
+    assert r.exit_code == 2, (r.out, r.err)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wallet: error: "), r.err
+    assert "Traceback" not in r.out + r.err and "internal error" not in r.err
+    _nothing_imported(app)

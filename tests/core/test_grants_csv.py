@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from wallet.core.errors import RowsInvalid
-from wallet.core.grants_csv import GrantRow, parse_grants_csv
+from wallet.core.grants_csv import MAX_REPORTED, GrantRow, check_grants_csv, parse_grants_csv
 from wallet.core.vesting import Schedule
 
 TODAY = date(2025, 6, 1)
@@ -365,6 +365,47 @@ def test_problems_message_names_lines() -> None:
     with pytest.raises(RowsInvalid) as caught:
         parse_grants_csv(csv_text("a@example.com,0,,,,", "b,1,,,,"), today=TODAY)
     assert str(caught.value) == (
-        "2 invalid row(s): line 2: amount must be greater than zero; "
+        "2 problem(s): line 2: amount must be greater than zero; "
         f"line 3: email 'b' {NOT_ADDRESS}"
     )
+
+
+# -- a report that stays small ---------------------------------------------------------
+
+
+SIX_PROBLEMS = "x,x,x,x,x,x"  # email, amount, start, cliff, every and months all wrong
+
+
+def test_six_hundred_thousand_problems_keep_the_first_hundred_and_a_count() -> None:
+    import tracemalloc
+
+    text = csv_text(*[SIX_PROBLEMS] * 100_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RowsInvalid) as caught:
+            parse_grants_csv(text, today=TODAY)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    err = caught.value
+    assert err.total == 600_000
+    assert len(err.problems) == MAX_REPORTED == 100
+    # The first hundred by line: six per line, from line 2 (the header is line 1).
+    assert [line for line, _ in err.problems] == [2 + i // 6 for i in range(100)]
+    assert str(err).startswith("600,000 problem(s): line 2: ")
+    assert str(err).endswith("(and 599,997 more)")
+    # Keeping every problem held ~100 MB; the report is bounded, not the file's size.
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_check_returns_rows_problems_and_every_well_formed_email() -> None:
+    text = csv_text("ada@example.com,10,,,,", "bob@example.com,ten,,,,", "nobody,1,,,,",
+                    "carol@example.com,1,,,")
+    checked = check_grants_csv(text, today=TODAY)
+    assert [r.line for r in checked.rows] == [2]
+    assert checked.problems == [(3, f"amount 'ten' {NOT_DECIMAL}"),
+                                (4, f"email 'nobody' {NOT_ADDRESS}"),
+                                (5, "expected 6 fields, got 5")]
+    assert checked.total == 3
+    # Rows with other problems still name their person, to be checked against members.
+    assert checked.emails == [(2, "ada@example.com"), (3, "bob@example.com")]

@@ -40,7 +40,7 @@ from wallet.core.errors import (
     NotFound,
     RowsInvalid,
 )
-from wallet.core.grants_csv import GrantRow, parse_grants_csv
+from wallet.core.grants_csv import MAX_REPORTED, CheckedFile, GrantRow, check_grants_csv
 from wallet.core.money import format_display, parse_money
 from wallet.models import Grant, Membership, Organization, Person
 from wallet.store import grants as store
@@ -210,21 +210,26 @@ def import_grants(session: Session, *, slug: str, data: bytes, actor: Actor,
                   filename: str = "", progress: Progress | None = None) -> ImportResult:
     """Import a grants CSV all or nothing: every row is checked before anything is posted.
 
-    Importing the same file (byte for byte) again changes nothing: its rows are keyed by
-    the file's SHA-256 and line numbers.
+    The problems of form (parsing) and of people (non-members, leavers) are reported
+    together, by line, in one `RowsInvalid` (the first `MAX_REPORTED` and a total); the
+    pool is checked once the rows are valid, its need being their total. Importing the
+    same file (byte for byte) again changes nothing: its rows are keyed by the file's
+    SHA-256 and line numbers.
     """
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     text = decode_csv(data)
     now = utcnow()
-    rows = parse_grants_csv(text, today=now.date())
+    checked = check_grants_csv(text, today=now.date())
+    rows = checked.rows
     digest = hashlib.sha256(data).hexdigest()
     keys = [f"csv:{digest[:40]}:{row.line}" for row in rows]
     total = sum(row.amount for row in rows)
     org_id = _id(org)
 
     def replay() -> ImportResult | None:
-        if store.grant_by_request_key(session, org_id=org_id, request_key=keys[0]) is None:
+        if checked.total or store.grant_by_request_key(session, org_id=org_id,
+                                                       request_key=keys[0]) is None:
             return None
         return ImportResult(len(rows), total, org.currency, False, 0)
 
@@ -233,7 +238,7 @@ def import_grants(session: Session, *, slug: str, data: bytes, actor: Actor,
             done = replay()
             if done is not None:
                 return done
-            ids = _check_members(session, org, rows)
+            ids = _check_members(session, org, checked)
             if ledger.balance(session, org_id=org_id, name=rules.POOL,
                               currency=org.currency) < total:
                 raise _pool_short(session, org, total, f"the {len(rows):,} grants in this file")
@@ -253,21 +258,27 @@ def import_grants(session: Session, *, slug: str, data: bytes, actor: Actor,
     return ImportResult(len(rows), total, org.currency, True, vested_now)
 
 
-def _check_members(session: Session, org: Organization,
-                   rows: Sequence[GrantRow]) -> dict[str, int]:
+def _check_members(session: Session, org: Organization, checked: CheckedFile) -> dict[str, int]:
+    """Map the file's people to ids, or raise every problem of the file: form and people."""
     # Locked: a termination racing this import waits for it, then forfeits what it granted.
-    found = store.members_by_email(session, org_id=_id(org), emails=(r.email for r in rows),
-                                   lock=True)
-    problems: list[tuple[int, str]] = []
-    for row in rows:
-        member = found.get(row.email)
+    found = store.members_by_email(session, org_id=_id(org),
+                                   emails=(email for _line, email in checked.emails), lock=True)
+    problems = list(checked.problems)
+    total = checked.total
+    for line, email in checked.emails:  # in line order: the first ones are kept
+        member = found.get(email)
         if member is None:
-            problems.append((row.line, f"{row.email} is not a member of {org.slug}"))
+            reason = f"{email} is not a member of {org.slug}"
         elif member[1] is not None:
-            problems.append((row.line, f"{row.email}'s employment ends on "
-                                       f"{member[1].isoformat()}; grants go to current employees"))
-    if problems:
-        raise RowsInvalid(problems)
+            reason = (f"{email}'s employment ends on {member[1].isoformat()};"
+                      " grants go to current employees")
+        else:
+            continue
+        total += 1
+        if len(problems) < 2 * MAX_REPORTED:  # enough to merge the first of both by line
+            problems.append((line, reason))
+    if total:
+        raise RowsInvalid(sorted(problems)[:MAX_REPORTED], total=total)
     return {email: pid for email, (pid, _ended) in found.items()}
 
 

@@ -79,20 +79,18 @@ def grant_create(session: Session, slug: str, email: str, amount: str, start: st
 
 @grant.command("import")
 @org_option
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 @with_session
 def grant_import(session: Session, slug: str, file: Path, as_json: bool) -> int:
     """Import grants from a UTF-8 CSV, all or nothing.
 
-    Header: email,amount,start,cliff_months,every,months. Any bad row refuses the whole
-    file with its line number; --json prints every problem as JSON on stdout.
+    Header: email,amount,start,cliff_months,every,months. Any problem refuses the whole
+    file: every problem of every row (form, non-members, leavers) is found in one pass and
+    the first 100 are printed with their line numbers, then how many there were in all;
+    --json prints them as JSON on stdout ({"ok": false, "problems": [...], "total": N}).
     """
-    size = file.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise click.BadParameter(f"{file} is larger than {MAX_FILE_BYTES // 2**20} MiB",
-                                 param_hint="FILE")
-    data = file.read_bytes()
+    data = _read_csv(file)
     try:
         if is_tty() and not as_json:
             rows = max(data.count(b"\n") - 1, 1)
@@ -108,7 +106,14 @@ def grant_import(session: Session, slug: str, file: Path, as_json: bool) -> int:
         if as_json:
             emit_json({"ok": False, "code": err.code, "message": err.message,
                        "problems": [{"line": line, "reason": reason}
-                                    for line, reason in err.problems]})
+                                    for line, reason in err.problems],
+                       "total": err.total})
+        else:
+            for line, reason in err.problems:
+                info(f"line {line}: {reason}")
+            if err.total > len(err.problems):
+                info(f"(the first {len(err.problems)} of {err.total:,} problems; nothing was"
+                     " imported)")
         raise
     if as_json:
         emit_json({"ok": True, "created": result.created, "grants": result.count,
@@ -120,6 +125,22 @@ def grant_import(session: Session, slug: str, file: Path, as_json: bool) -> int:
     else:
         info(f"This file was already imported into {slug}; nothing changed")
     return 0
+
+
+def _read_csv(file: Path) -> bytes:
+    """The file's bytes, size-limited; a missing, unreadable or special file is bad input."""
+    try:
+        with file.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except IsADirectoryError:
+        raise click.BadParameter(f"{file} is a directory", param_hint="FILE") from None
+    except OSError as err:
+        raise click.BadParameter(f"cannot read {file}: {err.strerror}",
+                                 param_hint="FILE") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise click.BadParameter(f"{file} is larger than {MAX_FILE_BYTES // 2**20} MiB",
+                                 param_hint="FILE")
+    return data
 
 
 # -- vesting -------------------------------------------------------------------------------

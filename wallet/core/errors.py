@@ -47,11 +47,14 @@ class RowsInvalid(WalletError):
     code = "malformed"
     title = "File has invalid rows"
 
-    def __init__(self, problems: list[tuple[int, str]], message: str | None = None) -> None:
+    def __init__(self, problems: list[tuple[int, str]], message: str | None = None, *,
+                 total: int | None = None) -> None:
+        # `problems` may be the first of `total` (a report stays small however bad the file).
         self.problems = sorted(problems)
+        self.total = len(self.problems) if total is None else total
         first = "; ".join(f"line {line}: {reason}" for line, reason in self.problems[:3])
-        more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
-        super().__init__(message or f"{len(self.problems)} invalid row(s): {first}{more}")
+        more = f" (and {self.total - 3:,} more)" if self.total > 3 else ""
+        super().__init__(message or f"{self.total:,} problem(s): {first}{more}")
 
 
 class TooLarge(WalletError):

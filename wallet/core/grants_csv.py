@@ -4,8 +4,13 @@ DESIGN.md: UTF-8 CSV with header `email,amount,start,cliff_months,every,months` 
 month or quarter; empty every and months mean immediate); errors name the file's line
 numbers. The caller decodes the bytes; this module sees text only.
 
-Every row is checked before anything is returned, and every problem is reported as
-(line, reason) in one `RowsInvalid`, so a payroll clerk fixes the whole file in one pass.
+Every row is checked before anything is returned, and every problem is counted and
+reported as (line, reason) in one `RowsInvalid`, so a payroll clerk fixes the whole file in
+one pass. The report keeps the first `MAX_REPORTED` problems by line and the total: a file
+with 600,000 problems must not become a 66 MB page (or 100 MB of memory).
+`check_grants_csv` also hands back every well-formed email with its line, valid row or
+not, so that the caller can add what only the database knows (non-members, leavers) to
+the same report.
 Line numbers are physical lines (the header is line 1); a row whose quoted field spans
 lines is reported at the line where it starts. Blank lines, and rows whose fields are all
 empty (spreadsheets export those as ",,,,,"), are skipped but still counted.
@@ -25,6 +30,7 @@ from wallet.core.vesting import Schedule, make_schedule
 
 HEADER = ("email", "amount", "start", "cliff_months", "every", "months")
 MAX_EMAIL_CHARS = 254  # RFC 5321 path limit less the angle brackets
+MAX_REPORTED = 100  # problems listed in a report; the rest are counted
 
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Six digits is far past any valid month count, and keeps int() away from huge strings.
@@ -41,8 +47,26 @@ class GrantRow:
     schedule: Schedule
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedFile:
+    """What checking a grants file found: valid rows, the first problems, every email."""
+
+    rows: list[GrantRow]
+    problems: list[tuple[int, str]]  # the first MAX_REPORTED by line
+    total: int  # every problem found, reported or not
+    emails: list[tuple[int, str]]  # (line, email) of every row with a well-formed email
+
+
 def parse_grants_csv(text: str, *, today: date, max_rows: int = 100_000) -> list[GrantRow]:
-    """Parse and validate every row, or raise `RowsInvalid` listing every problem."""
+    """Parse and validate every row, or raise `RowsInvalid` with the first problems."""
+    checked = check_grants_csv(text, today=today, max_rows=max_rows)
+    if checked.total:
+        raise RowsInvalid(checked.problems, total=checked.total)
+    return checked.rows
+
+
+def check_grants_csv(text: str, *, today: date, max_rows: int = 100_000) -> CheckedFile:
+    """Check every row; never raises: problems (first ones, and a count) are returned."""
     # newline="" hands the csv module the raw line endings, as its documentation requires,
     # so a quoted "\r\n" inside a field survives and line_num counts physical lines.
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
@@ -57,10 +81,11 @@ def parse_grants_csv(text: str, *, today: date, max_rows: int = 100_000) -> list
     else:
         got = ",".join(header) or "an empty first line"
     if header is None or [name.strip() for name in header] != list(HEADER):
-        raise RowsInvalid([(1, f"header must be exactly: {','.join(HEADER)} (got: {_cut(got)})")])
+        return _refused(1, f"header must be exactly: {','.join(HEADER)} (got: {_cut(got)})")
 
-    problems: list[tuple[int, str]] = []
+    report = _Report()
     rows: list[GrantRow] = []
+    emails: list[tuple[int, str]] = []
     seen: dict[tuple[str, int, Schedule], int] = {}
     count = 0
     while True:
@@ -79,30 +104,48 @@ def parse_grants_csv(text: str, *, today: date, max_rows: int = 100_000) -> list
                 continue
         count += 1
         if count > max_rows:
-            raise RowsInvalid(
-                [(line, f"too many rows: a file may hold at most {max_rows:,} rows; split it")]
-            )
+            return _refused(line, f"too many rows: a file may hold at most {max_rows:,} rows;"
+                                  " split it")
         if fields is None:
-            problems.append((line, malformed))
+            report.add(line, malformed)
             continue
         if len(fields) != len(HEADER):
-            problems.append((line, f"expected {len(HEADER)} fields, got {len(fields)}"))
+            report.add(line, f"expected {len(HEADER)} fields, got {len(fields)}")
             continue
-        row, reasons = _parse_row(line, [field.strip() for field in fields], today)
+        row, email, reasons = _parse_row(line, [field.strip() for field in fields], today)
+        if email is not None:
+            emails.append((line, email))
         if row is None:
-            problems.extend((line, reason) for reason in reasons)
+            for reason in sorted(reasons):
+                report.add(line, reason)
             continue
         first = seen.setdefault((row.email, row.amount, row.schedule), line)
         if first != line:
-            problems.append((line, f"duplicates line {first}"))
+            report.add(line, f"duplicates line {first}")
             continue
         rows.append(row)
 
-    if problems:
-        raise RowsInvalid(problems)
-    if not rows:
-        raise RowsInvalid([(1, "file has no rows")])
-    return rows
+    if not rows and not report.total:
+        return _refused(1, "file has no rows")
+    return CheckedFile(rows, report.problems, report.total, emails)
+
+
+class _Report:
+    """The first MAX_REPORTED problems (added in line order) and how many there were."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[int, str]] = []
+        self.total = 0
+
+    def add(self, line: int, reason: str) -> None:
+        self.total += 1
+        if len(self.problems) < MAX_REPORTED:
+            self.problems.append((line, reason))
+
+
+def _refused(line: int, reason: str) -> CheckedFile:
+    """A problem with the whole file: nothing else is checked."""
+    return CheckedFile([], [(line, reason)], 1, [])
 
 
 def _csv_problem(exc: csv.Error) -> str:
@@ -112,7 +155,9 @@ def _csv_problem(exc: csv.Error) -> str:
     return f"malformed CSV: {reason}"
 
 
-def _parse_row(line: int, fields: list[str], today: date) -> tuple[GrantRow | None, list[str]]:
+def _parse_row(line: int, fields: list[str],
+               today: date) -> tuple[GrantRow | None, str | None, list[str]]:
+    """The row (None if invalid), its email if well-formed, and the row's problems."""
     email_text, amount_text, start_text, cliff_text, every, months_text = fields
     reasons: list[str] = []
 
@@ -120,6 +165,7 @@ def _parse_row(line: int, fields: list[str], today: date) -> tuple[GrantRow | No
     email_problem = _email_problem(email)
     if email_problem:
         reasons.append(email_problem)
+    good_email = None if email_problem else email
 
     amount = 0
     if not amount_text:
@@ -152,8 +198,8 @@ def _parse_row(line: int, fields: list[str], today: date) -> tuple[GrantRow | No
             schedule_reasons.append(exc.message)
     reasons += schedule_reasons
     if reasons:
-        return None, reasons
-    return GrantRow(line=line, email=email, amount=amount, schedule=schedule), []
+        return None, good_email, reasons
+    return GrantRow(line=line, email=email, amount=amount, schedule=schedule), good_email, []
 
 
 def _email_problem(email: str) -> str | None:
