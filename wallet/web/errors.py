@@ -20,6 +20,37 @@ _HTTP_CODES = {400: "malformed", 401: "unauthorized", 403: "forbidden", 404: "no
                405: "method_not_allowed", 409: "conflict", 413: "too_large",
                415: "unsupported_media_type", 429: "rate_limited"}
 
+# One title per problem type (RFC 9457 §3.1.3: the title does not change from occurrence
+# to occurrence). Codes shared by several error classes, and codes that only this
+# adapter emits, are named here; any other code takes the title of the class that
+# defines it. The class's own words, when they differ, go to `detail`.
+TITLES = {
+    "malformed": "Request or token is malformed",
+    "too_large": "Input is too large",
+    "amount_invalid": "Amount is invalid",
+    "method_not_allowed": "Method not allowed",
+    "unsupported_media_type": "Unsupported media type",
+    "csrf_failed": "CSRF check failed",
+    "internal_error": "Internal error",
+    "http_error": "HTTP error",
+}
+REFUSED = "Refused"  # a peer's code that no class of ours defines
+
+
+def _class_titles(cls: type[WalletError] = WalletError) -> dict[str, str]:
+    titles: dict[str, str] = {}
+    for sub in cls.__subclasses__():
+        if "code" in vars(sub) and "title" in vars(sub):
+            titles.setdefault(sub.code, sub.title)
+        for code, title in _class_titles(sub).items():
+            titles.setdefault(code, title)
+    return titles
+
+
+def title_of(code: str) -> str:
+    """The one title of problem type `code`."""
+    return TITLES.get(code) or _class_titles().get(code) or REFUSED
+
 
 def wants_json() -> bool:
     """Tell whether the current request is a machine's (API, JSON documents)."""
@@ -28,9 +59,9 @@ def wants_json() -> bool:
             or path.endswith(".json") or "/status/" in path)
 
 
-def problem(status: int, code: str, title: str, detail: str | None = None,
-            **extra: object) -> Response:
-    """Build an `application/problem+json` response."""
+def problem(status: int, code: str, detail: str | None = None, **extra: object) -> Response:
+    """Build an `application/problem+json` response (the title follows from `code`)."""
+    title = title_of(code)
     body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "code": code}
     if detail and detail != title:
         body["detail"] = detail
@@ -43,7 +74,7 @@ def problem(status: int, code: str, title: str, detail: str | None = None,
 
 def from_error(err: WalletError) -> Response:
     """Turn a `WalletError` into problem+json."""
-    return problem(err.status, err.code, err.title, err.message, **err.extra)
+    return problem(err.status, err.code, err.message, **err.extra)
 
 
 def init_app(app: Flask) -> None:
@@ -61,18 +92,23 @@ def init_app(app: Flask) -> None:
         message = ("This form has expired or was not sent from this site."
                    " Reload the page and try again.")
         if wants_json():
-            return problem(400, "csrf_failed", "CSRF check failed", message)
+            return problem(400, "csrf_failed", message)
         return render_template("error.html", title="Form expired", message=message,
                                status=400), 400
 
     @app.errorhandler(HTTPException)
-    def _http(err: HTTPException) -> tuple[str, int] | Response:
+    def _http(err: HTTPException) -> tuple[str, int, dict[str, str]] | Response:
         status = err.code or 500
+        # Keep what HTTP asks of the status (Allow on a 405, Retry-After, ...).
+        headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
         if wants_json():
-            return problem(status, _HTTP_CODES.get(status, "http_error"), err.name,
-                           err.description)
+            code = _HTTP_CODES.get(status, "http_error")
+            detail = err.description if code != "http_error" else f"{err.name}: {err.description}"
+            answer = problem(status, code, detail)
+            answer.headers.update(headers)
+            return answer
         return render_template("error.html", title=err.name, message=err.description,
-                               status=status), status
+                               status=status), status, headers
 
     @app.errorhandler(sa.exc.DBAPIError)
     def _database(err: sa.exc.DBAPIError) -> tuple[str, int] | Response:
@@ -104,6 +140,6 @@ def init_app(app: Flask) -> None:
         log.exception("unhandled error on %s %s", request.method, request.path)
         message = "Something went wrong on our side. Nothing was changed; please try again."
         if wants_json():
-            return problem(500, "internal_error", "Internal error", message)
+            return problem(500, "internal_error", message)
         return render_template("error.html", title="Internal error", message=message,
                                status=500), 500

@@ -1,4 +1,5 @@
-"""Response headers: a strict Content-Security-Policy and friends on every response."""
+"""Response headers: a strict Content-Security-Policy and friends on every response,
+and the Bearer challenge on every 401."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ CSP = "; ".join([
 def init_app(app: Flask) -> None:
     """Add the headers after every request."""
     https = app.config["WALLET_BASE_URL"].startswith("https://")
+    realm = app.config["WALLET_BASE_URL"].replace('"', "")
 
     @app.after_request
     def _headers(response: Response) -> Response:
@@ -30,6 +32,13 @@ def init_app(app: Flask) -> None:
         response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
         if https:
             response.headers["Strict-Transport-Security"] = "max-age=63072000"
+        if response.status_code == 401 and "WWW-Authenticate" not in response.headers:
+            # RFC 9110 §11.6.1: a 401 names a scheme; RFC 6750 §3: a token was sent
+            # and refused.
+            challenge = f'Bearer realm="{realm}"'
+            if request.headers.get("Authorization"):
+                challenge += ', error="invalid_token"'
+            response.headers["WWW-Authenticate"] = challenge
         if g.get("person") is not None or request.path.startswith("/api/"):
             # Pages and answers about a signed-in person are never cached.
             response.headers.setdefault("Cache-Control", "no-store")
