@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "WALLET_FEDERATION_ALLOW_PRIVATE": True,
     "WALLET_TRUST_REFRESH_SECONDS": 3600,
     "WALLET_IDEMPOTENCY_LEASE_SECONDS": 60,
+    "WALLET_RESUBMIT_WINDOW_SECONDS": 600,
 }
 
 _DEV_SECRET_MARKERS = ("dev", "change", "secret", "test", "example", "password")

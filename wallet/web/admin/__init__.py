@@ -9,7 +9,8 @@ from wallet import db
 from wallet.actions import finance
 from wallet.actions import ledger as ledger_actions
 from wallet.actions import orgs as org_actions
-from wallet.core.errors import NotFound, WalletError
+from wallet.core.errors import IdempotencyConflict, NotFound, WalletError
+from wallet.core.money import format_display
 from wallet.models import Person
 from wallet.store import people
 from wallet.web import guard
@@ -20,28 +21,39 @@ bp = Blueprint("admin", __name__, url_prefix="/orgs/<slug>/admin")
 
 @bp.route("/", methods=["GET", "POST"])
 @guard.login_required
-def overview(slug: str) -> Response | str:
+def overview(slug: str) -> Response | tuple[str, int]:
     """The pool and the fund form."""
     access = guard.org_access(slug, admin=True)
     form = FundForm()
+    status = 200
     if form.validate_on_submit():
-        try:
-            recorded = ledger_actions.fund(
-                db.session(), slug=slug, amount=form.amount.data or "",
-                idempotency_key=form.idempotency_key.data or "", memo=form.memo.data or "",
-                actor=guard.actor())
-        except WalletError as err:
-            form.amount.errors = [*form.amount.errors, err.message]
+        if form.already_recorded():
+            status = 409
         else:
-            if recorded.created:
-                flash(f"Pool funded with {form.amount.data} {access.org.currency}.", "success")
+            try:
+                recorded = ledger_actions.fund(
+                    db.session(), slug=slug, amount=form.amount.data or "",
+                    idempotency_key=form.idempotency_key.data or "",
+                    memo=form.memo.data or "", actor=guard.actor())
+            except IdempotencyConflict:
+                form.key_spent()
+                status = 409
+            except WalletError as err:
+                form.amount.errors = [*form.amount.errors, err.message]
             else:
-                flash("That funding was already recorded; nothing changed.", "info")
-            return redirect(url_for("admin.overview", slug=slug))
+                t = recorded.transfer
+                form.recorded(f"pool funded with {format_display(t.amount, t.currency)}"
+                              + (f" ({t.memo})" if t.memo else ""))
+                if recorded.created:
+                    flash(f"Pool funded with {format_display(t.amount, t.currency)}.",
+                          "success")
+                else:
+                    flash("That funding was already recorded; nothing changed.", "info")
+                return redirect(url_for("admin.overview", slug=slug))
     pool = ledger_actions.pool(db.session(), org=access.org)
     liabilities = finance.liabilities(db.session(), org=access.org)
     return render_template("admin/overview.html", access=access, form=form, pool=pool,
-                           liabilities=liabilities)
+                           liabilities=liabilities), status
 
 
 @bp.route("/people", methods=["GET", "POST"])
@@ -73,7 +85,7 @@ def people_page(slug: str) -> Response | str:
 @bp.post("/people/<int(max=2147483647):person_id>/invite")
 @guard.login_required
 def reinvite(slug: str, person_id: int) -> Response | str:
-    """A fresh invitation link for someone who has not chosen a password yet."""
+    """A fresh invitation link for a member who has not joined (confirmed) yet."""
     access = guard.org_access(slug, admin=True)
     assert access.org.id is not None
     person = db.session().get(Person, person_id)

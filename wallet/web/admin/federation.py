@@ -9,7 +9,8 @@ from wallet import db
 from wallet.actions import federation as fed
 from wallet.actions import keys as key_actions
 from wallet.core import jose
-from wallet.core.errors import WalletError
+from wallet.core.errors import IdempotencyConflict, WalletError
+from wallet.core.money import format_display, parse_amount
 from wallet.web import guard
 from wallet.web.admin import bp
 from wallet.web.forms import RotateForm, SettleForm, TrustForm
@@ -92,19 +93,36 @@ def settlement(slug: str) -> Response | tuple[str, int]:
     form = SettleForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            created = fed.record_settlement(
-                db.session(), slug=slug, counterparty=form.counterparty.data or "",
-                direction=form.direction.data, amount=form.amount.data or "",
-                reference=form.reference.data or "",
-                idempotency_key=form.idempotency_key.data or "", actor=guard.actor())
-        except WalletError as err:
-            form.amount.errors = [err.message]
-            status = 400
+        if form.already_recorded():
+            status = 409
         else:
-            flash("Settlement recorded." if created else "Already recorded; nothing changed.",
-                  "success")
-            return redirect(url_for("admin.settlement", slug=slug))
+            done = _record_settlement(slug, form, access.org.currency)
+            if isinstance(done, Response):
+                return done
+            status = done
     lines = fed.settlement(db.session(), slug=slug)
     return render_template("admin/settlement.html", access=access, lines=lines,
                            form=form), status
+
+
+def _record_settlement(slug: str, form: SettleForm, currency: str) -> Response | int:
+    """Record the payment and redirect, or put the refusal next to the form (a status)."""
+    try:
+        created = fed.record_settlement(
+            db.session(), slug=slug, counterparty=form.counterparty.data or "",
+            direction=form.direction.data, amount=form.amount.data or "",
+            reference=form.reference.data or "",
+            idempotency_key=form.idempotency_key.data or "", actor=guard.actor())
+    except IdempotencyConflict:
+        form.key_spent()
+        return 409
+    except WalletError as err:
+        form.amount.errors = [err.message]
+        return 400
+    way = "paid to" if form.direction.data == "paid" else "received from"
+    amount = format_display(parse_amount(form.amount.data or ""), currency)
+    reference = f" ({form.reference.data.strip()})" if (form.reference.data or "").strip() else ""
+    form.recorded(f"{amount} {way} {form.counterparty.data}{reference}")
+    flash("Settlement recorded." if created else "Already recorded; nothing changed.",
+          "success")
+    return redirect(url_for("admin.settlement", slug=slug))

@@ -14,6 +14,7 @@ from wallet.actions import grants as grant_actions
 from wallet.core.errors import (
     AmountInvalid,
     Conflict,
+    IdempotencyConflict,
     InsufficientFunds,
     NotFound,
     RowsInvalid,
@@ -22,14 +23,15 @@ from wallet.core.errors import (
 from wallet.core.money import format_display
 from wallet.web import guard
 from wallet.web.admin import bp
-from wallet.web.forms import IdempotentForm, amount_valid
+from wallet.web.forms import OnceForm, amount_valid
 from wallet.web.paging import page_number
 
 PAGE_SIZE = 100
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # the app's MAX_CONTENT_LENGTH
 
 
-class GrantForm(IdempotentForm):
+class GrantForm(OnceForm):
+    again_label = "Record another identical grant"
     email = EmailField("Engineer's email", validators=[DataRequired(), Length(max=254)])
     amount = StringField("Amount", validators=[DataRequired(), amount_valid],
                          render_kw={"inputmode": "decimal", "placeholder": "48000.00"})
@@ -57,36 +59,50 @@ def grants(slug: str) -> Response | tuple[str, int] | str:
     form = GrantForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            result = grant_actions.create_grant(
-                db.session(), slug=slug, email=form.email.data or "",
-                amount=form.amount.data or "", start=form.start.data,
-                every=form.every.data or None,
-                months=form.months.data, cliff_months=form.cliff_months.data,
-                request_key=form.idempotency_key.data or "", memo=form.memo.data or "",
-                actor=guard.actor())
-        except (AmountInvalid, InsufficientFunds) as err:
-            form.amount.errors = [*form.amount.errors, err.message]
-            status = 422
-        except (NotFound, Conflict) as err:
-            form.email.errors = [*form.email.errors, err.message]
-            status = 422
-        except WalletError as err:
-            form.form_errors.append(err.message)
-            status = 422
+        if form.already_recorded():
+            status = 409
         else:
-            g = result.grant
-            if result.created:
-                how = ("immediately" if g.every is None and result.vested_now == g.amount
-                       else f"vesting in {len(result.tranches)} tranche(s)")
-                flash(f"Granted {format_display(g.amount, g.currency)} to "
-                      f"{form.email.data} {how}.", "success")
-            else:
-                flash("That grant was already recorded; nothing changed.", "info")
-            return redirect(url_for("admin.grants", slug=slug))
+            done = _create(slug, form)
+            if isinstance(done, Response):
+                return done
+            status = done
     elif form.is_submitted():
         status = 422
     return _page(access, form, ImportForm(), None), status
+
+
+def _create(slug: str, form: GrantForm) -> Response | int:
+    """Record the grant and redirect, or put the refusal next to its field (a status)."""
+    try:
+        result = grant_actions.create_grant(
+            db.session(), slug=slug, email=form.email.data or "",
+            amount=form.amount.data or "", start=form.start.data,
+            every=form.every.data or None,
+            months=form.months.data, cliff_months=form.cliff_months.data,
+            request_key=form.idempotency_key.data or "", memo=form.memo.data or "",
+            actor=guard.actor())
+    except (AmountInvalid, InsufficientFunds) as err:
+        form.amount.errors = [*form.amount.errors, err.message]
+        return 422
+    except (NotFound, Conflict) as err:
+        form.email.errors = [*form.email.errors, err.message]
+        return 422
+    except IdempotencyConflict:
+        form.key_spent()
+        return 409
+    except WalletError as err:
+        form.form_errors.append(err.message)
+        return 422
+    g = result.grant
+    how = ("immediately" if g.every is None and result.vested_now == g.amount
+           else f"vesting in {len(result.tranches)} tranche(s)")
+    form.recorded(f"{format_display(g.amount, g.currency)} granted to {form.email.data} {how}")
+    if result.created:
+        flash(f"Granted {format_display(g.amount, g.currency)} to "
+              f"{form.email.data} {how}.", "success")
+    else:
+        flash("That grant was already recorded; nothing changed.", "info")
+    return redirect(url_for("admin.grants", slug=slug))
 
 
 @bp.post("/grants/import")

@@ -11,7 +11,7 @@ from wallet.actions._base import parse_moment
 from wallet.core.errors import WalletError
 from wallet.web import guard
 from wallet.web.admin import bp
-from wallet.web.forms import RevokeKeyForm, RotateForm
+from wallet.web.forms import RevokeKeyForm, RotateKeyForm
 
 
 @bp.get("/keys")
@@ -21,22 +21,31 @@ def keys(slug: str) -> str:
     access = guard.org_access(slug, admin=True)
     rows = key_actions.listing(db.session(), slug=slug)
     return render_template("admin/keys.html", access=access, rows=rows,
-                           fingerprint=key_actions.fingerprint, rotate_form=RotateForm(),
+                           fingerprint=key_actions.fingerprint, rotate_form=RotateKeyForm(),
                            revoke_form=RevokeKeyForm(),
                            issuer=key_actions.issuer_id(access.org))
 
 
 @bp.post("/keys/rotate")
 @guard.login_required
-def rotate_key(slug: str) -> Response:
-    """Make a new active key (the first one, or a rotation)."""
-    guard.org_access(slug, admin=True)
-    if RotateForm().validate_on_submit():
+def rotate_key(slug: str) -> Response | tuple[str, int]:
+    """Make a new active key (the first one, or a rotation); not twice through Back."""
+    access = guard.org_access(slug, admin=True)
+    form = RotateKeyForm()
+    if form.validate_on_submit():
+        if form.already_recorded():
+            rows = key_actions.listing(db.session(), slug=slug)
+            return render_template("admin/keys.html", access=access, rows=rows,
+                                   fingerprint=key_actions.fingerprint, rotate_form=form,
+                                   revoke_form=RevokeKeyForm(),
+                                   issuer=key_actions.issuer_id(access.org)), 409
         try:
             change = key_actions.rotate(db.session(), slug=slug, actor=guard.actor())
         except WalletError as err:
             flash(err.message, "error")
         else:
+            form.recorded(f"new signing key {change.key.kid[:12]}… made"
+                          + (f", {change.retired.kid[:12]}… retired" if change.retired else ""))
             flash(f"New active key {change.key.kid[:12]}…"
                   + (f"; {change.retired.kid[:12]}… retired" if change.retired else ""),
                   "success")
@@ -66,5 +75,5 @@ def revoke_key(slug: str) -> Response | tuple[str, int]:
                 return redirect(url_for("admin.keys", slug=slug))
     rows = key_actions.listing(db.session(), slug=slug)
     return render_template("admin/keys.html", access=access, rows=rows,
-                           fingerprint=key_actions.fingerprint, rotate_form=RotateForm(),
+                           fingerprint=key_actions.fingerprint, rotate_form=RotateKeyForm(),
                            revoke_form=form, issuer=key_actions.issuer_id(access.org)), 400

@@ -12,6 +12,7 @@ from wallet import db
 from wallet.actions import notes as note_actions
 from wallet.actions import wallets
 from wallet.core.errors import IdempotencyConflict, NotFound, WalletError
+from wallet.core.money import format_display
 from wallet.models import Note
 from wallet.store import notes as note_store
 from wallet.web import guard
@@ -66,12 +67,16 @@ def note_detail(slug: str, jti: str) -> str:
 
 @bp.route("/export", methods=["GET", "POST"])
 @guard.login_required
-def export(slug: str) -> Response | str:
+def export(slug: str) -> Response | tuple[str, int]:
     """Turn part of my available balance into a note."""
     access = guard.org_access(slug)
     form = ExportForm()
     session = db.session()
-    if form.validate_on_submit():
+    status = 200
+    sent = form.validate_on_submit()
+    if sent and form.already_recorded():
+        status = 409
+    elif sent:
         try:
             if form.mode.data == "new":
                 if not form.passphrase.data:
@@ -81,6 +86,7 @@ def export(slug: str) -> Response | str:
                     session, slug=slug, email=access.person.email,
                     amount=form.amount.data or "", passphrase=form.passphrase.data,
                     actor=guard.actor(), request_key=form.idempotency_key.data)
+                form.recorded(_exported(row))
                 name = f"{access.org.slug}-{row.jti.rsplit(':', 1)[-1][:8]}.ccwallet"
                 return Response(wallet_text, mimetype="application/json", headers={
                     "Content-Disposition": f'attachment; filename="{name}"'})
@@ -96,7 +102,7 @@ def export(slug: str) -> Response | str:
         except _FormInvalid:
             pass
         except IdempotencyConflict:
-            form.form_errors.append(
+            form.key_spent(
                 "This export was already made when you first sent the form. Your notes list"
                 " shows it; if you never received its wallet file, an administrator can"
                 " revoke the note and the amount returns to your wallet.")
@@ -105,11 +111,20 @@ def export(slug: str) -> Response | str:
                 else form.amount
             target.errors = [*target.errors, err.message]
         else:
+            form.recorded(_exported(row))
             flash("Your note is ready: download it or scan its QR code.", "success")
             return redirect(url_for("portal.note_detail", slug=slug, jti=row.jti))
     summary = wallets.summary(session, org=access.org, person=access.person)
+    if form.errors and status == 200:
+        status = 400
     return render_template("portal/export.html", access=access, form=form,
-                           summary=summary), 400 if form.errors else 200
+                           summary=summary), status
+
+
+def _exported(row: Note) -> str:
+    """What an export recorded, in words (shown if the same export is sent again)."""
+    return (f"a note of {format_display(row.amount, row.currency)} exported"
+            f" ({row.jti.rsplit(':', 1)[-1][:8]}…, listed under Notes)")
 
 
 class _FormInvalid(Exception):
