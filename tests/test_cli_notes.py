@@ -404,3 +404,55 @@ def test_present_then_verify_a_presentation_as_the_audience(
                 "--json")
     assert r.exit_code == 1
     assert [e["code"] for e in json.loads(r.out)["errors"]] == ["audience_mismatch"]
+
+
+# -- nothing to check is never success (pure) ---------------------------------------------
+
+
+def _command(offline: Offline, command: str, path: str, *extra: str) -> list[str]:
+    if command == "verify":
+        return ["note", "verify", path, "--jwks", str(offline.jwks_file), *extra]
+    if command == "present":
+        return ["note", "present", path, "--key", str(offline.key_file()), "--audience",
+                ISSUER, "--nonce", "n" * 43, "--passphrase-file", str(offline.pass_file())]
+    return ["note", "inspect", path]
+
+
+@pytest.mark.parametrize("content", ["", "\n", " \n\t\r\n\n"], ids=["empty", "newline", "blank"])
+@pytest.mark.parametrize("command", ["verify", "inspect", "present"])
+def test_a_file_with_no_items_is_bad_input_never_exit_0(
+        offline: Offline, command: str, content: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: `verify && credit` accepted a truncated (empty) download with exit 0."""
+    path = offline.file("download.note", content)
+    for extra in ([], ["--json"]) if command == "verify" else ([],):
+        r = run_cli(None, capsys, *_command(offline, command, str(path), *extra))
+        assert r.exit_code == 2, (command, extra, r.out, r.err)
+        assert "holds no note" in _one_line(r.err, "malformed")
+        assert r.out == ""
+    monkeypatch.setattr("sys.stdin", io.StringIO(content))  # the same through a pipe
+    r = run_cli(None, capsys, *_command(offline, command, "-"))
+    assert r.exit_code == 2 and r.out == "", (r.out, r.err)
+    assert "standard input holds no note" in _one_line(r.err, "malformed")
+
+
+def test_a_wallet_file_without_notes_is_bad_input(
+        offline: Offline, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = walletfile.create(offline.holder, PASSPHRASE, [], salt=secrets.token_bytes(16),
+                              iv=secrets.token_bytes(16), rounds=ns.FAST_ROUNDS)
+    path = str(offline.file("empty.ccwallet", empty.to_json()))
+    for command in ("verify", "inspect", "present"):
+        r = run_cli(None, capsys, *_command(offline, command, path))
+        assert r.exit_code == 2 and r.out == "", (command, r.out, r.err)
+        assert "holds no notes" in _one_line(r.err, "malformed")
+
+
+def test_a_passphrase_file_that_is_not_text_is_one_line(
+        offline: Offline, capsys: pytest.CaptureFixture[str]) -> None:
+    binary = offline.tmp / "pass.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x01")
+    r = run_cli(None, capsys, "note", "present", str(offline.file("n.note", offline.note())),
+                "--key", str(offline.key_file()), "--audience", ISSUER, "--nonce", "n" * 43,
+                "--passphrase-file", str(binary))
+    assert r.exit_code == 2 and r.out == "", (r.out, r.err)
+    assert "not UTF-8" in _one_line(r.err)

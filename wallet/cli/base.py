@@ -108,6 +108,8 @@ def read_secret_file(path: str) -> str:
             value = handle.readline().rstrip("\r\n")
     except OSError as err:
         raise click.BadParameter(f"cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"{path} is not UTF-8 text") from None
     if not value:
         raise click.BadParameter(f"{path} is empty")
     return value

@@ -45,14 +45,22 @@ def read_input(path: str) -> str:
     return data.strip()
 
 
-def tokens_in(text: str) -> tuple[list[str], walletfile.WalletFile | None]:
-    """The notes (or presentations) a file holds, and the wallet file if it is one."""
+def tokens_in(text: str, path: str) -> tuple[list[str], walletfile.WalletFile | None]:
+    """The notes (or presentations) a file holds, and the wallet file if it is one.
+
+    Zero items is bad input, never an empty success: `verify && credit` must not accept
+    a truncated download because nothing in it failed.
+    """
+    where = "standard input" if path == "-" else path
     if walletfile.looks_like_wallet(text):
         wallet = walletfile.parse(text)
         if not wallet.notes:
-            raise Malformed("the wallet file holds no notes")
+            raise Malformed(f"{where}: the wallet file holds no notes")
         return wallet.notes, wallet
-    return [line.strip() for line in text.splitlines() if line.strip()], None
+    items = [line.strip() for line in text.splitlines() if line.strip()]
+    if not items:
+        raise Malformed(f"{where} holds no note or presentation (it is empty or blank)")
+    return items, None
 
 
 @cli.group()
@@ -99,8 +107,7 @@ def note_export(session: Session, slug: str, email: str, amount: str, currency: 
 @click.argument("file")
 def note_inspect(file: str) -> None:
     """Decode a note, presentation or wallet file WITHOUT verifying it."""
-    text = read_input(file)
-    items, wallet = tokens_in(text)
+    items, wallet = tokens_in(read_input(file), file)
     try:
         decoded = [notes.decode(item) for item in items]
     except VerificationError as err:  # nothing is verified here: a bad token is bad input
@@ -139,7 +146,7 @@ def note_verify(ctx: click.Context, file: str, slug: str | None, jwks_file: str 
     """Verify notes or presentations; exit 0 when all are valid, 1 when one is not."""
     if bool(slug) == bool(jwks_file):
         raise click.UsageError("give exactly one of --org SLUG or --jwks FILE")
-    items, _wallet = tokens_in(read_input(file))
+    items, _wallet = tokens_in(read_input(file), file)
     if jwks_file:
         reports = [_verify_offline(item, read_input(jwks_file)) for item in items]
     else:
@@ -207,7 +214,7 @@ def _verify_offline(item: str, jwks_text: str) -> dict[str, Any]:
 def note_present(file: str, key_file: str | None, audience: str, nonce: str,
                  passphrase_file: str | None) -> None:
     """Sign presentations of every note in FILE for one verifier; print JSON to send."""
-    items, wallet = tokens_in(read_input(file))
+    items, wallet = tokens_in(read_input(file), file)
     if wallet is None and not key_file:
         raise click.UsageError("a bare note needs --key KEYFILE (or pass a .ccwallet)")
     passphrase = ask_passphrase(passphrase_file, confirm=False)
