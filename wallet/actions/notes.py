@@ -59,10 +59,20 @@ def export(session: Session, *, slug: str, email: str, amount: str, currency: st
            holder_jwk: Any, actor: Actor, request_key: str | None = None) -> Note:
     """Turn part of a person's available balance into a note bound to `holder_jwk`.
 
-    With a `request_key` (a form's hidden key, an API Idempotency-Key) the export happens
-    once: repeating it returns the same note, inside the same transaction as the debit,
-    so even a retry after a crash between commit and answer cannot export twice.
+    With a `request_key` (a form's hidden key, an API Idempotency-Key, the CLI's
+    --idempotency-key), keyed per person, the export happens once: repeating it returns
+    the same note, inside the same transaction as the debit, so even a retry after a
+    crash between commit and answer cannot export twice; other arguments under the same
+    key raise `IdempotencyConflict`.
     """
+    return export_once(session, slug=slug, email=email, amount=amount, currency=currency,
+                       holder_jwk=holder_jwk, actor=actor, request_key=request_key)[0]
+
+
+def export_once(session: Session, *, slug: str, email: str, amount: str,
+                currency: str | None = None, holder_jwk: Any, actor: Actor,
+                request_key: str | None = None) -> tuple[Note, bool]:
+    """`export`, also telling whether this call made the note (False: a replay)."""
     org = org_or_404(session, slug)
     assert org.id is not None
     membership, person = member_or_404(session, org, email)
@@ -74,9 +84,25 @@ def export(session: Session, *, slug: str, email: str, amount: str, currency: st
         holder = jose.PublicKey.from_jwk(holder_jwk)
     except WalletError as err:
         raise Malformed(f"holder JWK: {err.message}") from None
-    ledger_key = None
-    if request_key is not None:
-        ledger_key = f"export-request:{person.id}:{check_key(request_key)}"
+    ledger_key = None if request_key is None else _export_key(person, request_key)
+    try:
+        return _export_keyed(session, org=org, person=person, money=money, holder=holder,
+                             actor=actor, ledger_key=ledger_key)
+    except IdempotencyConflict:
+        if ledger_key is None:
+            raise
+        # The same key, committed by a concurrent export after our check found nothing:
+        # its ledger row refused ours (the unique key decides) and all was rolled back.
+        # Look again: the same request gets that note; other arguments stay a conflict.
+        return _export_keyed(session, org=org, person=person, money=money, holder=holder,
+                             actor=actor, ledger_key=ledger_key)
+
+
+def _export_keyed(session: Session, *, org: Organization, person: Person, money: Money,
+                  holder: jose.PublicKey, actor: Actor,
+                  ledger_key: str | None) -> tuple[Note, bool]:
+    """One transaction: the note this key already made, or a new one."""
+    assert org.id is not None
     with atomic(session):
         if ledger_key is not None:
             prior = _prior_export(session, org=org, key=ledger_key)
@@ -85,12 +111,25 @@ def export(session: Session, *, slug: str, email: str, amount: str, currency: st
                         money.micros, money.currency, holder.kid):
                     raise IdempotencyConflict("this export was already made, with another"
                                               " amount or holder key")
-                return prior
+                return prior, False
         row = _issue(session, org=org, person=person, money=money, holder=holder,
                      now=utcnow(), kind="export", ledger_key=ledger_key)
         people.audit(session, org_id=org.id, actor=actor.label, action="note.export",
                      target=row.jti, details={"amount": str(money), "person": person.email})
-    return row
+    return row, True
+
+
+def exported_for_key(session: Session, *, slug: str, email: str,
+                     request_key: str) -> Note | None:
+    """The note `export(request_key=…)` already made for this person, if any (a read)."""
+    org = org_or_404(session, slug)
+    _membership, person = member_or_404(session, org, email)
+    return _prior_export(session, org=org, key=_export_key(person, request_key))
+
+
+def _export_key(person: Person, request_key: str) -> str:
+    """The ledger key of a keyed export: per person, so one person's key is not another's."""
+    return f"export-request:{person.id}:{check_key(request_key)}"
 
 
 def _prior_export(session: Session, *, org: Organization, key: str) -> Note | None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -132,6 +136,62 @@ def confirm(prompt: str, yes: bool) -> None:
 
 yes_option = click.option("--yes", "-y", "yes", is_flag=True,
                           help="Do it without asking (needed when stdin is not a terminal).")
+
+
+def reserve_new_file(path: str, option: str = "--out") -> str:
+    """Refuse an existing `path`; create a private temporary file beside it and return it.
+
+    Called before anything irreversible happens (a note is exported, a key generated), so
+    an `--out` that exists, is a directory or cannot be written is refused while nothing
+    has been done. `path` itself is only ever created by `publish_new_file`.
+    """
+    if os.path.isdir(path):
+        raise click.BadParameter(f"{path} is a directory; give a file name",
+                                 param_hint=option)
+    if os.path.lexists(path):  # a dangling symlink too: it would be written through
+        raise click.BadParameter(f"{path} exists; files written here are never overwritten"
+                                 " (choose another name, or move it away first)",
+                                 param_hint=option)
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+    try:
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as err:
+        raise click.BadParameter(f"cannot write {path}: {err.strerror}",
+                                 param_hint=option) from None
+    return temporary
+
+
+def publish_new_file(temporary: str, path: str, data: bytes) -> None:
+    """Write `data` to the reserved file and give it its name, never replacing a file.
+
+    The name appears only once the content is on disk (a crash leaves no half-written
+    file under it), and a hard link, unlike a rename, fails if `path` appeared meanwhile.
+    """
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # No hard links on this file system: an exclusive create still never replaces.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+    finally:
+        discard_file(temporary)
+
+
+def discard_file(temporary: str) -> None:
+    """Remove a reserved temporary file (it may already be gone)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
 
 
 def is_tty() -> bool:

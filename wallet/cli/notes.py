@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -16,16 +17,20 @@ from wallet.actions._base import Actor, org_or_404
 from wallet.cli.base import (
     app_session,
     cli,
+    discard_file,
     emit_json,
     info,
     json_option,
     org_option,
+    publish_new_file,
+    reserve_new_file,
     with_session,
 )
 from wallet.cli.keys import ask_passphrase
 from wallet.core import jose, notes, pkcs8, walletfile
 from wallet.core.errors import Malformed, VerificationError, WalletError
 from wallet.core.money import format_amount
+from wallet.models import Note
 
 MAX_INPUT = walletfile.MAX_BYTES
 
@@ -76,12 +81,23 @@ def note() -> None:
 @click.option("--holder-jwk", "holder_file", required=True, type=click.Path(dir_okay=False),
               help="The holder's public JWK (as printed by 'wallet keys holder-new') or a"
                    " .ccwallet file.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the note here.")
+@click.option("--out", type=click.Path(), metavar="FILE",
+              help="Write the note to this new file (mode 0600; never overwritten: an"
+                   " existing FILE refuses the export before anything moves).")
+@click.option("--idempotency-key", "request_key", metavar="KEY",
+              help="Export at most once per person and KEY: a re-run with the same"
+                   " arguments gives back the same note (and may write it to a new --out,"
+                   " or find it already in FILE); other arguments are refused.")
 @json_option
 @with_session
 def note_export(session: Session, slug: str, email: str, amount: str, currency: str | None,
-                holder_file: str, out: str | None, as_json: bool) -> None:
-    """Export part of an engineer's wallet as a note (operator and scripting path)."""
+                holder_file: str, out: str | None, request_key: str | None,
+                as_json: bool) -> None:
+    """Export part of an engineer's wallet as a note (operator and scripting path).
+
+    The amount leaves the wallet when the note is made: keep the note. Give scripts an
+    --idempotency-key so that a retry cannot export twice.
+    """
     text = read_input(holder_file)
     if walletfile.looks_like_wallet(text) and '"format"' in text:
         jwk: Any = walletfile.parse(text).holder_jwk
@@ -90,17 +106,65 @@ def note_export(session: Session, slug: str, email: str, amount: str, currency: 
             jwk = json.loads(text)
         except ValueError:
             raise Malformed(f"{holder_file} is not a JSON JWK") from None
-    row = note_actions.export(session, slug=slug, email=email, amount=amount,
-                              currency=currency, holder_jwk=jwk, actor=Actor.cli())
-    if out:
-        Path(out).write_text(row.token + "\n")
+
+    def export() -> tuple[Note, bool]:
+        return note_actions.export_once(session, slug=slug, email=email, amount=amount,
+                                        currency=currency, holder_jwk=jwk, actor=Actor.cli(),
+                                        request_key=request_key)
+
+    if out and request_key and os.path.lexists(out) and not os.path.isdir(out):
+        row, created = _export_into_existing(session, export, out, slug=slug, email=email,
+                                             request_key=request_key)
+    elif out:
+        # Reserved first: a FILE that exists or cannot be written refuses the export
+        # while nothing has moved.
+        temporary = reserve_new_file(out)
+        try:
+            row, created = export()
+        except BaseException:
+            discard_file(temporary)
+            raise
+        try:
+            publish_new_file(temporary, out, (row.token + "\n").encode("ascii"))
+        except OSError as err:
+            click.echo(row.token)  # the amount has left the wallet: never lose the note
+            again = (f"; re-run with --idempotency-key {request_key} to get it again"
+                     if request_key else "")
+            raise click.ClickException(
+                f"note {row.jti} was exported but could not be written to {out}"
+                f" ({err.strerror}); it is printed on stdout{again}") from None
+    else:
+        row, created = export()
     if as_json:
         emit_json({"jti": row.jti, "note": row.token, "amount": format_amount(row.amount),
-                   "currency": row.currency, "expires_at": row.expires_at.isoformat()})
+                   "currency": row.currency, "expires_at": row.expires_at.isoformat(),
+                   "created": created, "out": out})
+    elif out and not created:
+        info(f"Note {row.jti} ({format_amount(row.amount)} {row.currency}) was already"
+             f" exported under this key; {out} holds it; nothing changed")
     elif out:
         info(f"Exported {format_amount(row.amount)} {row.currency} as note {row.jti} to {out}")
     else:
         click.echo(row.token)
+
+
+def _export_into_existing(session: Session, export: Callable[[], tuple[Note, bool]],
+                          out: str, *, slug: str, email: str,
+                          request_key: str) -> tuple[Note, bool]:
+    """A keyed re-run whose FILE exists: fine only if FILE holds the note this key made."""
+    prior = note_actions.exported_for_key(session, slug=slug, email=email,
+                                          request_key=request_key)
+    try:
+        held = read_input(out) if prior is not None else None
+    except Malformed:
+        held = None
+    if prior is None or held != prior.token:
+        raise click.BadParameter(f"{out} exists; files written here are never overwritten"
+                                 " (choose another name, or move it away first)",
+                                 param_hint="--out")
+    row, created = export()  # a replay (the arguments are compared): nothing moves
+    assert not created and row.jti == prior.jti
+    return row, created
 
 
 @note.command("inspect")
