@@ -524,3 +524,88 @@ def test_jwks_keys() -> None:
         with pytest.raises(WalletError) as exc:
             jose.jwks_keys(bad)
         assert _code(exc) == code, bad
+
+
+# -- hostile JSON in the core parsers (issue 11, holes 8 and 9) ----------------------------------
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a":' + b"[" * depth + b"1" + b"]" * depth + b"}"
+
+
+def test_json_nesting_is_limited_well_below_the_recursion_limit() -> None:
+    """Tokens, JWKS, metadata and wallet files nest 4 levels at most; 100 levels parsed
+    before (and a value the parser accepted could still break a later json.dumps)."""
+    assert jose.json_object(_nested(jose.MAX_JSON_DEPTH - 1))["a"]
+    for depth in (jose.MAX_JSON_DEPTH, 100, 900, 50_000):
+        with pytest.raises(MalformedToken, match="nested") as exc:
+            jose.json_object(_nested(depth))
+        assert _code(exc) == "malformed"
+
+
+def test_fifty_thousand_levels_are_malformed_even_deep_in_a_call_stack() -> None:
+    import sys
+    import threading
+
+    outcome: list[object] = []
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+            return
+        try:
+            jose.json_object(_nested(50_000))
+        except MalformedToken as err:
+            outcome.append(err)
+        except RecursionError as err:  # the bug this test is about
+            outcome.append(err)
+
+    worker = threading.Thread(target=deep, args=(sys.getrecursionlimit() - 60,))
+    worker.start()
+    worker.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], MalformedToken)
+
+
+@pytest.mark.parametrize("bad", [
+    b'{"a":"x\\u0000y"}', b'{"a\\u0000":1}', b'{"a":["ok","\\u0000"]}',
+    b'{"a":{"b":{"c":"\\u0000"}}}',
+    b'{"a":"\\ud800"}', b'{"a":"\\udfff x"}', b'{"\\udc00":1}',  # lone surrogates
+])
+def test_nul_and_lone_surrogates_are_refused(bad: bytes) -> None:
+    """Regression: NUL reached PostgreSQL (psycopg DataError, a 500); a lone surrogate
+    cannot be encoded to UTF-8 at all."""
+    with pytest.raises(MalformedToken) as exc:
+        jose.json_object(bad)
+    assert _code(exc) == "malformed"
+
+
+def test_escaped_text_that_is_not_nul_is_kept() -> None:
+    assert jose.json_object(b'{"a":"\\\\u0000","b":"\\u00e9\\ud83d\\ude00","c":"\\u0001"}') == {
+        "a": "\\u0000", "b": "é😀", "c": "\x01"}
+
+
+def test_json_value_is_as_strict_but_takes_any_value() -> None:
+    assert jose.json_value(b'["a",{"b":1}]') == ["a", {"b": 1}]
+    assert jose.json_value(b" null ") is None
+    for bad in (b"[" * 50_000 + b"]" * 50_000, b'["\\u0000"]', b'[{"a":1,"a":2}]', b"NaN"):
+        with pytest.raises(MalformedToken):
+            jose.json_value(bad)
+
+
+# -- JWKS size (issue 11, hole 9) -----------------------------------------------------------------
+
+
+def _jwks(count: int) -> dict[str, Any]:
+    return {"keys": [jose.public_jwk(Ed25519PrivateKey.from_private_bytes(
+        i.to_bytes(32, "big"))) for i in range(1, count + 1)]}
+
+
+def test_a_jwks_holds_at_most_32_keys() -> None:
+    """Regression: a peer's 5,000-key JWKS was accepted (verification 20x slower, and the
+    process-wide key cache flushed for everyone)."""
+    assert jose.MAX_JWKS_KEYS == 32
+    assert len(jose.jwks_keys(_jwks(32))) == 32
+    for count in (33, 5000):
+        with pytest.raises(MalformedToken, match="at most 32 keys") as exc:
+            jose.jwks_keys(_jwks(count) if count < 100 else {"keys": [{}] * count})
+        assert _code(exc) == "malformed"

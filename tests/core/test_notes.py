@@ -792,6 +792,32 @@ def _ref_int(value: object) -> bool:
     return type(value) is int
 
 
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+
+
+def _ref_point_ok(raw: bytes) -> bool:
+    """RFC 8032 §5.1.3 decoding, independently, plus "not of order 1, 2, 4 or 8"
+    (computed: [8]P is not the identity), the holder-key rule of issue 11, hole 7."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    if y >= _P:
+        return False
+    x2 = (y * y - 1) * pow(_D * y * y + 1, -1, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * pow(2, (_P - 1) // 4, _P) % _P
+    if (x * x - x2) % _P or (x == 0 and sign):
+        return False
+    point = (x, y)
+    for _ in range(3):
+        (x1, y1) = point
+        t = _D * x1 * x1 * y1 * y1 % _P
+        point = (2 * x1 * y1 * pow(1 + t, -1, _P) % _P,
+                 (y1 * y1 + x1 * x1) * pow(1 - t, -1, _P) % _P)
+    return point != (0, 1)
+
+
 def _ref_claims_code(c: dict[str, Any]) -> str | None:
     """DESIGN §6 claim shapes; the amount's value is judged after the signature."""
     if set(c) != {"iss", "vct", "jti", "iat", "nbf", "exp", "amount", "cnf", "status"} \
@@ -815,7 +841,7 @@ def _ref_claims_code(c: dict[str, Any]) -> str | None:
     if jwk.get("alg", "EdDSA") not in ("EdDSA", "Ed25519"):
         return "unsupported_alg"
     raw = _ref_b64(jwk.get("x"))
-    if raw is None or len(raw) != 32:
+    if raw is None or len(raw) != 32 or not _ref_point_ok(raw):
         return "malformed"
     canonical = json.dumps({"kty": "OKP", "crv": "Ed25519", "x": jwk["x"]},  # RFC 7638 §3
                            sort_keys=True, separators=(",", ":"))

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from wallet.core import pkcs8
-from wallet.core.errors import BadPassphrase
+from wallet.core.errors import BadPassphrase, Malformed
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 SALT, IV = bytes(16), bytes(range(16))
@@ -67,14 +67,25 @@ def _forged(rounds: int) -> bytes:
             + "-----END ENCRYPTED PRIVATE KEY-----\n").encode()
 
 
-@pytest.mark.parametrize("rounds", [2**31 - 1, 2**40, 10_000_001, 999, 1])
+@pytest.mark.parametrize("rounds", [2**31 - 1, 2**40, 10_000_000, 1_000_001, 999, 1])
 def test_a_file_cannot_choose_an_absurd_cost(rounds: int) -> None:
     """Regression: a wallet file claiming 2**31 rounds pinned a worker for minutes, and
-    2**40 made the library panic past every error handler."""
+    2**40 made the library panic past every error handler; 10,000,000 rounds (1.2 s of
+    CPU per upload) were still accepted. The cap sits near what we write (600,000), and
+    the refusal is `malformed`, said before any key derivation."""
     started = time.perf_counter()
-    with pytest.raises(BadPassphrase, match="PBKDF2 rounds"):
+    with pytest.raises(Malformed, match="PBKDF2 rounds") as exc:
         pkcs8.decrypt(_forged(rounds), "anything")
-    assert time.perf_counter() - started < 0.5
+    assert exc.value.code == "malformed"
+    assert time.perf_counter() - started < 0.1
+
+
+def test_the_cap_admits_what_we_write_with_room_to_raise_it() -> None:
+    assert pkcs8.MAX_ROUNDS == 1_000_000 >= 1.5 * pkcs8.HOLDER_ROUNDS
+    pem = pkcs8.encrypt(KEY, "pw", salt=SALT, iv=IV, rounds=pkcs8.MIN_ROUNDS)
+    assert _raw(pkcs8.decrypt(pem, "pw")) == _raw(KEY)
+    with pytest.raises(BadPassphrase):  # a cost within the cap: derived, then refused
+        pkcs8.decrypt(_forged(pkcs8.MAX_ROUNDS // 100), "anything")
 
 
 @pytest.mark.parametrize("pem", [

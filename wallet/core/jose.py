@@ -18,6 +18,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -85,8 +86,8 @@ def _no_constants(name: str) -> Any:
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
 
 
-def json_object(data: bytes) -> dict[str, Any]:
-    """Parse a UTF-8 JSON object strictly (no duplicate names, no NaN/Infinity)."""
+def json_value(data: bytes) -> Any:
+    """Parse UTF-8 JSON strictly (see `json_object`), whatever its top-level value."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -97,14 +98,68 @@ def json_object(data: bytes) -> dict[str, Any]:
         value, end = _DECODER.raw_decode(text)
         if end != len(text):
             raise ValueError("text after the value")
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise MalformedToken(f"JSON nested more than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:
         try:
             value = _DECODER.decode(text)
-        except (ValueError, RecursionError):
+        except RecursionError:
+            raise MalformedToken(f"JSON nested more than {MAX_JSON_DEPTH} levels") from None
+        except ValueError:
             raise MalformedToken("invalid JSON") from None
+    # Cheap tests on the raw bytes decide whether the tree needs a walk: fewer brackets
+    # than the depth limit cannot nest too deeply, and NUL or a lone surrogate can only
+    # come from a \u escape (raw control characters are refused by the parser).
+    strings = b"\\u0000" in data or _SURROGATE_ESCAPE.search(data) is not None
+    if strings or data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH:
+        _check_tree(value, strings)
+    return value
+
+
+def json_object(data: bytes) -> dict[str, Any]:
+    """Parse a UTF-8 JSON object strictly, or raise `MalformedToken`.
+
+    No duplicate member names, no NaN/Infinity, at most `MAX_JSON_DEPTH` levels of
+    nesting (never a RecursionError, here or in whoever serialises the value again), and
+    no NUL or lone surrogate in any string (they cannot be stored in PostgreSQL text, or
+    encoded as UTF-8 at all).
+    """
+    value = json_value(data)
     if not isinstance(value, dict):
         raise MalformedToken("JSON value is not an object")
     return value
+
+
+MAX_JSON_DEPTH = 32  # tokens, JWKS, metadata and wallet files nest 4 levels at most
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_tree(value: Any, strings: bool) -> None:
+    """Walk a parsed value without recursion: its depth and, if asked, its strings."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise MalformedToken(f"JSON nested more than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                if strings:
+                    for name in item:
+                        _check_text(name)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+        elif strings and isinstance(item, str):
+            _check_text(item)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise MalformedToken("JSON strings must not contain NUL (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedToken("JSON strings must not contain lone surrogates") from None
 
 
 def json_compact(value: Any) -> bytes:
@@ -127,6 +182,53 @@ def thumbprint(jwk: Mapping[str, Any]) -> str:
     """Return the RFC 7638 SHA-256 thumbprint of an OKP JWK (base64url)."""
     canonical = json_compact({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]})
     return b64url_encode(hashlib.sha256(canonical).digest())
+
+
+# Ed25519 (RFC 8032 §5.1): p = 2^255 - 19, d = -121665/121666, and sqrt(-1) mod p.
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, -1, _P)) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+# The eight points of order 1, 2, 4 or 8, canonically encoded (what libsodium refuses).
+# A key among them (the identity above all) "verifies" signatures made without any
+# private key: [S]B = R + [k]A holds for A = 0 whenever R = [S]B.
+_SMALL_ORDER = frozenset(bytes.fromhex(h) for h in (
+    "0100000000000000000000000000000000000000000000000000000000000000",  # identity
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
+    "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+))
+
+
+def check_point(raw: bytes) -> None:
+    """Refuse an Ed25519 public key that is not a canonical, curve point of large order.
+
+    RFC 8032 §5.1.3 decoding, strictly: y < p, a point on the curve, no sign bit on
+    x = 0; then none of the eight small-order points. Once the encoding is known to be
+    canonical, comparing bytes with the eight canonical encodings is exact. (Points of
+    mixed order are not refused: signing with one still needs the private scalar.)
+    """
+    if raw in _SMALL_ORDER:
+        raise MalformedToken("the Ed25519 public key is a small-order point, which would"
+                             " accept signatures made without a private key")
+    encoded = int.from_bytes(raw, "little")
+    y, sign = encoded & ((1 << 255) - 1), encoded >> 255
+    if y >= _P:
+        raise MalformedToken("the Ed25519 public key is not canonically encoded (y >= p)")
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = (u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P)) % _P
+    if (v * x * x - u) % _P:
+        x = (x * _SQRT_M1) % _P
+        if (v * x * x - u) % _P:
+            raise MalformedToken("the Ed25519 public key is not a point on the curve")
+    if x == 0 and sign:
+        # x = 0 only at the identity and the point of order 2: these are their
+        # non-canonical twins, small order too.
+        raise MalformedToken("the Ed25519 public key is not canonically encoded"
+                             " (a small-order point with the sign bit set)")
 
 
 _KEY_CACHE: dict[str, Ed25519PublicKey] = {}
@@ -155,6 +257,7 @@ def load_public_jwk(jwk: object) -> Ed25519PublicKey:
     raw = b64url_decode(x)
     if len(raw) != 32:
         raise MalformedToken("an Ed25519 public key is 32 bytes")
+    check_point(raw)
     key = Ed25519PublicKey.from_public_bytes(raw)
     if len(_KEY_CACHE) >= _KEY_CACHE_LIMIT:
         _KEY_CACHE.clear()
@@ -197,10 +300,21 @@ _PLAIN_JWK_MEMBERS = frozenset({"kty", "crv", "x"})
 _HEADER_CACHE: dict[tuple[str, str | None, bool], dict[str, Any]] = {}
 
 
+MAX_JWKS_KEYS = 32
+
+
 def jwks_keys(jwks: object) -> dict[str, PublicKey]:
-    """Map kid → key for every Ed25519 key of a JWKS (RFC 7517), refusing anything else."""
+    """Map kid → key for every Ed25519 key of a JWKS (RFC 7517), refusing anything else.
+
+    At most `MAX_JWKS_KEYS` keys: an issuer needs a handful (active and retired), and a
+    peer publishing thousands would make every verification slower and flush the
+    process-wide key cache for everyone. Counted before any key is imported.
+    """
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
         raise MalformedToken('a JWKS is an object with a "keys" array')
+    if len(jwks["keys"]) > MAX_JWKS_KEYS:
+        raise MalformedToken(f"a JWKS holds at most {MAX_JWKS_KEYS} keys; this one has"
+                             f" {len(jwks['keys'])}")
     keys: dict[str, PublicKey] = {}
     for jwk in jwks["keys"]:
         key = PublicKey.from_jwk(jwk)
@@ -237,26 +351,28 @@ class Jws(NamedTuple):
             raise BadSignature("signature does not verify") from None
 
 
-def check_size(token: object) -> str:
-    """Refuse non-strings, JWS JSON serialisation and anything over 16 KiB."""
+def check_size(token: object, *, max_bytes: int = MAX_TOKEN_BYTES) -> str:
+    """Refuse non-strings, JWS JSON serialisation and anything over `max_bytes` (16 KiB;
+    status list tokens have their own limit, `status.MAX_TOKEN_BYTES`)."""
     if not isinstance(token, str):
         raise MalformedToken("a token is a string")
     # Characters are bytes for ASCII; anything else is measured in UTF-8.
-    if len(token) > MAX_TOKEN_BYTES or (
-            not token.isascii() and len(token.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES):
-        raise TokenTooLarge(f"tokens are limited to {MAX_TOKEN_BYTES} bytes")
+    if len(token) > max_bytes or (
+            not token.isascii() and len(token.encode("utf-8", "surrogatepass")) > max_bytes):
+        raise TokenTooLarge(f"tokens are limited to {max_bytes} bytes")
     if token[:1] == "{":
         raise UnsupportedAlg("JWS JSON serialisation is not supported; use compact")
     return token
 
 
-def parse(token: str, *, typ: str | None, issuer_token: bool = True) -> Jws:
+def parse(token: str, *, typ: str | None, issuer_token: bool = True,
+          max_bytes: int = MAX_TOKEN_BYTES) -> Jws:
     """Parse a compact JWS strictly and check its protected header.
 
     `typ` is the required media type (`None`: no `typ` check). Issuer tokens may not
     carry their own key or a key URL (`jku`, `jwk`, `x5u`, `x5c`).
     """
-    check_size(token)
+    check_size(token, max_bytes=max_bytes)
     parts = token.split(".")
     if len(parts) != 3:
         raise MalformedToken("a compact JWS has three parts")

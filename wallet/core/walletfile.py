@@ -69,6 +69,12 @@ def parse(text: str | bytes) -> WalletFile:
     if not isinstance(key, str) or "ENCRYPTED PRIVATE KEY" not in key:
         raise Malformed("holder_key must be an encrypted PKCS#8 PEM")
     try:
+        rounds = pkcs8.pbkdf2_rounds(key.encode("ascii", "replace"))
+    except BadPassphrase as err:
+        raise Malformed(f"holder_key: {err.message}") from None
+    # Before anyone types a passphrase: the file must not choose an absurd cost.
+    pkcs8.check_rounds(rounds)
+    try:
         public = jose.PublicKey.from_jwk(jwk)
     except WalletError as err:
         raise Malformed(f"holder_jwk: {err.message}") from None
