@@ -338,7 +338,9 @@ def honour_load(b: Instance, crew: list[Engineer], seconds: float) -> Run:
             return False
         note = e.notes.pop()
         begun = time.perf_counter()
-        status, body = client.call("POST", "/api/v1/orgs/globex/nonces")
+        # Asked for as the engineer: honour spends only a nonce bound to who it credits.
+        status, body = client.call("POST", "/api/v1/orgs/globex/nonces", None,
+                                   {"Authorization": f"Bearer {e.token_b}"})
         if status != 201:
             mine.errors[f"nonce {status}"] = mine.errors.get(f"nonce {status}", 0) + 1
             return True

@@ -237,8 +237,11 @@ def note_state(app: Flask, jti: str, slug: str = "acme") -> str:
         return state
 
 
-def nonce(client: FlaskClient, slug: str) -> str:
-    answer = client.post(f"/api/v1/orgs/{slug}/nonces")
+def nonce(client: FlaskClient, slug: str, token: str | None = None) -> str:
+    """A nonce of `slug`: bound to the holder of bearer `token` (what honour needs), or
+    anonymous without one (enough for verify)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    answer = client.post(f"/api/v1/orgs/{slug}/nonces", headers=headers)
     assert answer.status_code == 201, answer.get_data(as_text=True)
     data = answer.get_json()
     assert data["audience"] == issuer(slug)
@@ -264,7 +267,7 @@ def honour(client: FlaskClient, slug: str, token: str, presentations: list[str],
 def bring(fed: Fed, client: FlaskClient, note: Exported, slug: str = "globex", *,
           key: str | None = None) -> TestResponse:
     """Nonce, present and honour one note at `slug` (the happy path)."""
-    value = nonce(client, slug)
+    value = nonce(client, slug, fed.token(slug))
     return honour(client, slug, fed.token(slug), [present(note.token, fed.holder, slug, value)],
                   key=key)
 

@@ -58,7 +58,7 @@ def test_the_answer_shows_the_balance_after_the_credit(app: Flask, client: Flask
         ledger_actions.fund(db.session(), slug="globex", amount="5.25", idempotency_key="f1",
                             actor=Actor.cli())
     fs.give(app, "globex", fs.ADA, "5.25")
-    value = fs.nonce(client, "globex")
+    value = fs.nonce(client, "globex", fed.token("globex"))
     notes = [fs.export(app, fed.holder, amount) for amount in ("100.00", "0.50")]
     answer = fs.honour(client, "globex", fed.token("globex"),
                        [fs.present(n.token, fed.holder, "globex", value) for n in notes])
@@ -175,7 +175,8 @@ def test_honouring_a_note_twice_credits_once(app: Flask, client: FlaskClient) ->
 def test_same_key_same_body_replays_the_stored_response(app: Flask, client: FlaskClient) -> None:
     fed = fs.setup_federation(app)
     note = fs.export(app, fed.holder)
-    pres = [fs.present(note.token, fed.holder, "globex", fs.nonce(client, "globex"))]
+    pres = [fs.present(note.token, fed.holder, "globex",
+                       fs.nonce(client, "globex", fed.token("globex")))]
     first = fs.honour(client, "globex", fed.token("globex"), pres, key="k-1")
     assert first.status_code == 200 and "Idempotent-Replayed" not in first.headers
 
@@ -191,13 +192,14 @@ def test_same_key_same_body_replays_the_stored_response(app: Flask, client: Flas
 def test_same_key_other_body_is_an_idempotency_conflict(app: Flask, client: FlaskClient) -> None:
     fed = fs.setup_federation(app)
     one, two = fs.export(app, fed.holder), fs.export(app, fed.holder)
-    value = fs.nonce(client, "globex")
+    value = fs.nonce(client, "globex", fed.token("globex"))
     assert fs.honour(client, "globex", fed.token("globex"),
                      [fs.present(one.token, fed.holder, "globex", value)],
                      key="k-1").status_code == 200
 
     other = fs.honour(client, "globex", fed.token("globex"),
-                      [fs.present(two.token, fed.holder, "globex", fs.nonce(client, "globex"))],
+                      [fs.present(two.token, fed.holder, "globex",
+                                  fs.nonce(client, "globex", fed.token("globex")))],
                       key="k-1")
 
     assert other.status_code == 422
@@ -213,7 +215,8 @@ def test_presentation_for_globex_sent_to_initech_is_audience_mismatch(
         app: Flask, client: FlaskClient) -> None:
     fed = fs.setup_federation(app, verifiers=("globex", "initech"))
     note = fs.export(app, fed.holder)
-    for_globex = fs.present(note.token, fed.holder, "globex", fs.nonce(client, "globex"))
+    for_globex = fs.present(note.token, fed.holder, "globex",
+                            fs.nonce(client, "globex", fed.token("globex")))
     transport = fs.FaultTransport().install(app)
 
     stolen = fs.honour(client, "initech", fed.token("initech"), [for_globex])
@@ -232,7 +235,7 @@ def test_presentation_for_globex_sent_to_initech_is_audience_mismatch(
 def test_a_reused_nonce_is_refused(app: Flask, client: FlaskClient) -> None:
     fed = fs.setup_federation(app)
     one, two = fs.export(app, fed.holder), fs.export(app, fed.holder, "30.00")
-    value = fs.nonce(client, "globex")
+    value = fs.nonce(client, "globex", fed.token("globex"))
     assert fs.honour(client, "globex", fed.token("globex"),
                      [fs.present(one.token, fed.holder, "globex", value)]).status_code == 200
 
@@ -248,7 +251,8 @@ def test_a_reused_nonce_is_refused(app: Flask, client: FlaskClient) -> None:
 def test_a_stale_key_binding_is_refused(app: Flask, client: FlaskClient) -> None:
     fed = fs.setup_federation(app)
     note = fs.export(app, fed.holder)
-    stale = fs.present(note.token, fed.holder, "globex", fs.nonce(client, "globex"),
+    stale = fs.present(note.token, fed.holder, "globex",
+                       fs.nonce(client, "globex", fed.token("globex")),
                        iat=int(time.time()) - 400)
 
     answer = fs.honour(client, "globex", fed.token("globex"), [stale])
@@ -271,7 +275,8 @@ def test_a_validly_signed_note_the_issuer_never_recorded_is_unknown_note(
     transport = fs.FaultTransport().install(app)
 
     answer = fs.honour(client, "globex", fed.token("globex"),
-                       [fs.present(forged, fed.holder, "globex", fs.nonce(client, "globex"))])
+                       [fs.present(forged, fed.holder, "globex",
+                                   fs.nonce(client, "globex", fed.token("globex")))])
 
     assert answer.status_code == 422, answer.get_data(as_text=True)
     assert fs.code_of(answer) == "unknown_note"
@@ -502,7 +507,7 @@ def test_several_notes_in_one_request_across_redeem_batches(app: Flask,
                                                             client: FlaskClient) -> None:
     fed = fs.setup_federation(app)
     many = [fs.export(app, fed.holder, f"{i + 1}.00") for i in range(9)]  # > 8 per redeem call
-    value = fs.nonce(client, "globex")
+    value = fs.nonce(client, "globex", fed.token("globex"))
     transport = fs.FaultTransport().install(app)
 
     answer = fs.honour(client, "globex", fed.token("globex"),
@@ -528,7 +533,7 @@ def test_one_bad_note_does_not_sink_the_others(app: Flask, client: FlaskClient) 
     with app.app_context():
         note_actions.revoke(db.session(), slug="acme", jti=bad.jti, reason="x",
                             actor=Actor.cli())
-    value = fs.nonce(client, "globex")
+    value = fs.nonce(client, "globex", fed.token("globex"))
 
     answer = fs.honour(client, "globex", fed.token("globex"),
                        [fs.present(n.token, fed.holder, "globex", value) for n in (good, bad)])
@@ -545,7 +550,8 @@ def test_the_same_note_twice_in_one_request_is_credited_once(app: Flask,
                                                              client: FlaskClient) -> None:
     fed = fs.setup_federation(app)
     note = fs.export(app, fed.holder)
-    pres = fs.present(note.token, fed.holder, "globex", fs.nonce(client, "globex"))
+    pres = fs.present(note.token, fed.holder, "globex",
+                      fs.nonce(client, "globex", fed.token("globex")))
 
     answer = fs.honour(client, "globex", fed.token("globex"), [pres, pres])
 
@@ -563,7 +569,11 @@ def test_signed_in_engineer_honours_with_the_csrf_header(app: Flask,
     fed = fs.setup_federation(app)
     note = fs.export(app, fed.holder)
     support.login(client, ADA)
-    pres = [fs.present(note.token, fed.holder, "globex", fs.nonce(client, "globex"))]
+    token = support.csrf_token(client, "/login")
+    # Asked for in the session (with its CSRF header): the nonce is bound to ada.
+    bound = client.post("/api/v1/orgs/globex/nonces", headers={"X-CSRF-Token": token})
+    assert bound.status_code == 201 and bound.get_json()["bound"] is True
+    pres = [fs.present(note.token, fed.holder, "globex", bound.get_json()["nonce"])]
     body = {"presentations": pres}
 
     no_header = client.post("/api/v1/orgs/globex/honour", json=body,
@@ -644,7 +654,8 @@ def test_a_verifier_knows_what_it_honoured_before_its_cached_list_does(
     assert verify({"note": note.token})["valid"]  # warms globex's cache of acme's list
     token = fed.token("globex")
     r = fs.honour(client, "globex", token,
-                  [fs.present(note.token, fed.holder, "globex", fs.nonce(client, "globex"))],
+                  [fs.present(note.token, fed.holder, "globex",
+                              fs.nonce(client, "globex", fed.token("globex")))],
                   key="known-1")
     assert r.status_code == 200
     report = verify({"note": note.token})

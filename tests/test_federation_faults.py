@@ -55,7 +55,7 @@ class Request:
     def __init__(self, fed: fs.Fed, client: FlaskClient, note: fs.Exported) -> None:
         self.client, self.token = client, fed.token("globex")
         self.presentations = [fs.present(note.token, fed.holder, "globex",
-                                         fs.nonce(client, "globex"))]
+                                         fs.nonce(client, "globex", self.token))]
         self.key = f"retry-{note.jti[-12:]}"
 
     def send(self, client: FlaskClient | None = None) -> Any:

@@ -71,7 +71,7 @@ def _race(args: tuple[int, dict[str, Any], bytes, list[str], dict[str, str],
                             start: threading.Barrier = start) -> tuple[int, str, int, str | None]:
                     slug = VERIFIERS[i % len(VERIFIERS)]
                     client = app.test_client()
-                    value = fs.nonce(client, slug)
+                    value = fs.nonce(client, slug, bearer[slug])
                     pres = fs.present(token, holder, slug, value)
                     start.wait(60)  # every attempt for this note leaves at once
                     answer = fs.honour(client, slug, bearer[slug], [pres],

@@ -200,8 +200,9 @@ def test_honour_across_two_real_instances(instances: tuple[Instance, Instance],
     note_file.write_text(exported["note"] + "\n")
 
     # A nonce at B, the presentation signed by the CLI, the honour at B.
-    status, issued = http("POST", f"{b.base}/api/v1/orgs/globex/nonces")
-    assert status == 201 and issued["audience"] == b.issuer("globex")
+    status, issued = http("POST", f"{b.base}/api/v1/orgs/globex/nonces",
+                          headers={"Authorization": f"Bearer {b_token}"})  # bound to ada
+    assert status == 201 and issued["audience"] == b.issuer("globex") and issued["bound"]
     presented = json.loads(b.cli(
         "note", "present", str(note_file), "--key", str(key_file), "--audience",
         b.issuer("globex"), "--nonce", issued["nonce"],

@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "WALLET_LOGIN_MAX_PER_ADDRESS": 30,
     # Public endpoints (verify, nonces): requests per minute per client address and process.
     "WALLET_PUBLIC_RATE_PER_MINUTE": 120,
+    # Wallet files brought in (each derives a key from a passphrase): per person and process.
+    "WALLET_BRING_PER_MINUTE": 5,
     "WALLET_TRUST_PROXY_HOPS": 0,  # how many reverse proxies set X-Forwarded-For
     "WALLET_SESSION_HOURS": 12,
     # Notes and status lists.

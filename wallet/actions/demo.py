@@ -161,7 +161,8 @@ def _notes_for_ada(session: Session, report: Report, *, password: str) -> None:
                f" {kept.jti})")
     globex = people.org_by_slug(session, slug=GLOBEX)
     assert globex is not None
-    nonce, _expires = nonce_actions.new_nonce(session, slug=globex.slug)
+    nonce, _expires = nonce_actions.new_nonce(session, slug=globex.slug,
+                                              person_id=found[1].id)  # ada: honour credits her
     presentation = notes.present(honoured.token, holder_key=holder,
                                  audience=key_actions.issuer_id(globex), nonce=nonce,
                                  iat=int(time.time()))

@@ -389,7 +389,7 @@ def honour(session: Session, *, slug: str, email: str, presentations: object,
         raise Malformed(f"presentations must be a list of 1-{MAX_HONOUR} presentations")
     directory = Directory(session, org)
     result = Honoured([Outcome(i) for i in range(len(presentations))])
-    ready = _verify_all(session, org, directory, presentations, result, consumer)
+    ready = _verify_all(session, org, directory, presentations, result, consumer, person)
     signer = key_actions.signer(session, org=org, rows=directory.own_key_rows()) if ready else None
     session.commit()  # nonce spent; no transaction is held while issuers answer
     receipts = _redeem_remote(org, directory, ready, signer) if signer else []
@@ -406,9 +406,12 @@ def honour(session: Session, *, slug: str, email: str, presentations: object,
 
 
 def _verify_all(session: Session, org: Organization, directory: Directory,
-                presentations: list[Any], result: Honoured,
-                consumer: str) -> list[tuple[Outcome, str]]:
-    assert org.id is not None
+                presentations: list[Any], result: Honoured, consumer: str,
+                person: Person) -> list[tuple[Outcome, str]]:
+    """Verify every presentation, then spend their one nonce, which must be bound to
+    `person`: a presentation that leaked credits nobody but the engineer who asked for
+    its nonce."""
+    assert org.id is not None and person.id is not None
     now = int(time.time())
     ready: list[tuple[Outcome, str]] = []
     nonces: set[str] = set()
@@ -432,10 +435,16 @@ def _verify_all(session: Session, org: Organization, directory: Directory,
         for outcome, _text in ready:
             outcome.fail(err)
         return []
-    if ready and not nonce_actions.spend(session, org_id=org.id, value=nonces.pop(),
-                                         consumer=consumer):
-        spent = NonceInvalid("this organisation did not issue the nonce, or it is used"
-                             " or expired")
+    value = nonces.pop() if ready else ""
+    if ready and not nonce_actions.spend(session, org_id=org.id, value=value,
+                                         consumer=consumer, person_id=person.id):
+        how = (f"get one from POST /api/v1/orgs/{org.slug}/nonces with your personal token"
+               " (or signed in), or from the 'Bring credits' page")
+        spent = NonceInvalid(
+            f"the nonce was asked for anonymously; honour needs a nonce asked for as the"
+            f" engineer credited: {how}" if nonce_actions.is_anonymous(org.id, value) else
+            f"this organisation did not issue the nonce to you, or it is used or expired;"
+            f" {how}")
         for outcome, _text in ready:
             outcome.fail(spent)
         return []
@@ -642,17 +651,17 @@ def bring_wallet(session: Session, *, slug: str, email: str, wallet_text: str,
     from wallet.core import walletfile
 
     org = org_or_404(session, slug)
-    member_or_404(session, org, email)
+    _m, person = member_or_404(session, org, email)
     wallet = walletfile.parse(wallet_text)
     if not wallet.notes:
         raise Malformed("the wallet file holds no notes")
     key = wallet.unlock(passphrase)
-    nonce, _expires = nonce_actions.new_nonce(session, slug=org.slug)
+    nonce, _expires = nonce_actions.new_nonce(session, slug=org.slug, person_id=person.id)
     audience, now = key_actions.issuer_id(org), int(time.time())
     presentations = [notes.present(item, holder_key=key, audience=audience, nonce=nonce,
                                    iat=now) for item in wallet.notes]
     return honour(session, slug=slug, email=email, presentations=presentations,
-                  consumer=consumer)
+                  consumer=consumer, org=org, person=person)
 
 
 def receipts_for(session: Session, *, org: Organization, person: Person) -> list[HonouredNote]:

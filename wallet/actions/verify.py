@@ -46,15 +46,23 @@ class Report:
         }
 
 
-def nonce_checker(session: Session, org: Organization, *,
+def nonce_checker(session: Session, org: Organization, *, person_id: int | None = None,
                   consumer: str | None = None) -> Any:
-    """A `nonce_ok` callable that checks (never consumes) this organisation's nonces."""
+    """A `nonce_ok` callable that checks (never consumes) this organisation's nonces.
+
+    Anonymous nonces pass, and with `person_id` (the authenticated caller) the nonces
+    bound to that person too.
+    """
     assert org.id is not None
+    org_id = org.id
 
     def nonce_ok(value: str) -> None:
-        if not nonce_actions.usable(session, org_id=org.id, value=value, consumer=consumer):
+        if not nonce_actions.usable(session, org_id=org_id, value=value, person_id=person_id,
+                                    consumer=consumer):
             raise NonceInvalid(
-                "this organisation did not issue the nonce, or it is used or expired")
+                "this organisation did not issue the nonce, or it is used or expired (a"
+                " nonce asked for by an engineer checks only with that engineer's token"
+                " or session)")
 
     return nonce_ok
 
@@ -86,8 +94,12 @@ def check_one(directory: Directory, text: object, *, presentation: bool,
     return report
 
 
-def verify_as(session: Session, *, slug: str, body: Any) -> dict[str, Any]:
-    """Answer the verify endpoint's report for any JSON body."""
+def verify_as(session: Session, *, slug: str, body: Any,
+              person_id: int | None = None) -> dict[str, Any]:
+    """Answer the verify endpoint's report for any JSON body.
+
+    `person_id`: the authenticated caller, whose bound nonces are accepted too.
+    """
     org = org_or_404(session, slug)
     directory = Directory(session, org)
     try:
@@ -102,7 +114,7 @@ def verify_as(session: Session, *, slug: str, body: Any) -> dict[str, Any]:
             raise TooLarge(f"at most {MAX_PRESENTATIONS} presentations per request")
     except WalletError as err:
         return Report(errors=[err.as_dict()], checks=[("format", False)]).as_json()
-    nonce_ok = nonce_checker(session, org)
+    nonce_ok = nonce_checker(session, org, person_id=person_id)
     reports = [check_one(directory, item, presentation=True, nonce_ok=nonce_ok)
                for item in items]
     first = next((r for r in reports if not r.valid), reports[0])

@@ -15,7 +15,7 @@ from wallet.actions.verify import verify_as
 from wallet.core import notes
 from wallet.core.errors import Forbidden, Malformed
 from wallet.core.money import format_amount
-from wallet.models import Note
+from wallet.models import Note, Person
 from wallet.web import guard, idempotency, ratelimit
 from wallet.web.api import bp
 
@@ -63,6 +63,20 @@ def my_notes(slug: str) -> dict[str, Any]:
     return {"notes": [note_json(v.row) | {"state": v.display_state} for v in views]}
 
 
+def _caller(slug: str) -> Person | None:
+    """The engineer behind an optionally authenticated call, or None when anonymous.
+
+    A bearer token, or a signed-in session that sends its `X-CSRF-Token` (as every
+    session call that changes something must), is checked as for any API call: a bad
+    token is 401, never quietly anonymous. A session without the header — a cross-site
+    form cannot add one — is anonymous. A service token is no person: anonymous too.
+    """
+    if request.headers.get("Authorization") or (
+            guard.current_person() is not None and request.headers.get("X-CSRF-Token")):
+        return guard.api_principal(slug).person
+    return None
+
+
 @bp.post("/orgs/<slug>/verify")
 def verify(slug: str) -> dict[str, Any]:
     """Verify a note or presentations as this organisation would; no side effects."""
@@ -73,7 +87,9 @@ def verify(slug: str) -> dict[str, Any]:
         body = request.get_json()  # `null` is JSON too and gets a report
     except BadRequest:
         raise Malformed("the body is not valid JSON") from None
-    return verify_as(db.session(), slug=slug, body=body)
+    caller = _caller(slug)
+    return verify_as(db.session(), slug=slug, body=body,
+                     person_id=caller.id if caller is not None else None)
 
 
 @bp.post("/orgs/<slug>/notes/reissue")
@@ -90,8 +106,14 @@ def reissue(slug: str) -> tuple[dict[str, Any], int]:
 
 @bp.post("/orgs/<slug>/nonces")
 def nonces(slug: str) -> tuple[dict[str, Any], int]:
-    """A fresh single-use nonce for presentations to this organisation."""
+    """A fresh single-use nonce for presentations to this organisation.
+
+    Asked for as an engineer (token or session), it is bound to them: honour spends
+    only a nonce bound to the person it credits. Anonymous nonces serve verify.
+    """
     ratelimit.limit("nonces", guard.client_address())
-    value, expires = nonce_actions.new_nonce(db.session(), slug=slug)
+    caller = _caller(slug)
+    value, expires = nonce_actions.new_nonce(
+        db.session(), slug=slug, person_id=caller.id if caller is not None else None)
     return {"nonce": value, "audience": key_actions.issuer_id_of(slug),
-            "expires_at": int(expires.timestamp())}, 201
+            "expires_at": int(expires.timestamp()), "bound": caller is not None}, 201

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
-from flask import render_template
+from flask import current_app, render_template
 
 from wallet import db
 from wallet.actions import federation as fed
 from wallet.actions import keys as key_actions
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import wallets
-from wallet.core.errors import WalletError
+from wallet.core import jose
+from wallet.core.errors import RateLimited, WalletError
 from wallet.web import guard
 from wallet.web.forms import BringPresentationsForm, BringWalletForm
 from wallet.web.portal import bp
+from wallet.web.ratelimit import FixedWindow
 
 MAX_WALLET_BYTES = 4 * 1024 * 1024
 
@@ -30,6 +32,7 @@ def bring(slug: str) -> tuple[str, int]:
     result, status = None, 200
     try:
         if wallet_form.submit_ok():
+            _limit_bring_in(access.person.id)
             data = wallet_form.wallet.data.read(MAX_WALLET_BYTES + 1)
             if len(data) > MAX_WALLET_BYTES:
                 raise _Refused(wallet_form.wallet, "The file is larger than 4 MiB.")
@@ -42,9 +45,9 @@ def bring(slug: str) -> tuple[str, int]:
                 passphrase=wallet_form.passphrase.data or "",
                 consumer=f"portal:{access.person.id}:{wallet_form.idempotency_key.data}"[:250])
         elif pres_form.submit_ok():
-            try:
-                body = json.loads(pres_form.presentations.data or "")
-            except ValueError:
+            try:  # strict and bounded: no RecursionError, no NUL on its way to the database
+                body = jose.json_value((pres_form.presentations.data or "").encode())
+            except WalletError:
                 raise _Refused(pres_form.presentations, "Paste the JSON exactly as"
                                " 'wallet note present' printed it.") from None
             items = body.get("presentations") if isinstance(body, dict) else body
@@ -58,10 +61,12 @@ def bring(slug: str) -> tuple[str, int]:
         target = wallet_form.passphrase if err.code == "bad_passphrase" else (
             wallet_form.wallet if wallet_form.wallet.data else pres_form.presentations)
         target.errors = [*target.errors, err.message]
-        status = 400
+        status = 429 if isinstance(err, RateLimited) else 400
     if result is not None and not result.credited:
         status = 422
-    nonce, expires = nonce_actions.new_nonce(session, slug=access.org.slug)
+    # Bound to the signed-in engineer: presentations made with it credit only them.
+    nonce, expires = nonce_actions.new_nonce(session, slug=access.org.slug,
+                                             person_id=access.person.id)
     summary = wallets.summary(session, org=access.org, person=access.person)
     return render_template(
         "portal/bring.html", access=access, wallet_form=wallet_form, pres_form=pres_form,
@@ -69,7 +74,23 @@ def bring(slug: str) -> tuple[str, int]:
         audience=key_actions.issuer_id(access.org)), status
 
 
+def _limit_bring_in(person_id: int | None) -> None:
+    """Count one wallet upload of this person; refuse past WALLET_BRING_PER_MINUTE.
+
+    Each upload derives a key from a passphrase (up to 1,000,000 PBKDF2 rounds, about
+    0.1 s of CPU), so it is limited per person whatever their address or session: a
+    passphrase guesser or a CPU burner gets a few tries a minute. Counted per process,
+    like the public endpoints' limit (docs/keys.md).
+    """
+    limiter = current_app.extensions.setdefault("wallet.ratelimit.bring", FixedWindow())
+    try:
+        limiter.hit(f"bring:{person_id}", int(current_app.config["WALLET_BRING_PER_MINUTE"]))
+    except RateLimited:
+        raise RateLimited("Too many wallet files brought in this minute; try again in a"
+                          " minute.") from None
+
+
 class _Refused(Exception):
-    def __init__(self, field: object, message: str) -> None:
+    def __init__(self, field: Any, message: str) -> None:
         super().__init__(message)
         self.field, self.message = field, message
