@@ -111,7 +111,7 @@ def grants_import(slug: str) -> Response | tuple[str, int]:
     """Import a grants CSV, all or nothing, with a row-level error report."""
     access = guard.org_access(slug, admin=True)
     upload = ImportForm()
-    problems: list[tuple[int, str]] | None = None
+    problems: RowsInvalid | None = None
     if upload.validate_on_submit():
         storage = upload.file.data
         data = storage.read(MAX_UPLOAD_BYTES + 1)
@@ -120,10 +120,12 @@ def grants_import(slug: str) -> Response | tuple[str, int]:
             result = grant_actions.import_grants(db.session(), slug=slug, data=data,
                                                  filename=name, actor=guard.actor())
         except RowsInvalid as err:
-            problems = err.problems
+            problems = err
+            listed = (f"the first {len(err.problems)} are listed below" if
+                      err.total > len(err.problems) else "listed below")
             upload.file.errors = [*upload.file.errors,
-                                  f"Nothing was imported: {len(err.problems)} problem(s)"
-                                  " listed below. Fix the file and upload it again."]
+                                  f"Nothing was imported: {err.total:,} problem(s), {listed}."
+                                  " Fix the file and upload it again."]
         except WalletError as err:
             upload.file.errors = [*upload.file.errors,
                                   f"Nothing was imported: {err.message}"]
@@ -139,7 +141,8 @@ def grants_import(slug: str) -> Response | tuple[str, int]:
 
 
 def _page(access: guard.Access, form: GrantForm, upload: ImportForm,
-          problems: list[tuple[int, str]] | None) -> str:
+          problems: RowsInvalid | None) -> str:
+    """The grants page; `problems`: a refused upload's report (its first problems, a total)."""
     page = page_number()
     session = db.session()
     total = grant_actions.grant_count(session, org=access.org)
