@@ -41,16 +41,26 @@ DEFAULTS: dict[str, Any] = {
     # Passwords: argon2id (RFC 9106 second recommended option by default).
     "WALLET_ARGON2_TIME_COST": 3,
     "WALLET_ARGON2_MEMORY_KIB": 65536,
-    # Sign-in throttling: failures allowed per window, per account and per client address.
-    "WALLET_LOGIN_WINDOW_SECONDS": 900,
-    "WALLET_LOGIN_MAX_PER_ACCOUNT": 5,
-    "WALLET_LOGIN_MAX_PER_ADDRESS": 30,
+    # Sign-in throttling: delays, never locks (wallet/core/throttle.py). Per account and
+    # client address: free failures, then 2, 4, 8… s up to the cap; per address (any
+    # account, against credential stuffing): more free failures, a short cap.
+    "WALLET_LOGIN_WINDOW_SECONDS": 86400,  # failures older than this are forgotten
+    "WALLET_LOGIN_FREE_FAILURES": 5,
+    "WALLET_LOGIN_MAX_DELAY_SECONDS": 900,
+    "WALLET_LOGIN_FREE_FAILURES_PER_ADDRESS": 50,
+    "WALLET_LOGIN_MAX_ADDRESS_DELAY_SECONDS": 60,
     # Public endpoints (verify, nonces): requests per minute per client address and process.
     "WALLET_PUBLIC_RATE_PER_MINUTE": 120,
     # Wallet files brought in (each derives a key from a passphrase): per person and process.
     "WALLET_BRING_PER_MINUTE": 5,
     "WALLET_TRUST_PROXY_HOPS": 0,  # how many reverse proxies set X-Forwarded-For
+    # Browser sessions (kept on the server): absolute lifetime, and idle timeouts for a
+    # person who administers any organisation and for everyone else; anonymous sessions
+    # (the sign-in form's CSRF token, flash messages) end quickly.
     "WALLET_SESSION_HOURS": 12,
+    "WALLET_SESSION_IDLE_MINUTES_ADMIN": 30,
+    "WALLET_SESSION_IDLE_MINUTES": 60,
+    "WALLET_SESSION_ANONYMOUS_MINUTES": 30,
     # Notes and status lists.
     "WALLET_NOTE_TTL_DAYS": 365,
     "WALLET_STATUS_LIST_SIZE": 131072,

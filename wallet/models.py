@@ -94,8 +94,6 @@ class Person(SQLModel, table=True):
     email: str = Field(max_length=254, unique=True)
     name: str = Field(default="", max_length=200)
     password_hash: str | None = Field(default=None, max_length=200)
-    invite_hash: str | None = Field(default=None, max_length=64, unique=True)
-    invite_expires_at: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()
 
 
@@ -110,8 +108,35 @@ class Membership(SQLModel, table=True):
     org_id: int = _fk("organization.id", index=True)
     person_id: int = _fk("person.id", index=True)
     role: str = Field(max_length=20)
+    # What this organisation calls the person (the account's own name is not shown to
+    # an organisation it has not joined: that would tell it the account exists).
+    name: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
     started_on: date
     ended_on: date | None = None
+    # Set when the person accepted this organisation's own invitation (or the operator
+    # added them with a password): until then the membership opens nothing.
+    confirmed_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+
+
+class Invitation(SQLModel, table=True):
+    """A one-time link of one organisation: join (confirm a membership) or reset a password.
+
+    Per membership, so that one organisation's link never confirms another's membership.
+    """
+
+    __tablename__ = "invitation"
+    __table_args__ = (sa.CheckConstraint("purpose IN ('join', 'reset')", name="purpose"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = _fk("organization.id")
+    person_id: int = _fk("person.id", index=True)
+    membership_id: int = _fk("membership.id", index=True)
+    purpose: str = Field(max_length=10)
+    token_hash: str = Field(max_length=64, unique=True)
+    expires_at: datetime = _ts()
+    used_at: datetime | None = _ts(nullable=True)
+    created_by: str = Field(max_length=254)
     created_at: datetime = _ts()
 
 
@@ -128,14 +153,15 @@ class ApiToken(SQLModel, table=True):
     prefix: str = Field(max_length=16)
     created_at: datetime = _ts()
     last_used_at: datetime | None = _ts(nullable=True)
+    expires_at: datetime | None = _ts(nullable=True)
     revoked_at: datetime | None = _ts(nullable=True)
 
 
 class LoginAttempt(SQLModel, table=True):
     __tablename__ = "login_attempt"
     __table_args__ = (
-        sa.Index("ix_login_attempt_email_created", "email", "created_at"),
         sa.Index("ix_login_attempt_address_created", "address", "created_at"),
+        sa.Index("ix_login_attempt_created", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -143,6 +169,28 @@ class LoginAttempt(SQLModel, table=True):
     address: str = Field(max_length=64)
     succeeded: bool
     created_at: datetime = _ts()
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in (or anonymous, form-holding) browser session; the cookie is its key.
+
+    Only the key's SHA-256 is stored. `expires_at` is the earlier of the idle deadline
+    (moved on by activity) and `absolute_at`.
+    """
+
+    __tablename__ = "web_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_hash: str = Field(max_length=64, unique=True)
+    person_id: int | None = _fk("person.id", nullable=True, index=True)
+    data: str = Field(default="{}", sa_type=sa.Text)
+    idle_seconds: int
+    created_at: datetime = _ts()
+    last_seen_at: datetime = _ts()
+    expires_at: datetime = _ts(index=True)
+    absolute_at: datetime = _ts()
+    address: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=200)
 
 
 class AuditEvent(SQLModel, table=True):

@@ -76,7 +76,8 @@ def require_admin(session: Session, org: Organization, actor: Actor) -> None:
         return
     assert org.id is not None
     m = people.membership(session, org_id=org.id, person_id=actor.person_id)
-    if m is None or m.role != "admin" or not people.is_employed(m, on=today()):
+    if (m is None or m.confirmed_at is None or m.role != "admin"
+            or not people.is_employed(m, on=today())):
         raise Forbidden("only an administrator of this organisation may do that")
 
 

@@ -1,13 +1,13 @@
-"""Organisations and their people: create, add, invite, sign in, tokens."""
+"""Organisations and their people: create, add, invite, reset links, API tokens."""
 
 from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -21,7 +21,7 @@ from wallet.actions._base import (
     today,
     utcnow,
 )
-from wallet.core.errors import Conflict, Forbidden, Malformed, RateLimited, Unauthorized
+from wallet.core.errors import Conflict, Forbidden, Malformed, Unauthorized
 from wallet.models import ApiToken, Membership, Organization, Person
 from wallet.store import people
 
@@ -29,23 +29,35 @@ SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,39}")
 EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
 ROLES = ("engineer", "admin")
 INVITE_DAYS = 7
+RESET_LIFETIME = timedelta(hours=1)
+MAX_TOKEN_DAYS = 3650
 
 
 @dataclass(frozen=True, slots=True)
 class Added:
-    """The result of adding a person: their membership and, if new, an invitation."""
+    """The result of adding a person: their membership and this organisation's invitation."""
 
     person: Person
     membership: Membership
-    invite: str | None  # one-time token for /invite/<token>, shown once
+    invite: str | None  # one-time token for /invite/<token>, shown once (None: confirmed)
 
 
 def check_email(email: str) -> str:
-    """Normalise an email address or raise `Malformed`."""
+    """Normalise an email address or raise `Malformed`.
+
+    Control and format characters (NUL, escapes, bidirectional overrides) are refused:
+    an address is printed on pages, in terminals and in the audit log.
+    """
     email = email.strip().lower()
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in email):
+        raise Malformed(f"{_printable(email)!r} is not an email address")
     if not EMAIL_RE.fullmatch(email):
         raise Malformed(f"{email!r} is not an email address")
     return email
+
+
+def _printable(text: str) -> str:
+    return "".join(c if unicodedata.category(c) not in ("Cc", "Cf") else "?" for c in text)[:80]
 
 
 def create_org(session: Session, *, slug: str, name: str, admin_email: str,
@@ -64,7 +76,7 @@ def create_org(session: Session, *, slug: str, name: str, admin_email: str,
         except IntegrityError:
             raise Conflict(f"organisation {slug!r} already exists") from None
         added = _add_member(session, org=org, email=admin_email, role="admin",
-                            start=today(), name="", password=admin_password)
+                            start=today(), name="", password=admin_password, actor=actor)
         people.audit(session, org_id=org.id, actor=actor.label, action="org.create",
                      target=slug, details={"name": name, "admin": added.person.email})
     return org, added
@@ -73,14 +85,19 @@ def create_org(session: Session, *, slug: str, name: str, admin_email: str,
 def add_person(session: Session, *, slug: str, email: str, role: str = "engineer",
                start: date | None = None, name: str = "", password: str | None = None,
                actor: Actor) -> Added:
-    """Add a person to an organisation (inviting them when they have no password yet)."""
+    """Add a person to an organisation, with an invitation to confirm the membership.
+
+    The answer is the same whether or not the address has an account already (at this
+    or any organisation): an invitation link of this organisation. Only the operator
+    (CLI) may give a password instead; that membership is confirmed at once.
+    """
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     if role not in ROLES:
         raise Malformed(f"role must be one of {', '.join(ROLES)}")
     with atomic(session):
         added = _add_member(session, org=org, email=email, role=role,
-                            start=start or today(), name=name, password=password)
+                            start=start or today(), name=name, password=password, actor=actor)
         people.audit(session, org_id=org.id, actor=actor.label, action="person.add",
                      target=added.person.email, details={"role": role,
                                                          "start": str(added.membership.started_on)})
@@ -88,130 +105,116 @@ def add_person(session: Session, *, slug: str, email: str, role: str = "engineer
 
 
 def _add_member(session: Session, *, org: Organization, email: str, role: str, start: date,
-                name: str, password: str | None) -> Added:
+                name: str, password: str | None, actor: Actor) -> Added:
     email = check_email(email)
     assert org.id is not None
+    if password is not None:
+        if actor.person_id is not None:
+            raise Forbidden("only the operator may choose a password for someone")
+        problem = security.password_problem(password)
+        if problem:
+            raise Malformed(problem)
+    name = name.strip()[:200]
     person = people.person_by_email(session, email=email)
-    invite = None
     if person is None:
-        person = Person(email=email, name=name.strip()[:200])
-        if password is not None:
-            _set_password(person, password)
-        else:
-            invite = _new_invite(person)
-        people.add(session, person)
-    elif password is not None and person.password_hash is None:
-        _set_password(person, password)
+        person = people.add(session, Person(email=email, name=name))
     assert person.id is not None
     if people.membership(session, org_id=org.id, person_id=person.id) is not None:
         raise Conflict(f"{email} is already a member of {org.slug}")
     m = people.add(session, Membership(org_id=org.id, person_id=person.id, role=role,
-                                       started_on=start))
-    return Added(person, m, invite)
+                                       name=name, started_on=start))
+    if password is None:
+        return Added(person, m, _invite(session, m, purpose="join", actor=actor))
+    # The operator vouches for this person: an account without a password gets this one
+    # (an existing password is kept), and the membership is confirmed.
+    if person.password_hash is None:
+        person.password_hash = security.hash_password(password)
+        session.add(person)
+    m.confirmed_at = utcnow()
+    session.add(m)
+    session.flush()
+    return Added(person, m, None)
 
 
-def _set_password(person: Person, password: str) -> None:
-    problem = security.password_problem(password)
-    if problem:
-        raise Malformed(problem)
-    person.password_hash = security.hash_password(password)
-    person.invite_hash = None
-    person.invite_expires_at = None
-
-
-def _new_invite(person: Person) -> str:
+def _invite(session: Session, membership: Membership, *, purpose: str, actor: Actor) -> str:
     token = secrets.token_urlsafe(24)
-    person.invite_hash = security.hash_token(token)
-    person.invite_expires_at = utcnow() + timedelta(days=INVITE_DAYS)
+    now = utcnow()
+    lifetime = timedelta(days=INVITE_DAYS) if purpose == "join" else RESET_LIFETIME
+    people.add_invitation(session, membership=membership, purpose=purpose,
+                          token_hash=security.hash_token(token), expires_at=now + lifetime,
+                          created_by=actor.label, now=now)
     return token
 
 
 def invite_again(session: Session, *, slug: str, email: str, actor: Actor) -> str:
-    """Issue a fresh invitation (e.g. a lost link); returns the token, shown once.
+    """Issue a fresh invitation for a membership not confirmed yet (e.g. a lost link).
 
-    People are shared by every organisation of an instance, so an invitation sets the
-    password of a whole account: an organisation may re-invite only people who have no
-    password yet and belong to no other organisation (the operator at the CLI may always).
+    The link confirms this organisation's membership only, and for an account that has
+    a password it needs that password: any admin of the organisation may issue it.
+    Earlier links of the membership stop working. Returns the token, shown once.
     """
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     with atomic(session):
-        _m, person = member_or_404(session, org, email)
-        assert person.id is not None
-        if person.password_hash is not None:
-            raise Conflict(f"{person.email} has chosen a password already")
-        others = [o.slug for _m2, o in people.memberships_of(session, person_id=person.id)
-                  if o.id != org.id]
-        if others and actor.person_id is not None:
-            raise Forbidden(f"{person.email} also belongs to another organisation: only the"
-                            " operator can issue a new invitation")
-        token = _new_invite(person)
-        session.add(person)
+        m, person = member_or_404(session, org, email)
+        if m.confirmed_at is not None:
+            raise Conflict(f"{person.email} has joined {org.name} already")
+        token = _invite(session, m, purpose="join", actor=actor)
         people.audit(session, org_id=org.id, actor=actor.label, action="person.invite",
                      target=person.email)
     return token
 
 
-def accept_invite(session: Session, *, token: str, password: str) -> Person:
-    """Set a password from an invitation; the invitation then stops working."""
+def reset_link(session: Session, *, slug: str, email: str, actor: Actor) -> str:
+    """Issue a single-use password reset link (1 hour) for a member; the token, shown once.
+
+    Used, it sets the account's password and confirms this organisation's membership
+    only: every other membership of the person returns to unconfirmed (their
+    organisations invite again), so a reset issued here is never a way into another
+    organisation. Until the instance sends email, the admin hands the link over.
+    """
+    org = org_or_404(session, slug)
+    require_admin(session, org, actor)
     with atomic(session):
-        person = people.person_by_invite(session, invite_hash=security.hash_token(token))
-        if (person is None or person.invite_expires_at is None
-                or person.invite_expires_at < utcnow() or person.password_hash is not None):
-            # An invitation sets a first password only; it never replaces one.
-            raise Unauthorized("this invitation link is invalid or has expired")
-        _set_password(person, password)
-        session.add(person)
-        people.audit(session, org_id=None, actor=person.email, action="person.set_password",
+        m, person = member_or_404(session, org, email)
+        token = _invite(session, m, purpose="reset", actor=actor)
+        people.audit(session, org_id=org.id, actor=actor.label, action="person.reset_link",
                      target=person.email)
-    return person
-
-
-def sign_in(session: Session, *, email: str, password: str, address: str) -> Person:
-    """Check a password, limited per account and per client address."""
-    config = current_app.config
-    email = email.strip().lower()[:254]
-    since = utcnow() - timedelta(seconds=int(config["WALLET_LOGIN_WINDOW_SECONDS"]))
-    minutes = max(1, int(config["WALLET_LOGIN_WINDOW_SECONDS"]) // 60)
-    with atomic(session):
-        if (people.recent_failures(session, since=since, email=email)
-                >= int(config["WALLET_LOGIN_MAX_PER_ACCOUNT"])
-                or people.recent_failures(session, since=since, address=address)
-                >= int(config["WALLET_LOGIN_MAX_PER_ADDRESS"])):
-            raise RateLimited(f"Too many failed sign-ins. Try again in {minutes} minutes.")
-        person = people.person_by_email(session, email=email)
-        ok = security.verify_password(person.password_hash if person else None, password)
-        people.record_login(session, email=email, address=address, succeeded=ok)
-        if not ok or person is None:
-            # Commit the failure before raising: the throttle must count it.
-            session.commit()
-            raise Unauthorized("Email or password is not correct.")
-        people.clear_failures(session, email=email)
-        assert person.password_hash is not None
-        if security.needs_rehash(person.password_hash):
-            person.password_hash = security.hash_password(password)
-            session.add(person)
-    return person
+    return token
 
 
 def create_token(session: Session, *, slug: str, email: str | None, label: str = "",
-                 actor: Actor) -> tuple[str, ApiToken]:
-    """Create a personal (email given) or service token; the token is returned once."""
+                 expires_days: int | None = None, actor: Actor) -> tuple[str, ApiToken]:
+    """Create a personal (email given) or service token; the token is returned once.
+
+    `expires_days`: the token stops working that many days from now (None: never).
+    A personal token opens nothing until its membership is confirmed (the guard checks
+    on every call); only the operator may create one before that.
+    """
     org = org_or_404(session, slug)
     assert org.id is not None
     if email is None or actor.person_id is None or _other_person(session, org, email, actor):
         require_admin(session, org, actor)
+    if expires_days is not None and not 1 <= expires_days <= MAX_TOKEN_DAYS:
+        raise Malformed(f"a token expires after 1 to {MAX_TOKEN_DAYS} days")
     with atomic(session):
         person_id = None
         if email is not None:
-            _m, person = member_or_404(session, org, email)
+            m, person = member_or_404(session, org, email)
+            if m.confirmed_at is None and actor.person_id is not None:
+                raise Conflict(f"{person.email} has not joined {org.name} yet (not confirmed):"
+                               " no token until they accept the invitation")
             person_id = person.id
+        now = utcnow()
         token, token_hash, prefix = security.new_token()
         row = people.add(session, ApiToken(
             org_id=org.id, person_id=person_id, kind="personal" if email else "service",
-            label=label.strip()[:100], token_hash=token_hash, prefix=prefix))
+            label=label.strip()[:100], token_hash=token_hash, prefix=prefix, created_at=now,
+            expires_at=None if expires_days is None else now + timedelta(days=expires_days)))
         people.audit(session, org_id=org.id, actor=actor.label, action="token.create",
-                     target=email or "service", details={"prefix": prefix, "label": row.label})
+                     target=email or "service",
+                     details={"prefix": prefix, "label": row.label,
+                              "expires_at": row.expires_at and row.expires_at.isoformat()})
     return token, row
 
 

@@ -142,7 +142,8 @@ def _print_invite(added: org_actions.Added) -> None:
         from flask import current_app
 
         base = current_app.config["WALLET_BASE_URL"]
-        info(f"Invitation link (valid 7 days, shown once): {base}/invite/{added.invite}")
+        info(f"Invitation link (valid {org_actions.INVITE_DAYS} days, shown once):"
+             f" {base}/invite/{added.invite}")
 
 
 @cli.group()
@@ -170,6 +171,24 @@ def person_add(session: Session, slug: str, email: str, role: str, start: str | 
     info(f"Added {added.person.email} to {slug} as {role} from "
          f"{added.membership.started_on.isoformat()}")
     _print_invite(added)
+
+
+@person.command("reset-link")
+@org_option
+@click.option("--email", required=True)
+@with_session
+def person_reset_link(session: Session, slug: str, email: str) -> None:
+    """Print a single-use password reset link (valid 1 hour) for a member.
+
+    Using it sets the password and keeps this organisation only: the person's other
+    memberships return to unconfirmed, and every session of theirs ends.
+    """
+    from flask import current_app
+
+    token = org_actions.reset_link(session, slug=slug, email=email, actor=Actor.cli())
+    base = current_app.config["WALLET_BASE_URL"]
+    info(f"Password reset link for {email.strip().lower()} at {slug} (valid 1 hour, single use,"
+         f" shown once): {base}/reset/{token}")
 
 
 # -- money -------------------------------------------------------------------------------
@@ -249,17 +268,26 @@ def token() -> None:
 @click.option("--email", help="Owner of a personal token.")
 @click.option("--service", is_flag=True, help="A service token (e.g. a compute gateway).")
 @click.option("--label", default="", help="What the token is for.")
+@click.option("--expires-days", type=int, metavar="DAYS",
+              help=f"The token stops working after DAYS days (1-{org_actions.MAX_TOKEN_DAYS});"
+                   " default: never.")
 @with_session
 def token_create(session: Session, slug: str, email: str | None, service: bool,
-                 label: str) -> None:
+                 label: str, expires_days: int | None) -> None:
     """Create an API token; it is printed once and stored only as a hash."""
     if bool(email) == service:
         raise click.UsageError("give exactly one of --email or --service")
     value, row = org_actions.create_token(session, slug=slug, email=email, label=label,
-                                          actor=Actor.cli())
+                                          expires_days=expires_days, actor=Actor.cli())
     click.echo(value)
-    click.echo(f"(token {row.prefix}… for {email or 'service use'} at {slug}; shown once)",
-               err=True)
+    until = f"expires {row.expires_at:%Y-%m-%d %H:%M} UTC" if row.expires_at else "no expiry"
+    click.echo(f"(token {row.prefix}… for {email or 'service use'} at {slug}; {until};"
+               " shown once)", err=True)
+    if email is not None:
+        membership, who = member_or_404(session, org_or_404(session, slug), email)
+        if membership.confirmed_at is None:
+            warn(f"{who.email} has not accepted {slug}'s invitation yet: the token works"
+                 " once they do")
 
 
 @cli.group()

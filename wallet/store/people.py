@@ -1,4 +1,4 @@
-"""Organisations, people, memberships, API tokens, sign-in attempts and the audit log."""
+"""Organisations, people, memberships, invitations, API tokens, sign-in attempts, audit log."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from wallet.models import ApiToken, AuditEvent, LoginAttempt, Membership, Organization, Person
+from wallet.models import (
+    ApiToken,
+    AuditEvent,
+    Invitation,
+    LoginAttempt,
+    Membership,
+    Organization,
+    Person,
+)
 from wallet.store._sql import run
 
 _ORG_BY_SLUG = select(Organization).where(Organization.slug == sa.bindparam("slug"))
@@ -65,9 +73,23 @@ def person_by_email(session: Session, *, email: str) -> Person | None:
     return session.exec(select(Person).where(Person.email == email.strip().lower())).first()
 
 
-def person_by_invite(session: Session, *, invite_hash: str) -> Person | None:
-    """Return the person an invitation hash belongs to."""
-    return session.exec(select(Person).where(Person.invite_hash == invite_hash)).first()
+def set_first_password(session: Session, *, person_id: int, password_hash: str) -> bool:
+    """Set the password of an account that has none; False when it has one by now.
+
+    A conditional update: two invitations of two organisations accepted at once cannot
+    both set it (the second would silently replace the first one's password).
+    """
+    done = session.execute(sa.update(Person.__table__)
+                           .where(Person.__table__.c.id == person_id,
+                                  Person.__table__.c.password_hash.is_(None))
+                           .values(password_hash=password_hash))
+    return bool(done.rowcount)
+
+
+def set_password(session: Session, *, person_id: int, password_hash: str) -> None:
+    """Replace an account's password hash."""
+    session.execute(sa.update(Person.__table__).where(Person.__table__.c.id == person_id)
+                    .values(password_hash=password_hash))
 
 
 def membership(session: Session, *, org_id: int, person_id: int) -> Membership | None:
@@ -88,15 +110,95 @@ def lock_membership(session: Session, *, membership_id: int) -> Membership:
                         .execution_options(populate_existing=True)).one()
 
 
-def memberships_of(session: Session, *, person_id: int) -> list[tuple[Membership, Organization]]:
-    """Return every membership of a person with its organisation."""
-    rows = session.exec(
-        select(Membership, Organization)
-        .join(Organization, col(Organization.id) == Membership.org_id)
-        .where(Membership.person_id == person_id)
-        .order_by(Organization.slug)
-    )
-    return list(rows.all())
+def memberships_of(session: Session, *, person_id: int,
+                   confirmed_only: bool = False) -> list[tuple[Membership, Organization]]:
+    """Return every membership of a person with its organisation (or only confirmed ones)."""
+    query = (select(Membership, Organization)
+             .join(Organization, col(Organization.id) == Membership.org_id)
+             .where(Membership.person_id == person_id))
+    if confirmed_only:
+        query = query.where(col(Membership.confirmed_at).is_not(None))
+    return list(session.exec(query.order_by(Organization.slug)).all())
+
+
+def confirm_membership(session: Session, *, membership_id: int, now: datetime) -> None:
+    """Mark a membership confirmed by its person (idempotent: the first time stays)."""
+    session.execute(sa.update(Membership.__table__)
+                    .where(Membership.__table__.c.id == membership_id,
+                           Membership.__table__.c.confirmed_at.is_(None))
+                    .values(confirmed_at=now))
+
+
+def unconfirm_other_memberships(session: Session, *, person_id: int,
+                                keep_membership_id: int) -> list[int]:
+    """Return a person's other memberships to unconfirmed; the org ids affected."""
+    table = Membership.__table__
+    rows = session.execute(sa.update(table)
+                           .where(table.c.person_id == person_id,
+                                  table.c.id != keep_membership_id,
+                                  table.c.confirmed_at.is_not(None))
+                           .values(confirmed_at=None)
+                           .returning(table.c.org_id)).all()
+    return [int(r[0]) for r in rows]
+
+
+def is_admin_anywhere(session: Session, *, person_id: int) -> bool:
+    """Tell whether a person holds a confirmed admin role in any organisation."""
+    found = session.exec(select(Membership.id).where(
+        Membership.person_id == person_id, Membership.role == "admin",
+        col(Membership.confirmed_at).is_not(None)).limit(1)).first()
+    return found is not None
+
+
+# -- invitations ---------------------------------------------------------------------------
+
+
+def add_invitation(session: Session, *, membership: Membership, purpose: str,
+                   token_hash: str, expires_at: datetime, created_by: str,
+                   now: datetime) -> Invitation:
+    """Record a new invitation; earlier unused ones of the membership and purpose stop."""
+    assert membership.id is not None
+    table = Invitation.__table__
+    session.execute(sa.update(table)
+                    .where(table.c.membership_id == membership.id,
+                           table.c.purpose == purpose, table.c.used_at.is_(None),
+                           table.c.expires_at > now)
+                    .values(expires_at=now))
+    return add(session, Invitation(org_id=membership.org_id, person_id=membership.person_id,
+                                   membership_id=membership.id, purpose=purpose,
+                                   token_hash=token_hash, expires_at=expires_at,
+                                   created_by=created_by[:254], created_at=now))
+
+
+def invitation(session: Session, *, token_hash: str) -> tuple[
+        Invitation, Organization, Person, Membership] | None:
+    """An invitation by its token's hash, with its organisation, person and membership."""
+    row = session.exec(
+        select(Invitation, Organization, Person, Membership)
+        .join(Organization, col(Organization.id) == Invitation.org_id)
+        .join(Person, col(Person.id) == Invitation.person_id)
+        .join(Membership, col(Membership.id) == Invitation.membership_id)
+        .where(Invitation.token_hash == token_hash)).first()
+    return None if row is None else (row[0], row[1], row[2], row[3])
+
+
+def use_invitation(session: Session, *, invitation_id: int, now: datetime) -> bool:
+    """Spend an invitation exactly once (a conditional update); False when it cannot be."""
+    table = Invitation.__table__
+    done = session.execute(sa.update(table)
+                           .where(table.c.id == invitation_id, table.c.used_at.is_(None),
+                                  table.c.expires_at > now)
+                           .values(used_at=now))
+    return bool(done.rowcount)
+
+
+def pending_invitations(session: Session, *, org_id: int,
+                        now: datetime) -> dict[int, Invitation]:
+    """The live join invitation of each membership of an organisation, by membership id."""
+    rows = session.exec(select(Invitation).where(
+        Invitation.org_id == org_id, Invitation.purpose == "join",
+        col(Invitation.used_at).is_(None), Invitation.expires_at > now))
+    return {row.membership_id: row for row in rows}
 
 
 def members(session: Session, *, org_id: int) -> list[tuple[Membership, Person]]:
@@ -164,28 +266,62 @@ def tokens_of(session: Session, *, org_id: int, person_id: int | None) -> list[A
     return list(session.exec(query.order_by(col(ApiToken.id).desc())))
 
 
-def record_login(session: Session, *, email: str, address: str, succeeded: bool) -> None:
-    """Record one sign-in attempt."""
-    session.add(LoginAttempt(email=email[:254], address=address[:64], succeeded=succeeded))
-    session.flush()
+# -- sign-in attempts ----------------------------------------------------------------------
+
+_ATTEMPT = LoginAttempt.__table__
+_FAILED = sa.and_(_ATTEMPT.c.address == sa.bindparam("address"),
+                  _ATTEMPT.c.created_at >= sa.bindparam("since"),
+                  _ATTEMPT.c.succeeded == sa.false())
+_PAIR = _ATTEMPT.c.email == sa.bindparam("email")
+_ATTEMPT_COUNTS = sa.select(
+    sa.func.count(),
+    sa.func.max(_ATTEMPT.c.created_at),
+    sa.func.coalesce(sa.func.sum(sa.case((_PAIR, 1), else_=0)), 0),
+    sa.func.max(sa.case((_PAIR, _ATTEMPT.c.created_at), else_=None)),
+).where(_FAILED)
 
 
-def recent_failures(session: Session, *, since: datetime, email: str | None = None,
-                    address: str | None = None) -> int:
-    """Count failed sign-ins since a time, for an account or a client address."""
-    query = select(sa.func.count()).select_from(LoginAttempt).where(
-        LoginAttempt.created_at >= since, LoginAttempt.succeeded == sa.false())
-    if email is not None:
-        query = query.where(LoginAttempt.email == email)
-    if address is not None:
-        query = query.where(LoginAttempt.address == address)
-    return int(session.exec(query).one())
+def failed_attempts(session: Session, *, email: str, address: str, since: datetime
+                    ) -> tuple[int, datetime | None, int, datetime | None]:
+    """Failed sign-ins since a time from one address: (for this account, its latest,
+    for any account, its latest), in one query over the address's index."""
+    row = run(session, _ATTEMPT_COUNTS, {"email": email, "address": address,
+                                         "since": since}).one()
+    return int(row[2]), row[3], int(row[0]), row[1]
 
 
-def clear_failures(session: Session, *, email: str) -> None:
-    """Forget an account's failed attempts after a successful sign-in."""
-    session.execute(sa.delete(LoginAttempt).where(LoginAttempt.email == email,
-                                                  LoginAttempt.succeeded == sa.false()))
+def record_attempt(session: Session, *, email: str, address: str, now: datetime) -> int:
+    """Record a sign-in attempt as failed until it succeeds; return its id."""
+    row = run(session, sa.insert(_ATTEMPT).returning(_ATTEMPT.c.id), {
+        "email": email[:254], "address": address[:64], "succeeded": False,
+        "created_at": now}).one()
+    return int(row[0])
+
+
+def attempt_succeeded(session: Session, *, attempt_id: int, email: str, address: str) -> None:
+    """Mark an attempt successful and forget this address's failures for the account."""
+    run(session, sa.update(_ATTEMPT).where(_ATTEMPT.c.id == attempt_id)
+        .values(succeeded=True))
+    run(session, sa.delete(_ATTEMPT).where(_ATTEMPT.c.email == email[:254],
+                                           _ATTEMPT.c.address == address[:64],
+                                           _ATTEMPT.c.succeeded == sa.false()))
+
+
+# Attempts older than the throttle's window never matter again: deleted at most this
+# often per process (as spent nonces are), not on every sign-in.
+PURGE_EVERY_SECONDS = 60.0
+_attempts_purged: weakref.WeakKeyDictionary[Any, datetime] = weakref.WeakKeyDictionary()
+
+
+def purge_attempts(session: Session, *, before: datetime, now: datetime) -> None:
+    """Delete attempts older than `before`, at most once a minute per process (by `now`)."""
+    engine = session.get_bind()
+    with _org_ids_lock:
+        last = _attempts_purged.get(engine)
+        if last is not None and 0 <= (now - last).total_seconds() < PURGE_EVERY_SECONDS:
+            return
+        _attempts_purged[engine] = now
+    run(session, sa.delete(_ATTEMPT).where(_ATTEMPT.c.created_at < before))
 
 
 _ORG = Organization.__table__

@@ -15,37 +15,27 @@ from datetime import date, timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, Request, g, redirect, request, session, url_for
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask import Flask, g, redirect, request, session, url_for
 from flask_wtf.csrf import ValidationError as CsrfInvalid
 from flask_wtf.csrf import validate_csrf
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from wallet import db
 from wallet.actions import orgs as org_actions
+from wallet.actions import sessions as session_actions
 from wallet.actions._base import Actor, today, utcnow
 from wallet.core.errors import Forbidden, NotFound, Unauthorized
 from wallet.models import ApiToken, Membership, Organization, Person
 from wallet.store import people
+from wallet.web import sessions as web_sessions
+from wallet.web.sessions import ServerSessionInterface
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _Sessions(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, without building a signer for cookieless requests.
-
-    API callers send no cookie; Flask would still derive a signing key per request.
-    """
-
-    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if self.get_cookie_name(app) not in request.cookies:
-            return self.session_class()
-        return super().open_session(app, request)
-
-
 def init_app(app: Flask) -> None:
     """Trust proxies only as configured; load the signed-in person per request."""
-    app.session_interface = _Sessions()
+    app.session_interface = ServerSessionInterface()
     hops = int(app.config["WALLET_TRUST_PROXY_HOPS"])
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
@@ -53,12 +43,15 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _load_person() -> None:
         g.person = None
+        failure = web_sessions.current().failure
+        if failure is not None:
+            raise failure  # the session store was unreachable: 503, as for any query
         pid = session.get("pid")
         if pid is None:
             return
         person = db.session().get(Person, pid)
         if person is None or session.get("mk") != _marker(person):
-            session.clear()  # deleted account or changed password: sign out everywhere
+            session.clear()  # deleted account or changed password: this session is over
             return
         g.person = person
 
@@ -68,16 +61,32 @@ def _marker(person: Person) -> str:
 
 
 def start_session(person: Person) -> None:
-    """Sign a person in: a fresh session (no fixation), bound to their password."""
-    session.clear()
-    session["pid"] = person.id
-    session["mk"] = _marker(person)
-    session.permanent = True
+    """Sign a person in: a new session key (no fixation), bound to their password."""
+    assert person.id is not None
+    current = web_sessions.current()
+    current.clear()
+    current["pid"] = person.id
+    current["mk"] = _marker(person)
+    current.rotate = True
+    current.admin = people.is_admin_anywhere(db.session(), person_id=person.id)
+    g.person = person
 
 
 def end_session() -> None:
-    """Sign out."""
-    session.clear()
+    """Sign out: the stored session is deleted now, so a copy of the cookie is worthless."""
+    current = web_sessions.current()
+    if current.record is not None:
+        session_actions.store().delete(current.record.key_hash)
+        current.record = None
+        current.had_cookie = True
+    current.clear()
+    g.person = None
+
+
+def session_key_hash() -> str | None:
+    """The stored key of this request's session (to tell it apart in a list)."""
+    record = web_sessions.current().record
+    return None if record is None else record.key_hash
 
 
 def client_address() -> str:
@@ -145,7 +154,8 @@ def access_for(person: Person, slug: str, *, admin: bool = False, write: bool = 
     m = None
     if org is not None and org.id is not None and person.id is not None:
         m = people.membership(session_, org_id=org.id, person_id=person.id)
-    if org is None or m is None:
+    if org is None or m is None or m.confirmed_at is None:
+        # Not confirmed (through this organisation's own invitation): nothing opens yet.
         raise NotFound("no such organisation")
     return check_access(org, person, m, admin=admin, write=write)
 
@@ -203,14 +213,18 @@ def api_principal(slug: str, *, service: bool = False, write: bool = False) -> P
         if found is None:
             raise Unauthorized("bearer token is not valid")
         row, org, person, membership = found
-        if people.touch_token(session_, token=row, now=utcnow()):
+        now = utcnow()
+        if row.expires_at is not None and row.expires_at <= now:
+            raise Unauthorized(f"this bearer token expired at {row.expires_at:%Y-%m-%d %H:%M}"
+                               " UTC; create a new one")
+        if people.touch_token(session_, token=row, now=now):
             session_.commit()  # authentication runs first: nothing else is pending yet
         if org.slug != slug:
             raise Forbidden("this token belongs to another organisation")
         if service and row.kind != "service":
             raise Forbidden("this endpoint needs a service token")
         if person is not None:
-            if membership is None:
+            if membership is None or membership.confirmed_at is None:
                 raise NotFound("no such organisation")
             # Still employed, or within the alumni window (read-only unless `write`).
             check_access(org, person, membership, write=write)

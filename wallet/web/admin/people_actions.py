@@ -1,4 +1,5 @@
-"""Admin: end an engineer's employment on a date (unvested credit returns to the pool)."""
+"""Admin: end an engineer's employment on a date (unvested credit returns to the pool);
+issue a password reset link."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from wtforms.validators import DataRequired
 
 from wallet import db
 from wallet.actions import grants as grant_actions
+from wallet.actions import orgs as org_actions
 from wallet.actions import wallets
 from wallet.core.errors import WalletError
 from wallet.core.money import format_display
@@ -17,6 +19,7 @@ from wallet.models import Person
 from wallet.store import people
 from wallet.web import guard
 from wallet.web.admin import bp
+from wallet.web.forms import PersonForm
 
 
 class TerminateForm(FlaskForm):
@@ -59,3 +62,26 @@ def terminate(slug: str, person_id: int) -> Response | tuple[str, int] | str:
     summary = wallets.summary(session, org=access.org, person=person)
     return render_template("admin/terminate.html", access=access, form=form, person=person,
                            membership=membership, summary=summary), status
+
+
+@bp.post("/people/<int(max=2147483647):person_id>/reset")
+@guard.login_required
+def reset_link(slug: str, person_id: int) -> Response | str:
+    """A single-use password reset link (1 hour) for a member, shown once."""
+    access = guard.org_access(slug, admin=True)
+    session = db.session()
+    assert access.org.id is not None
+    person = session.get(Person, person_id)
+    if person is None or people.membership(session, org_id=access.org.id,
+                                           person_id=person_id) is None:
+        abort(404)
+    try:
+        token = org_actions.reset_link(session, slug=slug, email=person.email,
+                                       actor=guard.actor())
+    except WalletError as err:
+        flash(err.message, "error")
+        return redirect(url_for("admin.people_page", slug=slug))
+    rows = people.members(session, org_id=access.org.id)
+    return render_template("admin/people.html", access=access, form=PersonForm(), rows=rows,
+                           reset_url=url_for("auth.reset_password", token=token,
+                                             _external=True), reset_for=person.email)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from wallet import db
 from wallet.actions import orgs as org_actions
 from wallet.actions import wallets
+from wallet.actions._base import utcnow
 from wallet.core.errors import WalletError
 from wallet.store import people
 from wallet.web import guard
@@ -35,25 +36,30 @@ def dashboard(slug: str) -> str:
 
 @bp.route("/tokens", methods=["GET", "POST"])
 @guard.login_required
-def tokens(slug: str) -> Response | str:
-    """Personal API tokens: create (shown once), list, revoke."""
+def tokens(slug: str) -> tuple[str, int]:
+    """Personal API tokens: create (shown once, in this answer only), list, revoke."""
     access = guard.org_access(slug, write=True)
     form = TokenForm()
+    new_token, status = None, 200
     if form.validate_on_submit():
         try:
-            token, _row = org_actions.create_token(
+            new_token, _row = org_actions.create_token(
                 db.session(), slug=slug, email=access.person.email,
-                label=form.label.data or "", actor=guard.actor())
+                label=form.label.data or "", expires_days=form.expires_days.data,
+                actor=guard.actor())
         except WalletError as err:
-            flash(err.message, "error")
+            form.label.errors = [*form.label.errors, err.message]
+            status = err.status
         else:
-            session["new_token"] = token  # shown on the next page load, then forgotten
-            flash("Token created. Copy it now: it is shown only once.", "success")
-            return redirect(url_for("portal.tokens", slug=slug))
+            form = TokenForm(formdata=None)  # a blank form under the new token
+    elif form.is_submitted():
+        status = 422
     assert access.org.id is not None
     rows = people.tokens_of(db.session(), org_id=access.org.id, person_id=access.person.id)
+    # The token goes out in this answer and nowhere else (not the session, not a log):
+    # the page is not cached, and a reload would ask before sending the form again.
     return render_template("portal/tokens.html", access=access, form=form, rows=rows,
-                           new_token=session.pop("new_token", None))
+                           new_token=new_token, now=utcnow()), status
 
 
 @bp.post("/tokens/<int(max=2147483647):token_id>/revoke")
