@@ -12,7 +12,9 @@ from flask import Flask
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then `WALLET_*` environment, then `test_config`."""
-    from wallet import config, db, web
+    from wallet import config, db, redaction, web
+
+    redaction.install()  # no secret in a log line: request paths, query values, SQL rows
 
     instance_path = (test_config or {}).get("WALLET_INSTANCE_PATH") or os.environ.get(
         "WALLET_INSTANCE_PATH")

@@ -25,6 +25,9 @@ PING_AFTER_IDLE_SECONDS = 10.0
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with this project's per-database settings."""
+    # Parameters are password hashes, token hashes and encrypted keys: never in a log line
+    # or an error message, in any mode (rows logged at DEBUG: see `wallet.redaction`).
+    kwargs["hide_parameters"] = True
     if url.startswith("sqlite"):
         _create_private(sa.engine.make_url(url).database)
         engine = sa.create_engine(
