@@ -348,3 +348,21 @@ def test_csv_import_back_and_send_again_imports_once(app: Flask, client: FlaskCl
         org = people.org_by_slug(db.session(), slug="acme")
         assert org is not None
         assert grant_actions.grant_count(db.session(), org=org) == 1
+
+
+def test_note_revoke_back_and_send_again_returns_the_value_once(
+        app: Flask, client: FlaskClient, world: World) -> None:
+    fs.generate_keys(app, "acme")
+    fs.give(app, "acme", fs.ADA, "50.00")
+    note = fs.export(app, Ed25519PrivateKey.generate(), "20.00")
+    support.login(client, world.acme_admin)
+    page = f"/orgs/acme/admin/notes?q={note.jti}"
+    form = {"reason": "lost laptop", **_render(client, page)}
+    revoke = f"/orgs/acme/admin/notes/{note.jti}/revoke"
+    assert client.post(revoke, data=form).status_code == 302
+    assert fs.wallet_balance(app, "acme") == 50 * USD
+    _render(client, page)  # Back
+    again = client.post(revoke, data=form, follow_redirects=True)
+    assert again.status_code == 200 and "revoked" in again.get_data(as_text=True)
+    assert fs.wallet_balance(app, "acme") == 50 * USD
+    assert fs.note_state(app, note.jti) == "revoked"
