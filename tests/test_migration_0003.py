@@ -39,10 +39,10 @@ def empty_url(backend: str, tmp_path: Path) -> Iterator[str]:
 
 
 def _insert(c: sa.Connection, table: str, **values: Any) -> int:
-    columns = ", ".join(values)
-    marks = ", ".join(f":{k}" for k in values)
-    return int(c.execute(sa.text(f"INSERT INTO {table} ({columns}) VALUES ({marks})"
-                                 " RETURNING id"), values).scalar_one())
+    """Insert into a table of the old schema (reflected: the models describe the new one)."""
+    reflected = sa.Table(table, sa.MetaData(), autoload_with=c)
+    return int(c.execute(sa.insert(reflected).values(**values)
+                         .returning(reflected.c.id)).scalar_one())
 
 
 def test_upgrade_confirms_members_with_passwords_and_keeps_pending_links(

@@ -47,6 +47,16 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.admin = False  # the signed-in person administers an organisation
         self.failure: sa.exc.DBAPIError | None = None  # the store could not be read
 
+    # Reading marks the session accessed, as Flask's own does: the answer then varies
+    # by cookie.
+    def __getitem__(self, key: str) -> Any:
+        self.accessed = True
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().get(key, default)
+
 
 def current() -> ServerSession:
     """This request's session object."""
