@@ -1,18 +1,24 @@
 """HttpTransport over real sockets: kept-alive connections, a peer that drops them,
-size limits, and an egress proxy from the environment."""
+size limits, an egress proxy from the environment, and the total deadline, concurrency
+cap and circuit breaker against peers that drip, hang or answer garbage."""
 
 from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from wallet.core.errors import IssuerUnavailable
+from tests.bad_peer import BadPeer
+from wallet.core.errors import IssuerUnavailable, MalformedToken
 from wallet.federation import HttpTransport
+from wallet.peers import Limits
+from wallet.peers.addresses import Policy, Resolver
 
 
 class _Peer(http.server.BaseHTTPRequestHandler):
@@ -124,3 +130,174 @@ def test_an_egress_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPa
             "GET", "http://issuer.example/orgs/acme/status/1")
     assert answer.status == 200
     assert seen.paths == ["http://issuer.example/orgs/acme/status/1"]  # absolute: proxied
+
+
+def test_a_redirect_is_answered_as_it_is_never_followed(transport: HttpTransport) -> None:
+    class Redirecting(_Peer):
+        def do_GET(self) -> None:
+            self.paths.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with _peer(do_GET=Redirecting.do_GET) as (base, peer):
+        assert transport.request("GET", f"{base}/x").status == 302
+        assert peer.paths == ["/x"]
+
+
+# -- the total deadline ------------------------------------------------------------------
+
+DEADLINE = 1.0
+
+
+def _cut_off(mode: str) -> tuple[float, BadPeer]:
+    transport = HttpTransport(timeout=DEADLINE, max_bytes=1 << 20)
+    peer = BadPeer(mode, interval=DEADLINE / 4)  # every read gets a byte well in time
+    try:
+        started = time.monotonic()
+        with pytest.raises(IssuerUnavailable, match="could not be reached"):
+            transport.request("GET", peer.status_uri)
+        return time.monotonic() - started, peer
+    finally:
+        peer.close()
+        transport.close()
+
+
+@pytest.mark.parametrize("mode", ["drip", "drip-head", "hang"])
+def test_a_slow_peer_is_cut_off_at_the_total_deadline(
+        mode: str, caplog: pytest.LogCaptureFixture) -> None:
+    """One byte a second keeps every read alive; the deadline still ends the request."""
+    elapsed, peer = _cut_off(mode)
+    assert DEADLINE - 0.05 <= elapsed < DEADLINE + 1.0, elapsed
+    assert peer.status_requests() == 1
+    assert any("deadline" in r.getMessage() for r in caplog.records)
+
+
+def test_garbage_instead_of_http_is_issuer_unavailable_at_once() -> None:
+    elapsed, _ = _cut_off("garbage")
+    assert elapsed < DEADLINE / 2
+
+
+def test_a_well_behaved_peer_answers_through_the_same_path() -> None:
+    transport = HttpTransport(timeout=DEADLINE, max_bytes=1 << 20)
+    with BadPeer("ok") as peer:
+        answer = transport.request("GET", peer.status_uri)
+    assert answer.status == 200 and answer.body.count(b".") == 2
+    assert answer.content_type == "application/statuslist+jwt"
+
+
+def test_a_slow_name_lookup_counts_against_the_deadline() -> None:
+    def slow(host: str, port: int) -> list[str]:
+        time.sleep(3)
+        return ["127.0.0.1"]
+
+    transport = HttpTransport(timeout=0.5, max_bytes=1024, resolver=Resolver(slow))
+    started = time.monotonic()
+    with pytest.raises(IssuerUnavailable, match="could not be resolved"):
+        transport.request("GET", "http://peer.test:1/x")
+    assert time.monotonic() - started < 1.0
+
+
+# -- addresses: looked up once, checked, connected to -------------------------------------
+
+
+def test_the_checked_address_is_the_one_connected_to_and_lookups_are_cached() -> None:
+    seen: list[str] = []
+
+    def lookup(host: str, port: int) -> list[str]:
+        seen.append(host)
+        return ["127.0.0.1"]
+
+    resolver = Resolver(lookup)
+    transport = HttpTransport(timeout=5, max_bytes=1024, resolver=resolver)
+    with _peer() as (base, peer):
+        port = base.rsplit(":", 1)[1]
+        for i in range(3):
+            assert transport.request("GET", f"http://issuer.test:{port}/s/{i}").status == 200
+    assert seen == ["issuer.test"]  # one lookup for three requests
+    assert len(peer.connections) == 1  # and one kept-alive connection
+
+
+def test_private_addresses_are_refused_by_the_transport_itself() -> None:
+    transport = HttpTransport(timeout=5, max_bytes=1024,
+                              policy=Policy(allow_http=True, allow_private=False),
+                              resolver=Resolver(lambda host, port: ["127.0.0.1"]))
+    with _peer() as (base, peer):
+        port = base.rsplit(":", 1)[1]
+        with pytest.raises(MalformedToken, match="not a public address"):
+            transport.request("GET", f"http://issuer.test:{port}/x")
+        with pytest.raises(MalformedToken, match="not a public address"):
+            transport.request("GET", f"{base}/x")
+        assert peer.connections == []
+    assert transport.guard.state(f"http://issuer.test:{port}") == "closed"  # not its fault
+
+
+# -- the concurrency cap and the circuit breaker -----------------------------------------
+
+
+def test_over_the_cap_a_request_is_refused_at_once() -> None:
+    transport = HttpTransport(timeout=1.5, max_bytes=1024,
+                              limits=Limits(max_concurrent=2, failures=0))
+    with BadPeer("hang") as peer, ThreadPoolExecutor(6) as pool:
+        def one(_i: int) -> tuple[float, str]:
+            started = time.monotonic()
+            try:
+                transport.request("GET", peer.status_uri)
+            except IssuerUnavailable as err:
+                return time.monotonic() - started, err.message
+            return time.monotonic() - started, "answered"
+
+        results = list(pool.map(one, range(6)))
+        assert peer.status_requests() == 2
+    slow = [r for r in results if "could not be reached" in r[1]]
+    refused = [r for r in results if "in flight" in r[1]]
+    assert len(slow) == 2 and len(refused) == 4, results
+    assert all(elapsed < 0.5 for elapsed, _m in refused), results
+
+
+def test_the_breaker_opens_after_failures_then_one_probe_decides() -> None:
+    clock = [0.0]
+    transport = HttpTransport(timeout=0.3, max_bytes=1 << 20,
+                              limits=Limits(failures=2, cooldown=30))
+    transport.guard._clock = lambda: clock[0]  # the cool-down on a fake clock
+    with BadPeer("hang") as peer:
+        origin = peer.issuer.rsplit("/orgs/", 1)[0]
+        for _ in range(2):
+            with pytest.raises(IssuerUnavailable, match="could not be reached"):
+                transport.request("GET", peer.status_uri)
+        assert transport.guard.state(origin) == "open"
+        started = time.monotonic()
+        with pytest.raises(IssuerUnavailable, match="failed 2 times in a row"):
+            transport.request("GET", peer.status_uri)
+        assert time.monotonic() - started < 0.05  # at once
+        assert peer.status_requests() == 2  # and without asking the peer
+
+        clock[0] = 31.0  # cool-down over: the probe goes out, fails, the breaker reopens
+        with pytest.raises(IssuerUnavailable, match="could not be reached"):
+            transport.request("GET", peer.status_uri)
+        assert peer.status_requests() == 3
+        assert transport.guard.state(origin) == "open"
+        peer.mode = "ok"  # the peer recovers; after the next cool-down one probe closes it
+        clock[0] = 62.0
+        assert transport.request("GET", peer.status_uri).status == 200
+        assert transport.guard.state(origin) == "closed"
+        assert transport.request("GET", peer.status_uri).status == 200
+
+
+def test_a_5xx_answer_counts_as_a_failure_a_4xx_does_not() -> None:
+    class Failing(_Peer):
+        def do_GET(self) -> None:
+            code = 503 if "bad" in self.path else 404
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    transport = HttpTransport(timeout=2, max_bytes=1024, limits=Limits(failures=2))
+    with _peer(do_GET=Failing.do_GET) as (base, _seen):
+        for _ in range(5):
+            assert transport.request("GET", f"{base}/missing").status == 404
+        assert transport.guard.state(base) == "closed"
+        for _ in range(2):
+            assert transport.request("GET", f"{base}/bad").status == 503
+        assert transport.guard.state(base) == "open"

@@ -67,8 +67,14 @@ DEFAULTS: dict[str, Any] = {
     "WALLET_STATUS_LIST_TTL": 60,
     "WALLET_NONCE_TTL_SECONDS": 600,
     # Federation: outbound calls go only to pinned endpoints of trusted issuers.
-    "WALLET_FEDERATION_TIMEOUT": 5.0,
+    "WALLET_FEDERATION_TIMEOUT": 5.0,  # total seconds per outbound request, whatever the peer does
     "WALLET_FEDERATION_MAX_BYTES": 1048576,
+    # Per peer (origin) and process: requests in flight (keep it below `wallet serve
+    # --threads`), and a circuit breaker: this many failures in a row, then the peer is
+    # answered issuer_unavailable at once for the cool-down, then one probe decides.
+    "WALLET_PEER_MAX_CONCURRENT": 2,
+    "WALLET_PEER_BREAKER_FAILURES": 5,
+    "WALLET_PEER_BREAKER_COOLDOWN_SECONDS": 30.0,
     "WALLET_FEDERATION_ALLOW_HTTP": True,  # plain http to peers (off in production)
     # Peers on loopback, private or link-local addresses (off in production: an admin
     # must not be able to make the server probe its own network).
