@@ -355,7 +355,7 @@ def test_an_expired_note_is_refused(app: Flask, client: FlaskClient,
 def test_cap_per_note_is_policy(app: Flask, client: FlaskClient,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     fed = fs.setup_federation(app)
-    out = run_cli(app, capsys, "trust", "add", "--org", "globex", ACME, "--cap", "50.00")
+    out = run_cli(app, capsys, "trust", "update", "--org", "globex", ACME, "--cap", "50.00")
     assert out.exit_code == 0, out.err
     big, fits = fs.export(app, fed.holder, "100.00"), fs.export(app, fed.holder, "50.00")
 
@@ -372,7 +372,7 @@ def test_cap_per_note_is_policy(app: Flask, client: FlaskClient,
 def test_accepted_currencies_are_policy(app: Flask, client: FlaskClient,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     fed = fs.setup_federation(app)
-    out = run_cli(app, capsys, "trust", "add", "--org", "globex", ACME, "--currency", "EUR")
+    out = run_cli(app, capsys, "trust", "update", "--org", "globex", ACME, "--currency", "EUR")
     assert out.exit_code == 0, out.err
     note = fs.export(app, fed.holder)
 
@@ -388,7 +388,8 @@ def test_accepted_currencies_are_policy(app: Flask, client: FlaskClient,
 def test_an_untrusted_issuer_causes_no_outbound_request(
         app: Flask, client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
     fed = fs.setup_federation(app)
-    assert run_cli(app, capsys, "trust", "remove", "--org", "globex", ACME).exit_code == 0
+    assert run_cli(app, capsys, "trust", "remove", "--org", "globex", ACME,
+                   "--yes").exit_code == 0
     note = fs.export(app, fed.holder)
     transport = fs.FaultTransport().install(app)
 
@@ -468,10 +469,10 @@ def test_trust_cli_add_list_refresh_remove(app: Flask, client: FlaskClient,
     fed = fs.Fed(app, Ed25519PrivateKey.generate())
     assert fs.bring(fed, client, fs.export(app, fed.holder, "10.00")).status_code == 200
 
-    removed = run_cli(app, capsys, "trust", "remove", "--org", "globex", ACME)
+    removed = run_cli(app, capsys, "trust", "remove", "--org", "globex", ACME, "--yes")
     assert removed.exit_code == 0 and "no longer trusts" in removed.out
     assert json.loads(run_cli(app, capsys, "trust", "list", "--org", "globex", "--json").out) == []
-    again = run_cli(app, capsys, "trust", "remove", "--org", "globex", ACME)
+    again = run_cli(app, capsys, "trust", "remove", "--org", "globex", ACME, "--yes")
     assert again.exit_code == 2 and "not_found" in again.err
     fs.assert_sound(app)
 

@@ -37,6 +37,7 @@ from wallet.actions.ledger import check_key
 from wallet.core import jose, ledger, notes, redeem
 from wallet.core.errors import (
     AlreadyRedeemed,
+    Conflict,
     Expired,
     HolderBindingFailed,
     InsufficientFunds,
@@ -50,9 +51,10 @@ from wallet.core.errors import (
     UnknownNote,
     WalletError,
 )
-from wallet.core.money import Money, parse_currency, parse_money
+from wallet.core.money import Money, format_amount, parse_currency, parse_money
 from wallet.federation import Directory, fetch_issuer, transport_for
 from wallet.models import HonouredNote, Organization, Person, TrustedIssuer
+from wallet.peers import clean, clean_code
 from wallet.store import federation as fed_store
 from wallet.store import ledger as ledger_store
 from wallet.store import notes as note_store
@@ -68,7 +70,8 @@ MAX_HONOUR = 50
 
 def _normalise_issuer(issuer: str) -> str:
     issuer = issuer.strip().rstrip("/")
-    if not issuer.startswith(("https://", "http://")) or len(issuer) > 300:
+    if not issuer.startswith(("https://", "http://")) or len(issuer) > 300 \
+            or clean(issuer, 300) != issuer:  # no spaces or control characters either
         raise Malformed("an issuer id is an http(s) URL such as https://credits.example/orgs/acme")
     return issuer
 
@@ -80,9 +83,75 @@ def _currencies(values: list[str] | None) -> str:
     return ",".join(codes)
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One thing a trust change alters: `field` goes from `before` to `after`."""
+
+    field: str
+    before: str
+    after: str
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.before} -> {self.after}"
+
+    def as_json(self) -> dict[str, str]:
+        return {"field": self.field, "before": self.before, "after": self.after}
+
+
+@dataclass(frozen=True, slots=True)
+class Trusted:
+    """The outcome of trust add: `added`, `replaced` (with `changes`) or `unchanged`."""
+
+    entry: TrustedIssuer
+    outcome: str
+    changes: list[Change]
+
+
+@dataclass(frozen=True, slots=True)
+class TrustUpdate:
+    """A trust entry after an explicit policy change, and what changed (maybe nothing)."""
+
+    entry: TrustedIssuer
+    changes: list[Change]
+
+
+def _cap_text(micros: int | None) -> str:
+    return "none" if micros is None else format_amount(micros)
+
+
+def _policy_changes(entry: TrustedIssuer, cap: int | None, currencies: str) -> list[Change]:
+    changes = []
+    if entry.cap != cap:
+        changes.append(Change("cap", _cap_text(entry.cap), _cap_text(cap)))
+    if entry.currencies != currencies:
+        changes.append(Change("currencies", entry.currencies, currencies))
+    return changes
+
+
+def _key_changes(entry: TrustedIssuer, jwks: dict[str, Any]) -> list[Change]:
+    before, after = sorted(jose.jwks_keys(entry.jwks)), sorted(jose.jwks_keys(jwks))
+    if before == after:
+        return []
+    return [Change("keys", ", ".join(before) or "none", ", ".join(after) or "none")]
+
+
+def _already_trusted(slug: str, entry: TrustedIssuer, changes: list[Change]) -> Conflict:
+    listed = "; ".join(str(c) for c in changes)
+    return Conflict(f"{slug} already trusts {entry.issuer}; adding it again would change"
+                    f" {listed}. Replace explicitly (--replace, or confirm on the page), or"
+                    " change the policy alone with 'wallet trust update'",
+                    changes=[c.as_json() for c in changes])
+
+
 def trust_add(session: Session, *, slug: str, issuer: str, cap: str | None = None,
-              currencies: list[str] | None = None, actor: Actor) -> TrustedIssuer:
-    """Trust an issuer: fetch, check and pin its metadata and keys, with a policy."""
+              currencies: list[str] | None = None, replace: bool = False,
+              actor: Actor) -> Trusted:
+    """Trust an issuer: fetch, check and pin its metadata and keys, with a policy.
+
+    An issuer trusted already keeps its entry unless `replace`: a re-add that would
+    change its policy or pinned keys is refused with a `Conflict` listing the changes
+    (`extra["changes"]`); one that would change nothing leaves the entry as it is.
+    """
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     assert org.id is not None
@@ -96,18 +165,69 @@ def trust_add(session: Session, *, slug: str, issuer: str, cap: str | None = Non
     now = utcnow()
     with atomic(session):
         entry = fed_store.entry(session, org_id=org.id, issuer=issuer)
+        action, details = "trust.add", {"cap": cap, "currencies": accepted,
+                                        "keys": sorted(jose.jwks_keys(pinned.jwks))}
+        changes: list[Change] = []
         if entry is None:
             entry = TrustedIssuer(org_id=org.id, issuer=issuer)
-        entry.name = str(pinned.metadata.get("name", ""))[:200]
+        else:
+            changes = (_policy_changes(entry, cap_micros, accepted)
+                       + _key_changes(entry, pinned.jwks))
+            if not changes:
+                return Trusted(entry, "unchanged", [])  # the same policy and keys
+            if not replace:
+                raise _already_trusted(slug, entry, changes)
+            action, details = "trust.replace", {"changes": [c.as_json() for c in changes]}
+        entry.name = clean(pinned.metadata.get("name"), 200)
         entry.issuer_metadata, entry.jwks = pinned.metadata, pinned.jwks
         entry.cap, entry.currencies = cap_micros, accepted
         entry.pinned_at = entry.refreshed_at = now
         session.add(entry)
         session.flush()
         people.bump_config(session, org_id=org.id)
-        people.audit(session, org_id=org.id, actor=actor.label, action="trust.add",
-                     target=issuer, details={"cap": cap, "currencies": accepted,
-                                             "keys": sorted(jose.jwks_keys(pinned.jwks))})
+        people.audit(session, org_id=org.id, actor=actor.label, action=action,
+                     target=issuer, details=details)
+    return Trusted(entry, "replaced" if changes else "added", changes)
+
+
+def trust_update(session: Session, *, slug: str, issuer: str, cap: str | None = None,
+                 no_cap: bool = False, currencies: list[str] | None = None,
+                 actor: Actor) -> TrustUpdate:
+    """Change a trusted issuer's policy (cap, currencies) and nothing else: no fetch."""
+    org = org_or_404(session, slug)
+    require_admin(session, org, actor)
+    assert org.id is not None
+    if cap and no_cap:
+        raise Malformed("give a cap or no cap, not both")
+    if not cap and not no_cap and not currencies:
+        raise Malformed("nothing to change: give a cap, no cap, or currencies")
+    cap_micros = parse_money(cap, "USD").micros if cap else None
+    accepted = _currencies(currencies) if currencies else None
+    with atomic(session):
+        entry = fed_store.entry(session, org_id=org.id, issuer=_normalise_issuer(issuer))
+        if entry is None:
+            raise NotFound(f"{slug} does not trust {clean(issuer, 300)}")
+        changes = _policy_changes(
+            entry, cap_micros if cap or no_cap else entry.cap, accepted or entry.currencies)
+        if changes:
+            if cap or no_cap:
+                entry.cap = cap_micros
+            entry.currencies = accepted or entry.currencies
+            session.add(entry)
+            people.bump_config(session, org_id=org.id)
+            people.audit(session, org_id=org.id, actor=actor.label, action="trust.update",
+                         target=entry.issuer,
+                         details={"changes": [c.as_json() for c in changes]})
+    return TrustUpdate(entry, changes)
+
+
+def trust_entry(session: Session, *, slug: str, issuer: str) -> TrustedIssuer:
+    """An organisation's trust entry for one issuer, or `NotFound`."""
+    org = org_or_404(session, slug)
+    assert org.id is not None
+    entry = fed_store.entry(session, org_id=org.id, issuer=_normalise_issuer(issuer))
+    if entry is None:
+        raise NotFound(f"{slug} does not trust {clean(issuer, 300)}")
     return entry
 
 
@@ -119,7 +239,7 @@ def trust_remove(session: Session, *, slug: str, issuer: str, actor: Actor) -> N
     with atomic(session):
         entry = fed_store.entry(session, org_id=org.id, issuer=_normalise_issuer(issuer))
         if entry is None:
-            raise NotFound(f"{slug} does not trust {issuer}")
+            raise NotFound(f"{slug} does not trust {clean(issuer, 300)}")
         session.delete(entry)
         people.bump_config(session, org_id=org.id)
         people.audit(session, org_id=org.id, actor=actor.label, action="trust.remove",
@@ -135,6 +255,10 @@ class Refreshed:
     removed: list[str]
     error: str | None = None
 
+    def as_json(self) -> dict[str, Any]:
+        return {"issuer": self.issuer, "added": self.added, "removed": self.removed,
+                "error": self.error}
+
 
 def trust_refresh(session: Session, *, slug: str, actor: Actor,
                   issuer: str | None = None) -> list[Refreshed]:
@@ -145,14 +269,14 @@ def trust_refresh(session: Session, *, slug: str, actor: Actor,
     targets = [e.issuer for e in fed_store.entries(session, org_id=org.id)
                if issuer is None or e.issuer == _normalise_issuer(issuer)]
     if issuer is not None and not targets:
-        raise NotFound(f"{slug} does not trust {issuer}")
+        raise NotFound(f"{slug} does not trust {clean(issuer, 300)}")
     session.commit()
     out: list[Refreshed] = []
     for target in targets:
         try:
             pinned = fetch_issuer(target)
         except WalletError as err:
-            out.append(Refreshed(target, [], [], err.message))
+            out.append(Refreshed(target, [], [], clean(err.message, 300)))
             continue
         with atomic(session):
             entry = fed_store.entry(session, org_id=org.id, issuer=target)
@@ -161,7 +285,7 @@ def trust_refresh(session: Session, *, slug: str, actor: Actor,
             before, after = set(jose.jwks_keys(entry.jwks)), set(jose.jwks_keys(pinned.jwks))
             entry.issuer_metadata, entry.jwks, entry.refreshed_at = (
                 pinned.metadata, pinned.jwks, utcnow())
-            entry.name = str(pinned.metadata.get("name", entry.name))[:200]
+            entry.name = clean(pinned.metadata.get("name"), 200) or entry.name
             session.add(entry)
             people.bump_config(session, org_id=org.id)
             if before != after:
@@ -472,11 +596,13 @@ def _redeem_remote(org: Organization, directory: Directory, ready: list[tuple[Ou
                     verifier=directory.own_id, issuer=issuer,
                     jti=notes.new_jti(secrets.token_bytes(16)), iat=int(time.time()),
                     presentations=[text for _o, text in batch], kid=kid, key=key))
+                if len(answers) != len(batch):  # one answer per presentation, in order
+                    raise IssuerUnavailable("the issuer's answer does not match the request")
+                keys = directory.resolve(issuer)
             except WalletError as err:
                 for outcome, _text in batch:
                     outcome.fail(err)
                 continue
-            keys = directory.resolve(issuer)
             for (outcome, _text), answer in zip(batch, answers, strict=True):
                 _take_answer(outcome, answer, keys, directory.own_id)
                 if outcome.receipt is not None and outcome.error is None:
@@ -503,9 +629,10 @@ def _post_redeem(endpoint: str, request_token: str) -> list[dict[str, Any]]:
 
 
 def _problem_error(problem: dict[str, Any]) -> WalletError:
-    """Pass on an issuer's problem+json with its code, so the engineer sees why."""
-    return Refusal(str(problem.get("code", "malformed"))[:40],
-                         f"the issuer refused: {problem.get('detail') or problem.get('title')}")
+    """Pass on an issuer's problem+json with its code, so the engineer sees why (the code
+    only if it looks like one, the text without control characters)."""
+    why = clean(problem.get("detail"), 300) or clean(problem.get("title"), 300) or "no reason"
+    return Refusal(clean_code(problem.get("code")), f"the issuer refused: {why}")
 
 
 def _take_answer(outcome: Outcome, answer: Any, keys: notes.IssuerKeys, own_id: str) -> None:
@@ -515,8 +642,9 @@ def _take_answer(outcome: Outcome, answer: Any, keys: notes.IssuerKeys, own_id: 
         return
     if "error" in answer:
         error = answer["error"] if isinstance(answer["error"], dict) else {}
-        outcome.error = {"code": str(error.get("code", "malformed"))[:40],
-                         "message": "the issuer refused: " + str(error.get("message", ""))[:300]}
+        outcome.error = {"code": clean_code(error.get("code")),
+                         "message": "the issuer refused: "
+                         + (clean(error.get("message"), 300) or "no reason")}
         return
     try:
         checked = redeem.check_receipt(answer.get("receipt"), keys=keys, verifier=own_id,

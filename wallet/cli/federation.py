@@ -8,10 +8,21 @@ from sqlmodel import Session
 from wallet.actions import federation as fed
 from wallet.actions import keys as key_actions
 from wallet.actions._base import Actor
-from wallet.cli.base import cli, emit_json, info, json_option, org_option, with_session
+from wallet.cli.base import (
+    cli,
+    confirm,
+    emit_json,
+    info,
+    json_option,
+    org_option,
+    with_session,
+    yes_option,
+)
 from wallet.core import jose
+from wallet.core.errors import Conflict
 from wallet.core.money import format_amount, format_display
 from wallet.models import TrustedIssuer
+from wallet.peers import clean
 
 
 @cli.group()
@@ -21,14 +32,19 @@ def trust() -> None:
 
 def _entry_json(entry: TrustedIssuer) -> dict[str, object]:
     return {
-        "issuer": entry.issuer, "name": entry.name,
+        "issuer": entry.issuer, "name": clean(entry.name, 200),
         "cap": None if entry.cap is None else format_amount(entry.cap),
         "currencies": entry.currencies.split(","),
         "keys": [{"kid": kid, "fingerprint": key_actions.fingerprint(key.jwk)}
                  for kid, key in jose.jwks_keys(entry.jwks).items()],
-        "redeem_endpoint": entry.issuer_metadata.get("redeem_endpoint"),
+        "redeem_endpoint": clean(entry.issuer_metadata.get("redeem_endpoint"), 2000) or None,
         "pinned_at": entry.pinned_at.isoformat(), "refreshed_at": entry.refreshed_at.isoformat(),
     }
+
+
+def _policy_line(entry: TrustedIssuer) -> str:
+    return (f"currencies {', '.join(entry.currencies.split(','))}; cap "
+            + ("none" if entry.cap is None else format_display(entry.cap)))
 
 
 @trust.command("add")
@@ -37,23 +53,76 @@ def _entry_json(entry: TrustedIssuer) -> dict[str, object]:
 @click.option("--cap", metavar="AMOUNT", help="Largest note accepted from this issuer.")
 @click.option("--currency", "currencies", multiple=True, metavar="CODE",
               help="Accepted currency (repeat; default USD).")
+@click.option("--replace", is_flag=True,
+              help="If the issuer is trusted already, replace its policy and pinned keys.")
 @json_option
 @with_session
 def trust_add(session: Session, slug: str, issuer_id: str, cap: str | None,
-              currencies: tuple[str, ...], as_json: bool) -> None:
-    """Trust another issuer: fetch, show and pin its metadata and keys."""
-    entry = fed.trust_add(session, slug=slug, issuer=issuer_id, cap=cap,
-                          currencies=list(currencies) or None, actor=Actor.cli())
+              currencies: tuple[str, ...], replace: bool, as_json: bool) -> None:
+    """Trust another issuer: fetch, show and pin its metadata and keys.
+
+    An issuer trusted already is left as it is: what adding it again would change is
+    printed and nothing happens, unless --replace. To change only the policy, use
+    'wallet trust update'.
+    """
+    try:
+        done = fed.trust_add(session, slug=slug, issuer=issuer_id, cap=cap,
+                             currencies=list(currencies) or None, replace=replace,
+                             actor=Actor.cli())
+    except Conflict as refused:
+        if as_json:  # a script sees what would change; the exit code says nothing did
+            emit_json({"issuer": issuer_id, "outcome": "refused",
+                       "would_change": refused.extra.get("changes", [])})
+        raise
+    entry = done.entry
     data = _entry_json(entry)
     if as_json:
-        emit_json(data)
+        emit_json({**data, "outcome": done.outcome,
+                   "changes": [c.as_json() for c in done.changes]})
         return
-    info(f"{slug} now trusts {entry.name or entry.issuer} ({entry.issuer})")
-    info(f"  policy: currencies {', '.join(entry.currencies.split(','))}; cap "
-         + ("none" if entry.cap is None else format_display(entry.cap)))
+    name = data["name"] or entry.issuer
+    if done.outcome == "unchanged":
+        info(f"{slug} already trusts {name} ({entry.issuer}) with this policy and these"
+             " keys; nothing changed")
+        return
+    info(f"{slug} now trusts {name} ({entry.issuer})")
+    for change in done.changes:
+        info(f"  replaced: {change}")
+    info(f"  policy: {_policy_line(entry)}")
     for key in data["keys"]:  # type: ignore[attr-defined]
         info(f"  pinned key {key['kid']}  {key['fingerprint']}")
     info("  compare these fingerprints with the issuer out of band")
+
+
+@trust.command("update")
+@org_option
+@click.argument("issuer_id")
+@click.option("--cap", metavar="AMOUNT", help="New largest note accepted from this issuer.")
+@click.option("--no-cap", is_flag=True, help="Accept notes of any amount from this issuer.")
+@click.option("--currency", "currencies", multiple=True, metavar="CODE",
+              help="Accepted currency (repeat; replaces the list).")
+@json_option
+@with_session
+def trust_update(session: Session, slug: str, issuer_id: str, cap: str | None, no_cap: bool,
+                 currencies: tuple[str, ...], as_json: bool) -> None:
+    """Change a trusted issuer's policy (no refetch; pinned keys stay as they are)."""
+    if cap and no_cap:
+        raise click.UsageError("give --cap or --no-cap, not both")
+    if not cap and not no_cap and not currencies:
+        raise click.UsageError("nothing to change: give --cap, --no-cap or --currency")
+    done = fed.trust_update(session, slug=slug, issuer=issuer_id, cap=cap, no_cap=no_cap,
+                            currencies=list(currencies) or None, actor=Actor.cli())
+    if as_json:
+        emit_json({**_entry_json(done.entry),
+                   "changes": [c.as_json() for c in done.changes]})
+        return
+    if not done.changes:
+        info(f"{done.entry.issuer}: the policy is already {_policy_line(done.entry)};"
+             " nothing changed")
+        return
+    for change in done.changes:
+        info(f"{done.entry.issuer}: {change}")
+    info(f"  policy now: {_policy_line(done.entry)}")
 
 
 @trust.command("list")
@@ -69,7 +138,7 @@ def trust_list(session: Session, slug: str, as_json: bool) -> None:
     if not entries:
         info(f"{slug} trusts no other issuer yet")
     for e in entries:
-        info(f"{e.issuer}  {e.name}  currencies={e.currencies} cap="
+        info(f"{e.issuer}  {clean(e.name, 200)}  currencies={e.currencies} cap="
              + ("none" if e.cap is None else format_amount(e.cap))
              + f"  keys={len(e.jwks.get('keys', []))}  refreshed {e.refreshed_at:%Y-%m-%d %H:%M}")
 
@@ -77,24 +146,38 @@ def trust_list(session: Session, slug: str, as_json: bool) -> None:
 @trust.command("remove")
 @org_option
 @click.argument("issuer_id")
+@yes_option
+@json_option
 @with_session
-def trust_remove(session: Session, slug: str, issuer_id: str) -> None:
-    """Stop trusting an issuer."""
-    fed.trust_remove(session, slug=slug, issuer=issuer_id, actor=Actor.cli())
-    info(f"{slug} no longer trusts {issuer_id}")
+def trust_remove(session: Session, slug: str, issuer_id: str, yes: bool,
+                 as_json: bool) -> None:
+    """Stop trusting an issuer (asks first; --yes in scripts)."""
+    entry = fed.trust_entry(session, slug=slug, issuer=issuer_id)
+    issuer, name = entry.issuer, clean(entry.name, 200) or entry.issuer
+    session.rollback()  # no transaction held while a person decides
+    confirm(f"Stop trusting {name} ({issuer})? {slug} will refuse its notes and its"
+            " redeem requests", yes)
+    fed.trust_remove(session, slug=slug, issuer=issuer, actor=Actor.cli())
+    if as_json:
+        emit_json({"issuer": issuer, "removed": True})
+        return
+    info(f"{slug} no longer trusts {issuer}")
 
 
 @trust.command("refresh")
 @org_option
 @click.argument("issuer_id", required=False)
+@json_option
 @with_session
-def trust_refresh(session: Session, slug: str, issuer_id: str | None) -> int:
+def trust_refresh(session: Session, slug: str, issuer_id: str | None, as_json: bool) -> int:
     """Re-fetch pinned metadata and keys (run it from a scheduler); exit 1 if one failed."""
     results = fed.trust_refresh(session, slug=slug, issuer=issuer_id, actor=Actor.cli())
+    if as_json:
+        emit_json([r.as_json() for r in results])
     for r in results:
         if r.error:
-            click.echo(f"{r.issuer}: refresh failed: {r.error}", err=True)
-        else:
+            click.echo(f"{r.issuer}: refresh failed: {clean(r.error, 300)}", err=True)
+        elif not as_json:
             change = (f"keys added {r.added}, removed {r.removed}" if r.added or r.removed
                       else "unchanged")
             info(f"{r.issuer}: {change}")

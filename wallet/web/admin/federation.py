@@ -9,7 +9,7 @@ from wallet import db
 from wallet.actions import federation as fed
 from wallet.actions import keys as key_actions
 from wallet.core import jose
-from wallet.core.errors import IdempotencyConflict, WalletError
+from wallet.core.errors import Conflict, IdempotencyConflict, WalletError
 from wallet.core.money import format_display, parse_amount
 from wallet.web import guard
 from wallet.web.admin import bp
@@ -27,24 +27,39 @@ def trust(slug: str) -> Response | tuple[str, int]:
     """Trust another issuer (fetch, show and pin its keys); see and change policy."""
     access = guard.org_access(slug, admin=True)
     form = TrustForm()
-    status = 200
+    status, pending = 200, None
     if form.validate_on_submit():
-        try:
-            entry = fed.trust_add(db.session(), slug=slug, issuer=form.issuer.data or "",
-                                  cap=form.cap.data or None,
-                                  currencies=(form.currencies.data or "USD").split(","),
-                                  actor=guard.actor())
-        except WalletError as err:
-            form.issuer.errors = [err.message]
-            status = 400
-        else:
-            flash(f"Now trusting {entry.name or entry.issuer}. Compare the key fingerprints"
-                  " below with the issuer's administrators.", "success")
-            return redirect(url_for("admin.trust", slug=slug))
+        done = _trust_add(slug, form)
+        if isinstance(done, Response):
+            return done
+        status, pending = done
     entries = fed.trust_list(db.session(), slug=slug)
     return render_template("admin/trust.html", access=access, form=form, entries=entries,
-                           keys_of=_keys_of, small_form=RotateForm(),
+                           keys_of=_keys_of, small_form=RotateForm(), pending=pending,
                            issuer=key_actions.issuer_id(access.org)), status
+
+
+def _trust_add(slug: str, form: TrustForm) -> Response | tuple[int, list[dict[str, str]] | None]:
+    """Trust (or, once confirmed, re-trust) and redirect; or a status and the changes an
+    explicit confirmation would make (an issuer trusted already is never replaced silently)."""
+    try:
+        done = fed.trust_add(db.session(), slug=slug, issuer=form.issuer.data or "",
+                             cap=form.cap.data or None,
+                             currencies=(form.currencies.data or "USD").split(","),
+                             replace=request.form.get("replace") == "1", actor=guard.actor())
+    except Conflict as err:
+        return 409, list(err.extra.get("changes", []))
+    except WalletError as err:
+        form.issuer.errors = [err.message]
+        return 400, None
+    name = done.entry.name or done.entry.issuer
+    flash({"added": f"Now trusting {name}. Compare the key fingerprints below with the"
+                    " issuer's administrators.",
+           "replaced": f"Replaced {name}'s policy and keys: "
+                       + "; ".join(str(c) for c in done.changes) + ".",
+           "unchanged": f"{name} is trusted already with this policy and these keys;"
+                        " nothing changed."}[done.outcome], "success")
+    return redirect(url_for("admin.trust", slug=slug))
 
 
 @bp.post("/trust/remove")
