@@ -1,10 +1,11 @@
 """No secret in a log line, and none outside the one answer that shows it (issue 11, "Secrets").
 
 The demo journey runs in the app with every logger at DEBUG (SQLAlchemy's statements,
-parameters and rows included): sign-ins, an invitation accepted, API tokens made on the
-page and with the CLI, funding, a grant, a note exported to a new wallet file under a
-passphrase, that wallet brought to the other organisation, API calls, key rotation on
-the page and with the CLI, a holder key made with the CLI. Afterwards every secret is
+parameters and rows included): sign-ins, an invitation accepted, a reset link used, a
+password changed, API tokens made on the page and with the CLI, funding, a grant, a note
+exported to a new wallet file under a passphrase, that wallet brought to the other
+organisation, API calls, key rotation on the page and with the CLI, a holder key made
+with the CLI. Afterwards every secret is
 collected (private keys as PEM and as the JWK `d`, encrypted PEMs, passphrases,
 passwords and their hashes, API tokens and their hashes, invitation tokens, session
 cookies, CSRF tokens, the instance secrets) and looked for in every log line, page and
@@ -19,6 +20,7 @@ values and referers in their request logs.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -53,6 +55,8 @@ DEMO = "demo-password"
 ADA = "ada@example.test"
 NEWHIRE = "newhire@acme.test"
 NEWHIRE_PASSWORD = "newhire chose this password"
+RESET_PASSWORD = "the password set from a reset link"
+CHANGED_PASSWORD = "the password after a change"
 WALLET_PASSPHRASE = "ada's wallet passphrase"
 HOLDER_PASSPHRASE = "holder key passphrase"
 
@@ -204,7 +208,7 @@ def test_the_demo_journey_logs_no_secret_and_shows_each_only_where_meant(
         capsys: pytest.CaptureFixture[str]) -> None:
     from sqlmodel import select
 
-    from wallet import db
+    from wallet import db, security
     from wallet.actions import demo
     from wallet.core import walletfile
     from wallet.keystore import keystore
@@ -227,15 +231,36 @@ def test_the_demo_journey_logs_no_secret_and_shows_each_only_where_meant(
     assert link, "no invitation link on the page"
     invite = html.unescape(link.group(1))
     secrets.add("invitation token", invite, shown_in=("invitation shown",))
-    with app.app_context():
-        invited = people.person_by_email(db.session(), email=NEWHIRE)
-        assert invited is not None
-        secrets.add("invitation hash", invited.invite_hash)
+    secrets.add("invitation hash", security.hash_token(invite))
     newhire = app.test_client()
     accepted = _post(newhire, answers, "invitation accepted", f"/invite/{invite}",
                      {"password": NEWHIRE_PASSWORD, "confirm": NEWHIRE_PASSWORD})
     assert accepted.status_code == 302, accepted.get_data(as_text=True)[:500]
     answers.keep("new hire's wallet", newhire.get("/orgs/acme/wallet"))
+    newhire_cookies = [_cookie(newhire)]
+
+    # The admin hands the new hire a reset link; they set a password, then change it.
+    with app.app_context():
+        invited = people.person_by_email(db.session(), email=NEWHIRE)
+        assert invited is not None
+    issued = _post(admin, answers, "reset link shown",
+                   f"/orgs/acme/admin/people/{invited.id}/reset", {},
+                   page="/orgs/acme/admin/people")
+    link = re.search(r'data-testid="reset-url">[^<]*/reset/([^<"]+)<',
+                     issued.get_data(as_text=True))
+    assert link, "no reset link on the page"
+    reset = html.unescape(link.group(1))
+    secrets.add("reset token", reset, shown_in=("reset link shown",))
+    secrets.add("reset hash", security.hash_token(reset))
+    done = _post(newhire, answers, "reset used", f"/reset/{reset}",
+                 {"password": RESET_PASSWORD, "confirm": RESET_PASSWORD})
+    assert done.status_code == 302, done.get_data(as_text=True)[:500]
+    newhire_cookies.append(_cookie(newhire))
+    changed = _post(newhire, answers, "password changed", "/account/password",
+                    {"current": RESET_PASSWORD, "password": CHANGED_PASSWORD,
+                     "confirm": CHANGED_PASSWORD}, page="/account")
+    assert changed.status_code == 302, changed.get_data(as_text=True)[:500]
+    answers.keep("account", newhire.get("/account"))
 
     # Money: funding and a grant, on the pages.
     assert _post(admin, answers, "fund", "/orgs/acme/admin/",
@@ -248,9 +273,8 @@ def test_the_demo_journey_logs_no_secret_and_shows_each_only_where_meant(
     # Ada: an API token on the page (shown once), the API with it.
     ada = app.test_client()
     _login(ada, answers, ADA, DEMO)
-    assert _post(ada, answers, "token created", "/orgs/acme/tokens",
-                 {"label": "laptop"}).status_code == 302
-    shown = answers.keep("token shown", ada.get("/orgs/acme/tokens"))
+    shown = _post(ada, answers, "token shown", "/orgs/acme/tokens",
+                  {"label": "laptop", "expires_days": ""}).get_data(as_text=True)
     token = re.search(r'data-testid="new-token">([^<]+)<', shown)
     assert token, "no new token on the page"
     api_token = html.unescape(token.group(1))
@@ -306,8 +330,14 @@ def test_the_demo_journey_logs_no_secret_and_shows_each_only_where_meant(
     _key_forms("demo holder key", demo_file.unlock(DEMO), secrets)
 
     # Sessions and CSRF tokens: in cookies and forms by design, never in a log.
+    for n, cookie in enumerate(newhire_cookies):
+        secrets.add(f"new hire's earlier session cookie {n}", cookie, log_only=True)
+        secrets.add(f"hash of new hire's earlier session {n}", hashlib.sha256(
+            cookie.encode()).hexdigest())
     for name, client in (("admin", admin), ("new hire", newhire), ("ada", ada)):
         secrets.add(f"{name}'s session cookie", _cookie(client), log_only=True)
+        secrets.add(f"hash of {name}'s session", hashlib.sha256(
+            _cookie(client).encode()).hexdigest())
         page = client.get("/orgs/acme/wallet").get_data(as_text=True)
         secrets.add(f"{name}'s CSRF token", _hidden(page, "csrf_token"), log_only=True)
     for name, client in (("admin", admin), ("ada", ada)):
@@ -316,6 +346,8 @@ def test_the_demo_journey_logs_no_secret_and_shows_each_only_where_meant(
     # What the database and the keystore hold.
     secrets.add("demo password", DEMO)
     secrets.add("new hire's password", NEWHIRE_PASSWORD)
+    secrets.add("password set from the reset link", RESET_PASSWORD)
+    secrets.add("changed password", CHANGED_PASSWORD)
     secrets.add("instance secret key", app.config["WALLET_SECRET_KEY"])
     secrets.add("keystore passphrase", app.config["WALLET_KEY_PASSPHRASE"])
     with app.app_context():
