@@ -451,7 +451,7 @@ def test_trust_cli_add_list_refresh_remove(app: Flask, client: FlaskClient,
     assert ACME in run_cli(app, capsys, "trust", "list", "--org", "globex").out
 
     # acme rotates; globex's pins change only when it refreshes.
-    assert run_cli(app, capsys, "keys", "rotate", "--org", "acme").exit_code == 0
+    assert run_cli(app, capsys, "keys", "rotate", "--org", "acme", "--yes").exit_code == 0
     with app.app_context():
         new = key_actions.listing(db.session(), slug="acme")
         (active,) = [k for k in new if k.state == "active"]
@@ -582,7 +582,6 @@ def test_signed_in_engineer_honours_with_the_csrf_header(app: Flask,
     assert no_header.status_code == 403 and fs.code_of(no_header) == "forbidden"
     assert fs.note_state(app, note.jti) == "active"
 
-    token = support.csrf_token(client, "/login")
     answer = client.post("/api/v1/orgs/globex/honour", json=body,
                          headers={"Idempotency-Key": "s-1", "X-CSRF-Token": token})
 

@@ -157,7 +157,7 @@ def test_cli_generate_list_rotate_export(app: Flask, world: World, tmp_path: Pat
     assert r.exit_code == 2
     assert "[conflict]" in _one_error_line(r.err)
 
-    r = run_cli(app, capsys, "keys", "rotate", "--org", "acme", "--json")
+    r = run_cli(app, capsys, "keys", "rotate", "--org", "acme", "--json", "--yes")
     assert r.exit_code == 0, r.err
     rotated = json.loads(r.out)
     assert rotated["retired"]["kid"] == kid and rotated["retired"]["state"] == "retired"
@@ -201,12 +201,14 @@ def test_cli_revoke_publishes_the_compromise_and_revokes_notes_signed_since(
     key = ns.private_key(app, kid)
 
     # KID goes after "--": a thumbprint may start with "-" (see the test of that below).
+    # It is the active key: --rotate makes its replacement in the same step.
     r = run_cli(app, capsys, "keys", "revoke", "--org", "acme", "--compromised-at",
                 compromised.isoformat().replace("+00:00", "Z"), "--reason", "laptop stolen",
-                "--json", "--", kid)
+                "--rotate", "--yes", "--json", "--", kid)
     assert r.exit_code == 0, r.err
     out = json.loads(r.out)
     assert out["state"] == "revoked" and out["notes_revoked"] == 1
+    replacement = out["replacement"]["kid"]
     assert datetime.fromisoformat(out["compromised_at"]) == compromised
 
     # The issuer's own notes signed since T are revoked, their value back in the wallet.
@@ -222,7 +224,7 @@ def test_cli_revoke_publishes_the_compromise_and_revokes_notes_signed_since(
         "kid": kid, "compromised_at": int(compromised.timestamp()),
         "jwk": {**_key_row(app, kid).public_jwk, "kid": kid, "use": "sig", "alg": "EdDSA"}}]
     assert "d" not in metadata["revoked_keys"][0]["jwk"]
-    assert ns.served_jwks(client) == {"keys": []}
+    assert [k["kid"] for k in ns.served_jwks(client)["keys"]] == [replacement]
 
     # Before T: valid. At or after T: key_revoked, whatever the note's own state.
     assert ns.verify(client, {"note": early.token})["valid"] is True
@@ -262,7 +264,8 @@ def test_revoke_accepts_a_kid_that_starts_with_a_dash(
         s.commit()
     r = run_cli(app, capsys, "keys", "list", "--org", "acme")
     assert kid in r.out
-    r = run_cli(app, capsys, "keys", "revoke", "--org", "acme", kid, "--compromised-at", "now")
+    r = run_cli(app, capsys, "keys", "revoke", "--org", "acme", kid, "--compromised-at", "now",
+                "--yes")
     assert r.exit_code == 0, r.err
     assert _key_row(app, kid).state == "revoked"
 
@@ -282,7 +285,7 @@ def test_revocation_and_verification_agree_within_the_compromise_second(
     monkeypatch.undo()
     with app.app_context():
         key_actions.revoke(db.session(), slug="acme", kid=kid, actor=Actor.cli(),
-                           compromised_at=second + timedelta(milliseconds=500))
+                           compromised_at=second + timedelta(milliseconds=500), replace=True)
     # Signed after the compromise: the issuer's own cascade must revoke it.
     assert ns.note_row(app, after.jti).state == "revoked"
     for note in (before, after):
@@ -291,22 +294,28 @@ def test_revocation_and_verification_agree_within_the_compromise_second(
         assert refused == (state == "revoked"), (note.jti, refused, state)
 
 
-def test_revoked_key_cannot_sign_and_rotation_recovers(
+def test_revoked_key_cannot_sign_and_its_replacement_does(
         app: Flask, client: FlaskClient, world: World,
         capsys: pytest.CaptureFixture[str]) -> None:
     kid = ns.generate_key(app)
     ns.give(app, "100.00")
     r = run_cli(app, capsys, "keys", "revoke", "--org", "acme", "--compromised-at", "now",
-                "--", kid)
+                "--rotate", "--yes", "--", kid)
     assert r.exit_code == 0, r.err
-    assert "keys rotate" in r.out
-    with app.app_context(), pytest.raises(KeyUnavailable):
-        note_actions.export(db.session(), slug="acme", email=ns.ADA, amount="1.00",
-                            holder_jwk=ns.holder()[1], actor=Actor.cli())
-    assert ns.balance(app, "wallet") == 100 * ns.UNIT
-    new = ns.rotate_key(app)
+    assert "New active key" in r.out
+    new = next(k.kid for k in _keys(app) if k.state == "active")
+    with app.app_context():  # the revoked key's private part is never loaded to sign
+        s = db.session()
+        rows = key_store.keys_of(s, org_id=ns.org_id(app))
+        assert key_actions.signer(s, org=org_or_404(s, "acme"), rows=rows)[0] == new
     assert ns.export(app, "1.00").kid == new
+    assert ns.balance(app, "wallet") == 99 * ns.UNIT
     assert [k["kid"] for k in ns.served_jwks(client)["keys"]] == [new]
+
+
+def _keys(app: Flask) -> list[SigningKey]:
+    with app.app_context():
+        return key_store.keys_of(db.session(), org_id=ns.org_id(app))
 
 
 @pytest.mark.parametrize("moment", [
@@ -319,7 +328,7 @@ def test_cli_revoke_refuses_bad_compromise_times(app: Flask, world: World, momen
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     kid = ns.generate_key(app)
     r = run_cli(app, capsys, "keys", "revoke", "--org", "acme", "--compromised-at", moment,
-                "--", kid)
+                "--rotate", "--yes", "--", kid)
     assert r.exit_code == 2, (r.out, r.err)
     _one_error_line(r.err)
     assert _key_row(app, kid).state == "active"
@@ -493,7 +502,7 @@ def test_database_key_storage_works_the_same(
     client = db_app.test_client()
     note = ns.export(db_app, "10.00")
     assert note.kid == kid and ns.verify(client, {"note": note.token})["valid"] is True
-    r = run_cli(db_app, capsys, "keys", "rotate", "--org", "acme", "--json")
+    r = run_cli(db_app, capsys, "keys", "rotate", "--org", "acme", "--json", "--yes")
     assert r.exit_code == 0 and json.loads(r.out)["active"]["storage"] == "db"
     assert ns.verify(client, {"note": note.token})["valid"] is True
     new_note = ns.export(db_app, "10.00")
@@ -612,3 +621,87 @@ def test_revoke_takes_dash_words_as_the_kid(app: Flask, world: World,
     ns.generate_key(app)
     r = run_cli(app, capsys, "keys", "revoke", "--org", "acme", kid, "--compromised-at", "now")
     assert r.exit_code == 2 and f"has no key '{kid}'" in r.err, (r.out, r.err)
+
+
+# -- revoking the active key, and asking first --------------------------------------------
+
+
+class _Terminal:
+    """A stdin that is a terminal; click.confirm reads the answer through the prompt."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _answer(monkeypatch: pytest.MonkeyPatch, answer: str) -> list[str]:
+    import sys
+
+    import click.termui
+
+    asked: list[str] = []
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    monkeypatch.setattr(click.termui, "visible_prompt_func",
+                        lambda prompt: asked.append(prompt) or answer)
+    return asked
+
+
+def test_revoking_the_active_key_needs_a_replacement_in_the_same_command(
+        app: Flask, client: FlaskClient, world: World,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: revoking the active key left the organisation with no signing key."""
+    kid = ns.generate_key(app)
+    ns.give(app, "100.00")
+    r = run_cli(app, capsys, "keys", "revoke", "--org", "acme", "--compromised-at", "now",
+                "--yes", "--", kid)
+    assert r.exit_code == 2, (r.out, r.err)
+    line = _one_error_line(r.err)
+    assert "active key" in line and "--rotate" in line and "[conflict]" in line
+    assert _key_row(app, kid).state == "active"  # nothing changed
+    with app.app_context(), pytest.raises(Conflict, match="active key"):
+        key_actions.revoke(db.session(), slug="acme", kid=kid, actor=Actor.cli(),
+                           compromised_at=datetime.now(UTC))
+    assert _key_row(app, kid).state == "active"
+
+    r = run_cli(app, capsys, "keys", "revoke", "--org", "acme", "--compromised-at", "now",
+                "--rotate", "--yes", "--json", "--", kid)
+    assert r.exit_code == 0, r.err
+    out = json.loads(r.out)
+    assert out["state"] == "revoked" and out["replacement"]["state"] == "active"
+    new = out["replacement"]["kid"]
+    assert _key_row(app, kid).state == "revoked" and _key_row(app, new).state == "active"
+    # The organisation never lacked a signing key: the next export signs with the new one.
+    assert ns.export(app, "1.00").kid == new
+    assert [k["kid"] for k in ns.served_jwks(client)["keys"]] == [new]
+
+
+def test_revoke_and_rotate_ask_first_and_refuse_without_a_terminal(
+        app: Flask, world: World, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    first = ns.generate_key(app)
+    second = ns.rotate_key(app)  # `first` is retired now
+    revoke = ("keys", "revoke", "--org", "acme", "--compromised-at", "now", "--", first)
+    # A script (stdin not a terminal) must say --yes.
+    r = run_cli(app, capsys, *revoke)
+    assert r.exit_code == 2 and "pass --yes" in _one_error_line(r.err)
+    r = run_cli(app, capsys, "keys", "rotate", "--org", "acme")
+    assert r.exit_code == 2 and "pass --yes" in _one_error_line(r.err)
+    assert (_key_row(app, first).state, _key_row(app, second).state) == ("retired", "active")
+    # At a terminal the question names what happens; anything but yes changes nothing.
+    asked = _answer(monkeypatch, "n")
+    r = run_cli(app, capsys, *revoke)
+    assert r.exit_code == 2 and "nothing changed" in _one_error_line(r.err)
+    assert first in asked[0] and "Revoke" in asked[0]
+    r = run_cli(app, capsys, "keys", "rotate", "--org", "acme")
+    assert r.exit_code == 2 and second in asked[1] and "Retire" in asked[1]
+    assert (_key_row(app, first).state, _key_row(app, second).state) == ("retired", "active")
+    _answer(monkeypatch, "y")
+    r = run_cli(app, capsys, *revoke)
+    assert r.exit_code == 0, r.err
+    r = run_cli(app, capsys, "keys", "rotate", "--org", "acme")
+    assert r.exit_code == 0, r.err
+    assert (_key_row(app, first).state, _key_row(app, second).state) == ("revoked", "retired")
+    # A key that does not exist is refused before anything is asked.
+    asked = _answer(monkeypatch, "y")
+    r = run_cli(app, capsys, "keys", "revoke", "--org", "acme", "--compromised-at", "now",
+                "nosuchkid")
+    assert r.exit_code == 2 and "[not_found]" in _one_error_line(r.err) and asked == []

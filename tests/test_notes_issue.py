@@ -368,7 +368,7 @@ def test_revoking_a_note_flips_its_status_and_returns_the_value(
     for note in (kept, revoked):
         ns.independently_verified(client, note.token)
     assert ns.status_entry(client, revoked.status_idx) == status.VALID
-    r = run_cli(app, capsys, "note", "revoke", "--org", "acme", "--jti", revoked.jti,
+    r = run_cli(app, capsys, "note", "revoke", "--yes", "--org", "acme", "--jti", revoked.jti,
                 "--reason", "issued to the wrong key")
     assert r.exit_code == 0, r.err
     row = ns.note_row(app, revoked.jti)
@@ -389,16 +389,16 @@ def test_revoking_a_note_flips_its_status_and_returns_the_value(
     assert report["checks"][-1] == {"name": "status", "ok": False}
     assert ns.verify(client, {"note": kept.token})["valid"] is True
 
-    r = run_cli(app, capsys, "note", "revoke", "--org", "acme", "--jti", revoked.jti,
+    r = run_cli(app, capsys, "note", "revoke", "--yes", "--org", "acme", "--jti", revoked.jti,
                 "--reason", "again")
     assert r.exit_code == 2 and r.err.strip().endswith("[conflict]")
     with app.app_context(), pytest.raises(Conflict):
         note_actions.revoke(db.session(), slug="acme", jti=revoked.jti, reason="again",
                             actor=Actor.cli())
-    r = run_cli(app, capsys, "note", "revoke", "--org", "acme", "--jti", kept.jti,
+    r = run_cli(app, capsys, "note", "revoke", "--yes", "--org", "acme", "--jti", kept.jti,
                 "--reason", " ")
     assert r.exit_code == 2 and r.err.strip().endswith("[malformed]")
-    r = run_cli(app, capsys, "note", "revoke", "--org", "acme", "--jti", "urn:uuid:nope",
+    r = run_cli(app, capsys, "note", "revoke", "--yes", "--org", "acme", "--jti", "urn:uuid:nope",
                 "--reason", "x")
     assert r.exit_code == 2 and r.err.strip().endswith("[not_found]")
     assert ns.balance(app, "wallet") == 400 * ns.UNIT

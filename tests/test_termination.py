@@ -176,18 +176,18 @@ def test_cli_person_terminate(app: Flask, world: World,
         grant_actions.create_grant(db.session(), slug="acme", email=world.ada,
                                    amount="1200.00", every="month", months=12, actor=CLI)
     today = date.today().isoformat()
-    r = run_cli(app, capsys, "person", "terminate", "--org", "acme", "--email", world.ada,
+    r = run_cli(app, capsys, "person", "terminate", "--yes", "--org", "acme", "--email", world.ada,
                 "--on", today, "--json")
     assert r.exit_code == 0, r.err
     out = json.loads(r.out)
     assert (out["created"], out["forfeited_tranches"], out["forfeited"]) == (True, 12, "1200.00")
-    r = run_cli(app, capsys, "person", "terminate", "--org", "acme", "--email", world.ada,
+    r = run_cli(app, capsys, "person", "terminate", "--yes", "--org", "acme", "--email", world.ada,
                 "--on", today)
     assert r.exit_code == 0 and "nothing changed" in r.out
     for args in (("--email", "nobody@acme.test", "--on", today),
                  ("--email", world.ada, "--on", "2026-02-30"),
                  ("--email", world.ada, "--on", "2099-01-01")):
-        r = run_cli(app, capsys, "person", "terminate", "--org", "acme", *args)
+        r = run_cli(app, capsys, "person", "terminate", "--yes", "--org", "acme", *args)
         assert r.exit_code == 2 and len(r.err.strip().splitlines()) == 1, (args, r.err)
 
 

@@ -5,6 +5,8 @@ retires the old key, which keeps verifying what it signed. Revocation records th
 the key was compromised: tokens it signed with `iat` at or after that time are invalid
 everywhere, and this issuer also revokes its own notes signed in that window (their
 value goes back to the engineers' wallets, who can export again under the new key).
+The active key is revoked only with its replacement (`replace=True`: a new active key in
+the same transaction), so an organisation is never left without a signing key.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class KeyChange:
     key: SigningKey
     retired: SigningKey | None = None
     notes_revoked: int = 0
+    replacement: SigningKey | None = None  # the new active key made by revoke(replace=True)
 
 
 def generate(session: Session, *, slug: str, actor: Actor) -> KeyChange:
@@ -87,6 +90,7 @@ def rotate(session: Session, *, slug: str, actor: Actor) -> KeyChange:
 
 
 def _new_key(session: Session, org: Organization) -> SigningKey:
+    assert org.id is not None
     private = Ed25519PrivateKey.generate()
     public = jose.public_jwk(private)
     kid = jose.thumbprint(public)
@@ -103,9 +107,34 @@ def _new_key(session: Session, org: Organization) -> SigningKey:
     return row
 
 
+def revocable(session: Session, *, slug: str, kid: str, replace: bool = False) -> SigningKey:
+    """The key `revoke` would revoke, or the reason it refuses (a read, for asking first)."""
+    org = org_or_404(session, slug)
+    assert org.id is not None
+    return _revocable(session, org, kid, replace)
+
+
+def _revocable(session: Session, org: Organization, kid: str, replace: bool) -> SigningKey:
+    assert org.id is not None
+    row = key_store.key_by_kid(session, org_id=org.id, kid=kid)
+    if row is None:
+        raise NotFound(f"{org.slug} has no key {kid!r}")
+    if row.state == "revoked":
+        raise Conflict(f"key {kid} is already revoked")
+    if row.state == "active" and not replace:
+        raise Conflict(f"{kid} is {org.slug}'s active key: revoking it alone would leave"
+                       f" {org.slug} with no signing key; revoke it with --rotate (a new"
+                       " active key in the same step), or rotate first")
+    return row
+
+
 def revoke(session: Session, *, slug: str, kid: str, compromised_at: datetime,
-           actor: Actor, reason: str = "") -> KeyChange:
-    """Revoke a key as compromised at `compromised_at`; revoke our notes it signed since."""
+           actor: Actor, reason: str = "", replace: bool = False) -> KeyChange:
+    """Revoke a key as compromised at `compromised_at`; revoke our notes it signed since.
+
+    The active key needs `replace=True`: a new active key is made in the same
+    transaction (any other active key is retired, as by `rotate`).
+    """
     from wallet.actions import notes as note_actions
 
     org = org_or_404(session, slug)
@@ -119,22 +148,28 @@ def revoke(session: Session, *, slug: str, kid: str, compromised_at: datetime,
     # round down so that this issuer revokes exactly the notes every verifier refuses.
     compromised_at = compromised_at.replace(microsecond=0)
     with atomic(session):
-        row = key_store.key_by_kid(session, org_id=org.id, kid=kid)
-        if row is None:
-            raise NotFound(f"{slug} has no key {kid!r}")
-        if row.state == "revoked":
-            raise Conflict(f"key {kid} is already revoked")
+        row = _revocable(session, org, kid, replace)
         row.state, row.revoked_at, row.compromised_at = "revoked", utcnow(), compromised_at
         session.add(row)
         session.flush()
+        retired = None
+        if replace:
+            retired = key_store.active_key(session, org_id=org.id)
+            if retired is not None:  # another key was active: rotation retires it
+                retired.state, retired.retired_at = "retired", utcnow()
+                session.add(retired)
+                session.flush()  # it leaves 'active' before the new key takes that place
+        replacement = _new_key(session, org) if replace else None
         people.bump_config(session, org_id=org.id)
         count = note_actions.revoke_signed_since(
             session, org=org, kid=kid, since=compromised_at, actor=actor,
             reason="signing key compromised" + (f": {reason}" if reason else ""))
         people.audit(session, org_id=org.id, actor=actor.label, action="key.revoke",
                      target=kid, details={"compromised_at": compromised_at.isoformat(),
-                                          "notes_revoked": count, "reason": reason})
-    return KeyChange(row, notes_revoked=count)
+                                          "notes_revoked": count, "reason": reason,
+                                          "replacement": replacement.kid if replacement
+                                          else None})
+    return KeyChange(row, retired=retired, notes_revoked=count, replacement=replacement)
 
 
 def listing(session: Session, *, slug: str) -> list[SigningKey]:

@@ -12,9 +12,19 @@ from sqlmodel import Session
 
 from wallet.actions import grants as grant_actions
 from wallet.actions import usage as usage_actions
-from wallet.actions._base import Actor, org_or_404, parse_date, today
+from wallet.actions._base import Actor, member_or_404, org_or_404, parse_date, today
 from wallet.cli.admin import person
-from wallet.cli.base import cli, emit_json, info, is_tty, json_option, org_option, with_session
+from wallet.cli.base import (
+    cli,
+    confirm,
+    emit_json,
+    info,
+    is_tty,
+    json_option,
+    org_option,
+    with_session,
+    yes_option,
+)
 from wallet.core.errors import RowsInvalid
 from wallet.core.money import format_amount, format_display
 
@@ -184,12 +194,17 @@ def vest(session: Session, slug: str | None, all_orgs: bool, as_of: str | None,
 @click.option("--email", required=True)
 @click.option("--on", "on", required=True, metavar="DATE",
               help="Last day of employment (YYYY-MM-DD).")
+@yes_option
 @json_option
 @with_session
-def person_terminate(session: Session, slug: str, email: str, on: str,
+def person_terminate(session: Session, slug: str, email: str, on: str, yes: bool,
                      as_json: bool) -> None:
-    """End employment: tranches due after the date return to the pool."""
+    """End employment: tranches due after the date return to the pool (asks first)."""
     ended = parse_date(on, "--on")
+    member_or_404(session, org_or_404(session, slug), email)  # refused before asking
+    confirm(f"End {email.strip().lower()}'s employment at {slug} on {ended.isoformat()}?"
+            " Unvested tranches due after that day return to the pool; this cannot be"
+            " undone", yes)
     t = grant_actions.terminate(session, slug=slug, email=email, on=ended, actor=Actor.cli())
     if as_json:
         emit_json({"email": t.email, "ended_on": t.ended_on.isoformat(), "created": t.created,

@@ -14,12 +14,14 @@ from wallet.actions import keys as key_actions
 from wallet.actions._base import Actor, org_or_404, parse_moment
 from wallet.cli.base import (
     cli,
+    confirm,
     emit_json,
     info,
     json_option,
     org_option,
     read_secret_file,
     with_session,
+    yes_option,
 )
 from wallet.core import jose, pkcs8
 from wallet.core.errors import Malformed
@@ -74,10 +76,16 @@ def keys_list(session: Session, slug: str, as_json: bool) -> None:
 
 @keys.command("rotate")
 @org_option
+@yes_option
 @json_option
 @with_session
-def keys_rotate(session: Session, slug: str, as_json: bool) -> None:
-    """Make a new active key; the old one is retired and keeps verifying."""
+def keys_rotate(session: Session, slug: str, yes: bool, as_json: bool) -> None:
+    """Make a new active key; the old one is retired and keeps verifying (asks first)."""
+    active = next((r for r in key_actions.listing(session, slug=slug) if r.state == "active"),
+                  None)
+    if active is not None:
+        confirm(f"Retire {slug}'s active key {active.kid} and make a new one? The old key"
+                " then only verifies what it signed", yes)
     change = key_actions.rotate(session, slug=slug, actor=Actor.cli())
     if as_json:
         emit_json({"active": _row(change.key),
@@ -89,7 +97,8 @@ def keys_rotate(session: Session, slug: str, as_json: bool) -> None:
 
 
 # A kid is base64url and may start with "-": unknown "options" are taken as the KID, and
-# this command has no short options at all (not even -h), so none can match inside a kid.
+# this command has no short options at all (not even -h or -y), so none can match inside
+# a kid.
 @keys.command("revoke", context_settings={"ignore_unknown_options": True,
                                           "help_option_names": ["--help"]})
 @org_option
@@ -97,22 +106,42 @@ def keys_rotate(session: Session, slug: str, as_json: bool) -> None:
 @click.option("--compromised-at", required=True, metavar="TIME",
               help="When the key was compromised (ISO 8601 with timezone, or 'now').")
 @click.option("--reason", default="", help="Recorded in the audit log.")
+@click.option("--rotate", "rotate", is_flag=True,
+              help="Make a new active key in the same step (needed to revoke the active"
+                   " key: an organisation is never left without a signing key).")
+@click.option("--yes", "yes", is_flag=True,
+              help="Do it without asking (needed when stdin is not a terminal).")
 @json_option
 @with_session
 def keys_revoke(session: Session, slug: str, kid: str, compromised_at: str, reason: str,
-                as_json: bool) -> None:
-    """Revoke a compromised key: tokens it signed at or after TIME become invalid."""
-    change = key_actions.revoke(session, slug=slug, kid=kid,
-                                compromised_at=parse_moment(compromised_at, "--compromised-at"),
-                                actor=Actor.cli(), reason=reason)
+                rotate: bool, yes: bool, as_json: bool) -> None:
+    """Revoke a compromised key: tokens it signed at or after TIME become invalid.
+
+    Our own notes it signed since TIME are revoked and their value returns to the
+    engineers' wallets. The active key can only be revoked together with --rotate
+    (rotate-then-revoke, one transaction). Asks first; --yes in scripts.
+    """
+    moment = parse_moment(compromised_at, "--compromised-at")
+    row = key_actions.revocable(session, slug=slug, kid=kid, replace=rotate)
+    what = ("the active key" if row.state == "active" else f"a {row.state} key")
+    confirm(f"Revoke {kid} ({what} of {slug}) as compromised at {moment.isoformat()}?"
+            " Everything it signed since then becomes invalid everywhere"
+            + ("; a new active key is made in the same step" if rotate else ""), yes)
+    change = key_actions.revoke(session, slug=slug, kid=kid, compromised_at=moment,
+                                actor=Actor.cli(), reason=reason, replace=rotate)
     if as_json:
-        emit_json({**_row(change.key), "notes_revoked": change.notes_revoked})
+        emit_json({**_row(change.key), "notes_revoked": change.notes_revoked,
+                   "replacement": _row(change.replacement) if change.replacement else None,
+                   "retired": _row(change.retired) if change.retired else None})
         return
     info(f"Revoked {kid} as compromised at {change.key.compromised_at.isoformat()}"  # type: ignore[union-attr]
          f"; {change.notes_revoked} note(s) it signed since were revoked")
-    if not key_actions.listing(session, slug=slug) or all(
-            r.state != "active" for r in key_actions.listing(session, slug=slug)):
-        info(f"{slug} has no active key now: run 'wallet keys rotate --org {slug}'")
+    if change.retired:
+        info(f"Retired {change.retired.kid} (still verifies what it signed)")
+    if change.replacement:
+        info(f"New active key {change.replacement.kid}")
+    elif all(r.state != "active" for r in key_actions.listing(session, slug=slug)):
+        info(f"{slug} has no active key: run 'wallet keys rotate --org {slug}'")
 
 
 @keys.command("export-jwks")

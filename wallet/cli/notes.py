@@ -17,6 +17,7 @@ from wallet.actions._base import Actor, org_or_404
 from wallet.cli.base import (
     app_session,
     cli,
+    confirm,
     discard_file,
     emit_json,
     info,
@@ -25,6 +26,7 @@ from wallet.cli.base import (
     publish_new_file,
     reserve_new_file,
     with_session,
+    yes_option,
 )
 from wallet.cli.keys import ask_passphrase
 from wallet.core import jose, notes, pkcs8, walletfile
@@ -303,9 +305,12 @@ def note_present(file: str, key_file: str | None, audience: str, nonce: str,
 @org_option
 @click.option("--jti", required=True)
 @click.option("--reason", required=True, help="Recorded with the note and in the audit log.")
+@yes_option
 @with_session
-def note_revoke(session: Session, slug: str, jti: str, reason: str) -> None:
-    """Revoke an active note; its value returns to the engineer's wallet."""
+def note_revoke(session: Session, slug: str, jti: str, reason: str, yes: bool) -> None:
+    """Revoke an active note; its value returns to the engineer's wallet (asks first)."""
+    confirm(f"Revoke note {jti.strip()} of {slug}? Whoever holds it can no longer use it"
+            " anywhere; its value returns to the engineer's wallet", yes)
     row = note_actions.revoke(session, slug=slug, jti=jti, reason=reason, actor=Actor.cli())
     info(f"Revoked {row.jti}; {format_amount(row.amount)} {row.currency} back to the wallet")
 
