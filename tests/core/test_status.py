@@ -6,6 +6,7 @@ Known answers from draft-ietf-oauth-status-list §4.1 (Status List): the 1-bit e
 
 from __future__ import annotations
 
+import random
 import zlib
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wallet.core import jose, status
-from wallet.core.errors import MalformedToken
+from wallet.core.errors import MalformedToken, TokenTooLarge
 
 BITS1_STATUSES = [1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1]
 BITS1_HEX = "b9a3"
@@ -255,3 +256,74 @@ def test_read_refuses_a_list_over_max_bytes() -> None:
         status.read(_claims(), uri=URI, now=NOW, max_bytes=status.MIN_SIZE // 4 - 1)
     assert len(status.read(_claims(), uri=URI, now=NOW,
                            max_bytes=status.MIN_SIZE // 4).data) == status.MIN_SIZE // 4
+
+
+# -- sizes: what an issuer may place in one list, what a verifier accepts ----------------------
+
+
+def _real_token(size: int, notes: int, seed: int) -> str:
+    """A signed list token with `notes` entries at random indexes, every one non-zero."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    rng = random.Random(seed)
+    placed = [(i, rng.choice((status.REVOKED, status.SUSPENDED, status.REDEEMED)))
+              for i in rng.sample(range(size), notes)]
+    key = Ed25519PrivateKey.generate()
+    kid = jose.thumbprint(jose.public_jwk(key))
+    uri = "https://wallet.example.com/orgs/" + "o" * 60 + "/status/2147483647"
+    claims = status.claims(uri=uri, packed=status.build(size, placed), iat=NOW, ttl=300,
+                           exp=NOW + 3600)
+    return jose.sign({"alg": "EdDSA", "typ": status.TYP, "kid": kid}, claims, key)
+
+
+@pytest.mark.parametrize("notes", [1, 1000, status.DEFAULT_MAX_NOTES, 6000])
+def test_worst_case_estimate_is_at_least_any_real_token(notes: int) -> None:
+    """The estimate an issuer's bound is checked against covers real tokens of that many
+    non-zero entries (random indexes and values, the real zlib level, a long URI)."""
+    estimate = status.worst_case_token_bytes(status.MIN_SIZE, notes)
+    for seed in range(3):
+        real = len(_real_token(status.MIN_SIZE, notes, seed))
+        assert real <= estimate <= real * 1.05 + 400, (notes, real, estimate)
+
+
+def test_the_default_bound_stays_well_under_what_every_verifier_accepts() -> None:
+    """4,096 notes per 131,072-entry list: about 10.6 KB when every one is dead, against
+    16 KiB for verifiers that apply the general token limit (and 256 KiB for ours)."""
+    worst = status.worst_case_token_bytes(status.MIN_SIZE, status.DEFAULT_MAX_NOTES)
+    assert worst <= status.ISSUER_TARGET_BYTES <= jose.MAX_TOKEN_BYTES * 3 // 4
+    status.check_capacity(status.MIN_SIZE, status.DEFAULT_MAX_NOTES)
+    # Twice the default would not fit in 16 KiB: the bound is what keeps lists small.
+    assert status.worst_case_token_bytes(status.MIN_SIZE, 2 * status.DEFAULT_MAX_NOTES) \
+        > jose.MAX_TOKEN_BYTES
+
+
+@pytest.mark.parametrize(("size", "notes"), [
+    (status.MIN_SIZE, 8000),          # ~16.8 KB at worst: over what verifiers accept
+    (status.MIN_SIZE, 5600),          # ~13 KB: under 16 KiB but without the margin
+    (status.MIN_SIZE, 65_536),        # the old rule (half the list): ~53 KB
+    (1 << 20, status.DEFAULT_MAX_NOTES),  # a longer list costs more per entry: ~15 KB
+    (status.MIN_SIZE // 2, 100),      # too few entries to hide who holds which note
+    (status.MIN_SIZE, 0),
+    (status.MIN_SIZE, -1),
+])
+def test_check_capacity_refuses_lists_that_could_outgrow_verifiers(size: int,
+                                                                   notes: int) -> None:
+    with pytest.raises(ValueError):
+        status.check_capacity(size, notes)
+
+
+def test_status_list_tokens_have_their_own_size_limit() -> None:
+    """20,000 dead entries make a ~31 KB token: over the 16 KiB of notes, receipts and
+    requests, under the 256 KiB a status list token may take; beyond that, refused."""
+    token = _real_token(status.MIN_SIZE, 20_000, 1)
+    assert jose.MAX_TOKEN_BYTES < len(token) < status.MAX_TOKEN_BYTES
+    with pytest.raises(TokenTooLarge):
+        jose.parse(token, typ=status.TYP)
+    jws = jose.parse(token, typ=status.TYP, max_bytes=status.MAX_TOKEN_BYTES)
+    assert status.read(jws.payload, uri=jws.payload["sub"], now=NOW).bits == 2
+    huge = token + "A" * (status.MAX_TOKEN_BYTES - len(token) + 1)
+    with pytest.raises(TokenTooLarge):
+        jose.parse(huge, typ=status.TYP, max_bytes=status.MAX_TOKEN_BYTES)
+    with pytest.raises(TokenTooLarge):  # still measured in UTF-8 bytes
+        jose.check_size("é" * (status.MAX_TOKEN_BYTES // 2 + 1), max_bytes=status.MAX_TOKEN_BYTES)
+    assert jose.check_size("é" * 4096) == "é" * 4096

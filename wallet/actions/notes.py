@@ -7,6 +7,7 @@ decides), sign, record. Notes carry no personal data; the record maps jti → pe
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -176,8 +177,10 @@ def _issue(session: Session, *, org: Organization, person: Person, money: Money,
     iat = int(now.timestamp())
     exp = iat + org.note_ttl_days * 86_400
     size = int(current_app.config["WALLET_STATUS_LIST_SIZE"])
+    number = _list_with_room(session, org=org, size=size, now=now)
     for _ in range(MAX_INDEX_TRIES):
-        number = _list_with_room(session, org=org, size=size, now=now)
+        # Uniform over the whole list, whatever the bound: an index tells nothing about
+        # who holds the note or when it was issued.
         idx = secrets.randbelow(size)
         token = notes.issue(issuer=key_actions.issuer_id(org), jti=jti, iat=iat, exp=exp,
                             amount=money, holder_jwk=holder.jwk,
@@ -198,17 +201,29 @@ def _issue(session: Session, *, org: Organization, person: Person, money: Money,
 
 
 def _list_with_room(session: Session, *, org: Organization, size: int, now: datetime) -> int:
-    """The newest status list, or a new one once it is half full (random draws stay cheap)."""
+    """The list the next note goes in: the newest with room, locked until the commit.
+
+    A list takes at most `WALLET_STATUS_LIST_MAX_NOTES` notes, ever: each may turn
+    non-zero (revoked, redeemed), and the bound keeps its token under what verifiers
+    accept (`status.check_capacity`). A list that is full, holds more (an older, looser
+    bound) or has another size (an older `WALLET_STATUS_LIST_SIZE`) is left for a new
+    one; no note moves. The list's row is locked before its notes are counted, so
+    concurrent exports take turns and none can overfill it (they already queue on the
+    `notes_outstanding` row); the unique (list, index) key claims the index itself.
+    """
     assert org.id is not None
-    current = note_store.current_list(session, org_id=org.id)
-    number = 1 if current is None else current.number
-    if current is not None and note_store.used_in_list(
-            session, org_id=org.id, number=number) >= current.size // 2:
+    limit = int(current_app.config["WALLET_STATUS_LIST_MAX_NOTES"])
+    found = note_store.lock_list(session, org_id=org.id)
+    number = 1 if found is None else found.number
+    while True:
+        if found is None:
+            note_store.open_list(session, org_id=org.id, number=number, size=size, now=now)
+            found = note_store.lock_list(session, org_id=org.id, number=number)
+            assert found is not None  # ours, or one a concurrent export just committed
+        if found.size == size and found.used < limit:
+            return number
         number += 1
-        current = None
-    if current is None:
-        note_store.open_list(session, org_id=org.id, number=number, size=size, now=now)
-    return number
+        found = note_store.lock_list(session, org_id=org.id, number=number)
 
 
 def revoke(session: Session, *, slug: str, jti: str, reason: str, actor: Actor) -> Note:
@@ -348,6 +363,8 @@ def reissue_presented(session: Session, *, slug: str, presentation: object) -> t
 _CACHE: dict[tuple[int, int], tuple[float, str]] = {}
 _CACHE_LOCK = threading.Lock()
 STATUS_CACHE_SECONDS = 2.0  # rebuild at most this often per list and process
+_OVERSIZED: set[tuple[int, int]] = set()  # lists already reported as over 16 KiB
+log = logging.getLogger("wallet.notes")
 
 
 def _invalidate_status_cache(org_id: int) -> None:
@@ -375,6 +392,13 @@ def status_list_token(session: Session, *, org: Organization, number: int) -> st
     claims = status.claims(uri=status_uri(org, number), packed=packed, iat=iat, ttl=ttl,
                            exp=iat + 3600)
     token = jose.sign({"alg": jose.SIGNING_ALG, "typ": status.TYP, "kid": kid}, claims, key)
+    if len(token) > jose.MAX_TOKEN_BYTES and cache_key not in _OVERSIZED:
+        # Only a list filled under an older, looser bound gets here: it still verifies at
+        # verifiers of this protocol (status.MAX_TOKEN_BYTES), not at those applying the
+        # general 16 KiB token limit. It takes no more notes.
+        _OVERSIZED.add(cache_key)
+        log.warning("status list %s of %s is %d bytes, over %d", number, org.slug, len(token),
+                    jose.MAX_TOKEN_BYTES)
     with _CACHE_LOCK:
         _CACHE[cache_key] = (time.monotonic(), token)
     return token

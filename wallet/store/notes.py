@@ -21,16 +21,49 @@ from wallet.store._sql import insert_ignore, run
 STATUS_OF_STATE = {"active": 0, "revoked": 1, "reclaimed": 1, "redeemed": 3}
 
 
-def current_list(session: Session, *, org_id: int) -> StatusList | None:
-    """The organisation's newest status list."""
-    return session.exec(select(StatusList).where(StatusList.org_id == org_id)
-                        .order_by(col(StatusList.number).desc())).first()
-
-
 def status_list(session: Session, *, org_id: int, number: int) -> StatusList | None:
     """A status list by number."""
     return session.exec(select(StatusList).where(StatusList.org_id == org_id,
                                                  StatusList.number == number)).first()
+
+
+class LockedList(NamedTuple):
+    """A status list locked for this transaction, and how many notes it holds."""
+
+    number: int
+    size: int
+    used: int
+
+
+_LIST = StatusList.__table__
+_LOCK_NEWEST = (sa.select(_LIST.c.number, _LIST.c.size)
+                .where(_LIST.c.org_id == sa.bindparam("org_id"))
+                .order_by(_LIST.c.number.desc()).limit(1).with_for_update())
+_LOCK_NUMBER = (sa.select(_LIST.c.number, _LIST.c.size)
+                .where(_LIST.c.org_id == sa.bindparam("org_id"),
+                       _LIST.c.number == sa.bindparam("number")).with_for_update())
+_USED = (sa.select(sa.func.count()).select_from(Note.__table__)
+         .where(Note.__table__.c.org_id == sa.bindparam("org_id"),
+                Note.__table__.c.status_list == sa.bindparam("number")))
+
+
+def lock_list(session: Session, *, org_id: int, number: int | None = None) -> LockedList | None:
+    """Status list `number` (None: the newest), locked until the transaction ends.
+
+    PostgreSQL takes the row lock (`FOR UPDATE`); SQLite, where every transaction holds
+    the database's write lock from `BEGIN IMMEDIATE`, needs nothing more. The notes
+    are counted after the lock, in a statement of its own: at READ COMMITTED it sees
+    every note of a transaction that held the lock before. A list another transaction
+    is creating is not seen (None) until that one commits.
+    """
+    if number is None:
+        row = run(session, _LOCK_NEWEST, {"org_id": org_id}).first()
+    else:
+        row = run(session, _LOCK_NUMBER, {"org_id": org_id, "number": number}).first()
+    if row is None:
+        return None
+    used = run(session, _USED, {"org_id": org_id, "number": row.number}).scalar_one()
+    return LockedList(int(row.number), int(row.size), int(used))
 
 
 def open_list(session: Session, *, org_id: int, number: int, size: int, now: datetime) -> None:
@@ -38,12 +71,6 @@ def open_list(session: Session, *, org_id: int, number: int, size: int, now: dat
     insert_ignore(session, StatusList.__table__,  # type: ignore[arg-type]
                   {"org_id": org_id, "number": number, "size": size, "created_at": now},
                   ("org_id", "number"))
-
-
-def used_in_list(session: Session, *, org_id: int, number: int) -> int:
-    """How many indexes of a list are taken."""
-    return int(session.exec(select(sa.func.count()).select_from(Note).where(
-        Note.org_id == org_id, Note.status_list == number)).one())
 
 
 def insert_note(session: Session, values: dict[str, Any]) -> int | None:
