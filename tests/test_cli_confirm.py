@@ -59,6 +59,13 @@ def test_note_revoke_asks_first(app: Flask, world: World, monkeypatch: pytest.Mo
     assert r.exit_code == 0, r.err
     assert ns.note_row(app, note.jti).state == "revoked"
     assert ns.balance(app, "wallet") == 100 * ns.UNIT
+    # What cannot be revoked is refused before anything is asked.
+    asked = _at_a_terminal(monkeypatch, "y")
+    r = run_cli(app, capsys, *revoke)
+    assert r.exit_code == 2 and "[conflict]" in _one_line(r.err) and asked == []
+    r = run_cli(app, capsys, "note", "revoke", "--org", "acme", "--jti", "urn:uuid:nope",
+                "--reason", "x")
+    assert r.exit_code == 2 and "[not_found]" in _one_line(r.err) and asked == []
 
 
 def test_person_terminate_asks_first(app: Flask, world: World,

@@ -128,8 +128,9 @@ def confirm(prompt: str, yes: bool) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        raise click.UsageError(f"{prompt.rstrip('?').rstrip()}: confirmation needed;"
-                               " pass --yes (stdin is not a terminal)")
+        question = prompt.split("?")[0].strip()
+        raise click.UsageError(f"{question}: confirmation needed; pass --yes (stdin is not"
+                               " a terminal)")
     if not click.confirm(prompt, default=False, err=True):
         raise click.ClickException("not confirmed; nothing changed")
 

@@ -30,7 +30,7 @@ from wallet.cli.base import (
 )
 from wallet.cli.keys import ask_passphrase
 from wallet.core import jose, notes, pkcs8, walletfile
-from wallet.core.errors import Malformed, VerificationError, WalletError
+from wallet.core.errors import Conflict, Malformed, NotFound, VerificationError, WalletError
 from wallet.core.money import format_amount
 from wallet.models import Note
 
@@ -45,8 +45,11 @@ def read_input(path: str) -> str:
         else:
             with open(path, encoding="utf-8") as handle:
                 data = handle.read(MAX_INPUT + 1)
-    except (OSError, UnicodeDecodeError) as err:
-        raise Malformed(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    except UnicodeDecodeError:
+        raise Malformed(f"{path} is not UTF-8 text (a note, presentation or wallet file"
+                        " is)") from None
+    except OSError as err:
+        raise Malformed(f"cannot read {path}: {err.strerror or err}") from None
     if len(data) > MAX_INPUT:
         raise Malformed(f"{path} is larger than {MAX_INPUT} bytes")
     return data.strip()
@@ -114,6 +117,9 @@ def note_export(session: Session, slug: str, email: str, amount: str, currency: 
                                         currency=currency, holder_jwk=jwk, actor=Actor.cli(),
                                         request_key=request_key)
 
+    if out == "-":
+        raise click.BadParameter("give a file name (without --out the note is printed on"
+                                 " stdout)", param_hint="--out")
     if out and request_key and os.path.lexists(out) and not os.path.isdir(out):
         row, created = _export_into_existing(session, export, out, slug=slug, email=email,
                                              request_key=request_key)
@@ -209,7 +215,12 @@ def _print_report(index: int, total: int, report: dict[str, Any]) -> None:
 @click.pass_context
 def note_verify(ctx: click.Context, file: str, slug: str | None, jwks_file: str | None,
                 as_json: bool) -> int:
-    """Verify notes or presentations; exit 0 when all are valid, 1 when one is not."""
+    """Verify notes or presentations; exit 0 when all are valid, 1 when one is not.
+
+    FILE ('-' for stdin) holds one item a line, or is a .ccwallet. A file with no item
+    (empty or blank: a truncated download) is bad input, exit 2: nothing checked is
+    never success.
+    """
     if bool(slug) == bool(jwks_file):
         raise click.UsageError("give exactly one of --org SLUG or --jwks FILE")
     items, _wallet = tokens_in(read_input(file), file)
@@ -309,8 +320,17 @@ def note_present(file: str, key_file: str | None, audience: str, nonce: str,
 @with_session
 def note_revoke(session: Session, slug: str, jti: str, reason: str, yes: bool) -> None:
     """Revoke an active note; its value returns to the engineer's wallet (asks first)."""
-    confirm(f"Revoke note {jti.strip()} of {slug}? Whoever holds it can no longer use it"
-            " anywhere; its value returns to the engineer's wallet", yes)
+    wanted = jti.strip()
+    found = [v for v in note_actions.search(session, org=org_or_404(session, slug),
+                                            query=wanted, limit=5) if v.row.jti == wanted]
+    if not found:  # refused before anything is asked
+        raise NotFound(f"{slug} issued no note {wanted!r}")
+    if found[0].row.state != "active":
+        raise Conflict(f"note {wanted} is {found[0].row.state}, not active")
+    view = found[0]
+    confirm(f"Revoke note {wanted} ({format_amount(view.row.amount)} {view.row.currency},"
+            f" {view.person.email})? Whoever holds it can no longer use it anywhere; its"
+            " value returns to the wallet", yes)
     row = note_actions.revoke(session, slug=slug, jti=jti, reason=reason, actor=Actor.cli())
     info(f"Revoked {row.jti}; {format_amount(row.amount)} {row.currency} back to the wallet")
 
