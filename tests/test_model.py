@@ -72,6 +72,8 @@ from wallet.core.errors import (
 from wallet.models import Account, HonouredNote, Note, Redemption
 from wallet.store import people
 
+pytestmark = pytest.mark.slow  # about a minute per database at the CI setting
+
 CLI = Actor.cli()
 MICROS = 1_000_000
 ENGINEERS = 2
