@@ -705,3 +705,21 @@ def test_revoke_and_rotate_ask_first_and_refuse_without_a_terminal(
     r = run_cli(app, capsys, "keys", "revoke", "--org", "acme", "--compromised-at", "now",
                 "nosuchkid")
     assert r.exit_code == 2 and "[not_found]" in _one_error_line(r.err) and asked == []
+
+
+def test_holder_new_refuses_an_unusable_out_before_asking_for_a_passphrase(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import click.termui
+
+    prompts: list[str] = []
+    monkeypatch.setattr(click.termui, "hidden_prompt_func",
+                        lambda prompt: prompts.append(prompt) or "typed passphrase")
+    existing = tmp_path / "old.key"
+    existing.write_text("an earlier key\n")
+    for out in (existing, tmp_path, tmp_path / "missing" / "h.key"):
+        r = run_cli(None, capsys, "keys", "holder-new", "--out", str(out))
+        assert r.exit_code == 2, (out, r.err)
+        _one_error_line(r.err)
+    assert prompts == [] and existing.read_text() == "an earlier key\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.key"]  # no temporary file

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 
 import click
@@ -15,11 +14,14 @@ from wallet.actions._base import Actor, org_or_404, parse_moment
 from wallet.cli.base import (
     cli,
     confirm,
+    discard_file,
     emit_json,
     info,
     json_option,
     org_option,
+    publish_new_file,
     read_secret_file,
+    reserve_new_file,
     with_session,
     yes_option,
 )
@@ -168,20 +170,19 @@ def ask_passphrase(passphrase_file: str | None, *, confirm: bool) -> str:
               help="File whose first line is the passphrase (else you are prompted).")
 def keys_holder_new(out: str, passphrase_file: str | None) -> None:
     """Create an engineer's holder key, encrypted under a passphrase; print its public JWK."""
-    passphrase = ask_passphrase(passphrase_file, confirm=True)
-    if len(passphrase) < 8:
-        raise Malformed("use a passphrase of at least 8 characters")
-    key = Ed25519PrivateKey.generate()
-    pem = pkcs8.encrypt(key, passphrase, salt=secrets.token_bytes(16),
-                        iv=secrets.token_bytes(16))
+    temporary = reserve_new_file(out)  # an unusable --out is refused before the prompt
     try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise Malformed(f"{out} exists; holder keys are never overwritten") from None
+        passphrase = ask_passphrase(passphrase_file, confirm=True)
+        if len(passphrase) < 8:
+            raise Malformed("use a passphrase of at least 8 characters")
+        key = Ed25519PrivateKey.generate()
+        pem = pkcs8.encrypt(key, passphrase, salt=secrets.token_bytes(16),
+                            iv=secrets.token_bytes(16))
+        publish_new_file(temporary, out, pem)
     except OSError as err:
         raise Malformed(f"cannot write {out}: {err.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    finally:
+        discard_file(temporary)
     jwk = jose.public_jwk(key)
     click.echo(json.dumps({**jwk, "kid": jose.thumbprint(jwk)}))
     click.echo(f"(holder key written to {out}, mode 0600; keep the passphrase safe)", err=True)
