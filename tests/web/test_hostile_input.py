@@ -285,7 +285,21 @@ def test_a_database_refusal_that_slips_through_is_a_logged_400(
     assert r.mimetype == "application/problem+json"
     assert r.get_json()["code"] == "malformed"
     assert any("database refused" in m for m in caplog.messages)
-    token = support.csrf_token(client, "/login")
-    page = client.post("/login", data={"email": "ada\x00@example.test", "password": "x",
-                                       "csrf_token": token})
+    page = client.get("/orgs/ac%00me/verify")  # a page for people: the error page
     assert page.status_code == 400 and page.mimetype == "text/html"
+
+
+def test_a_nul_inside_an_uploaded_csv_is_not_a_server_error(client: FlaskClient,
+                                                            world: World) -> None:
+    """A file's content is no form field: the CSV's own checks, or the database guard."""
+    import io
+
+    support.login(client, world.acme_admin)
+    token = support.csrf_token(client, "/orgs/acme/admin/grants")
+    csv = (b"email,amount,start,cliff_months,every,months\n"
+           b"ada\x00@example.test,100.00,2026-01-01,0,month,12\n")
+    r = client.post("/orgs/acme/admin/grants/import",
+                    data={"csrf_token": token, "file": (io.BytesIO(csv), "grants.csv")},
+                    content_type="multipart/form-data")
+    assert r.status_code in (200, 400, 422), r.status_code
+    assert "Nothing was imported" in r.get_data(as_text=True) or r.status_code == 400

@@ -16,6 +16,7 @@ stored response or, while the first request is still out on the network, gets 40
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from wallet.web import boundary
 from wallet.web.errors import from_error
 
 HEADER = "Idempotency-Key"
+KEY_RE = re.compile("[!-~]{1,200}")
 
 
 def json_body() -> dict[str, Any]:
@@ -46,9 +48,10 @@ def json_body() -> dict[str, Any]:
 def run(*, org_id: int, scope: str,
         handler: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]) -> Response:
     """Call `handler(body)` at most once per (scope, Idempotency-Key) and request body."""
-    key = request.headers.get(HEADER, "").strip()
-    if not key or len(key) > 200 or not key.isprintable():
-        raise Malformed(f"send an {HEADER} header (1-200 printable characters)")
+    key = request.headers.get(HEADER, "")
+    if KEY_RE.fullmatch(key) is None:  # the rule the OpenAPI document states
+        raise Malformed(f"send an {HEADER} header (1-200 visible ASCII characters, such"
+                        " as a UUID)")
     body = json_body()
     session = db.session()
     lease = timedelta(seconds=int(current_app.config["WALLET_IDEMPOTENCY_LEASE_SECONDS"]))

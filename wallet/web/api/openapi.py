@@ -6,18 +6,31 @@ from typing import Any
 
 from flask import current_app
 
-from wallet.core.errors import ERROR_CODES
 from wallet.web.api import bp
 
 SLUG = {"name": "slug", "in": "path", "required": True,
         "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,39}$"},
         "description": "Organisation slug; the issuer id is <base>/orgs/<slug>."}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": True,
-               "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-               "description": "Same key and body: the stored response (Idempotent-Replayed:"
-                              " true). Same key, other body: 422 idempotency_conflict. Still"
+               "schema": {"type": "string", "pattern": "^[!-~]{1,200}$"},
+               "description": "1-200 visible ASCII characters (a UUID will do). Same key"
+                              " and body: the stored response (Idempotent-Replayed: true)."
+                              " Same key, other body: 422 idempotency_conflict. Still"
                               " running: 409 idempotency_in_flight."}
 PERSON = [{"bearerToken": []}, {"session": []}]
+# Anonymous, or as an engineer (token or session): a nonce asked for so is bound to them,
+# and verify then accepts it; a token that is sent is checked (401/403).
+OPTIONAL_PERSON = [{}, *PERSON]
+
+# What `wallet.core.money.parse_amount` accepts: a plain decimal, 1e-6 to 1e12 units.
+AMOUNT = ("^(?:[1-9][0-9]{0,11}(?:\\.[0-9]{1,6})?|1000000000000(?:\\.0{1,6})?"
+          "|0\\.(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}"
+          "|0000[1-9][0-9]?|00000[1-9]))$")
+SHOWN_AMOUNT = "^-?(?:0|[1-9][0-9]*)\\.[0-9]{2,6}$"  # `format_amount`: 2-6 fraction digits
+B64URL = "^[A-Za-z0-9_-]+$"
+# Every JSON body is refused past this size (Flask's MAX_CONTENT_LENGTH) or this nesting.
+BODY_LIMITS = (" Bodies over 4 MiB answer 413; JSON nested deeper than 64 levels, or holding"
+               " a NUL, answers 400 malformed.")
 
 
 def _json(schema: str) -> dict[str, Any]:
@@ -25,81 +38,109 @@ def _json(schema: str) -> dict[str, Any]:
 
 
 def _problem(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"$ref": "#/components/responses/Problem"} for s in statuses}
+    return {str(s): {"$ref": "#/components/responses/"
+                             + ("Unauthorized" if s == 401 else "Problem")} for s in statuses}
+
+
+def _body(schema: dict[str, Any] | str, *, jwt: bool = False) -> dict[str, Any]:
+    content = _json(schema) if isinstance(schema, str) else {
+        "application/json": {"schema": schema}}
+    if jwt:
+        content["application/jwt"] = {"schema": {"type": "string", "minLength": 1}}
+    return {"required": True, "content": content}
+
+
+def _strict(required: list[str], **properties: Any) -> dict[str, Any]:
+    """An object with exactly these members (the handler refuses any other)."""
+    return {"type": "object", "required": required, "additionalProperties": False,
+            "properties": properties}
 
 
 def spec() -> dict[str, Any]:
     """Build the document (the server URL comes from WALLET_BASE_URL)."""
-    money = {"type": "object", "required": ["value", "currency"], "additionalProperties": False,
-             "properties": {"value": {"type": "string",
-                                      "pattern": r"^(0|[1-9][0-9]{0,12})(\.[0-9]{1,6})?$"},
-                            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}}
+    ref = {"Money": {"$ref": "#/components/schemas/Money"}}
+    money = _strict(["value", "currency"],
+                    value={"type": "string", "pattern": SHOWN_AMOUNT},
+                    currency={"type": "string", "pattern": "^[A-Z]{3}$"})
+    # Compact JWS and SD-JWT characters; tokens over 16 KiB are 413 (wallet.core.jose).
+    token = {"type": "string", "pattern": "^[A-Za-z0-9_.~-]{1,16384}$"}
+    presentations = {"type": "array", "minItems": 1, "maxItems": 50,
+                     "items": {**token, "description": "<JWT>~<KB-JWT>"}}
+    problem_codes = ("a stable code: malformed, too_large, amount_invalid, not_found,"
+                     " conflict, unauthorized, forbidden, insufficient_funds, … (the list"
+                     " is in docs/protocol.md); a peer's refusal is passed on with its code")
     return {
         "openapi": "3.1.0",
         "info": {"title": "Portable compute credits", "version": "1",
                  "description": "Credit notes (SD-JWT VC) that move AI compute budgets between"
                                 " employers. Errors are RFC 9457 problem+json with a stable"
-                                " `code`; see docs/protocol.md."},
+                                " `code`; see docs/protocol.md." + BODY_LIMITS},
         "servers": [{"url": current_app.config["WALLET_BASE_URL"]}],
         "paths": {
             "/api/v1/orgs/{slug}/me": {"get": {
                 "summary": "The caller's balances at this organisation",
                 "parameters": [SLUG], "security": PERSON,
                 "responses": {"200": {"description": "Balances", "content": _json("Me")},
-                              **_problem(401, 403, 404)}}},
+                              **_problem(400, 401, 403, 404, 503)}}},
             "/api/v1/orgs/{slug}/me/notes": {
                 "get": {"summary": "The caller's notes", "parameters": [SLUG],
                         "security": PERSON,
                         "responses": {"200": {"description": "Notes",
                                               "content": _json("NoteList")},
-                                      **_problem(401, 403, 404)}},
+                                      **_problem(400, 401, 403, 404, 503)}},
                 "post": {"summary": "Export part of the caller's wallet as a note bound to a"
                                     " holder key",
                          "parameters": [SLUG, IDEMPOTENCY], "security": PERSON,
-                         "requestBody": {"required": True, "content": _json("ExportRequest")},
+                         "requestBody": _body("ExportRequest"),
                          "responses": {"201": {"description": "The note",
                                                "content": _json("NoteRecord")},
-                                       **_problem(400, 401, 403, 404, 409, 422, 503)}}},
+                                       **_problem(400, 401, 403, 404, 409, 413, 422, 503)}}},
             "/api/v1/orgs/{slug}/verify": {"post": {
                 "summary": "Verify a note or presentations as this organisation would (no"
                            " side effects, no login, rate limited)",
-                "parameters": [SLUG],
-                "requestBody": {"required": True, "content": _json("VerifyRequest")},
+                "description": "Any JSON body gets a report (200): a body that is not"
+                               ' {"note": …} or {"presentations": […]} gets one whose'
+                               " error is malformed. A body that is not JSON is 400.",
+                "parameters": [SLUG], "security": OPTIONAL_PERSON,
+                "requestBody": _body("VerifyRequest"),
                 "responses": {"200": {"description": "The report of every check that ran",
                                       "content": _json("Report")},
-                              **_problem(400, 404, 429)}}},
+                              **_problem(400, 401, 403, 404, 413, 429, 503)}}},
             "/api/v1/orgs/{slug}/notes/reissue": {"post": {
                 "summary": "Reissue an expired note to the same holder key: the holder proves"
                            " the key with a presentation made for this issuer (aud = its"
                            " issuer id, nonce from its nonce endpoint); no login",
                 "parameters": [SLUG],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["presentation"],
-                    "properties": {"presentation": {"type": "string"}}}}}},
+                "requestBody": _body(_strict(["presentation"], presentation=token)),
                 "responses": {"201": {"description": "The new note; `replaces` names the old",
-                                      "content": _json("NoteRecord")},
-                              **_problem(400, 404, 409, 422, 429, 503)}}},
+                                      "content": _json("ReissuedNote")},
+                              **_problem(400, 404, 409, 413, 422, 429, 503)}}},
             "/api/v1/orgs/{slug}/nonces": {"post": {
                 "summary": "A fresh single-use nonce for presentations to this organisation"
-                           " (expires after 10 minutes; no login, rate limited)",
-                "parameters": [SLUG],
+                           " (expires after 10 minutes; rate limited)",
+                "description": "Asked for with a personal token or a signed-in session (with"
+                               " X-CSRF-Token), the nonce is bound to that engineer"
+                               " (bound: true): honour spends only a nonce bound to the"
+                               " person it credits. Anonymous nonces serve verify.",
+                "parameters": [SLUG], "security": OPTIONAL_PERSON,
                 "responses": {"201": {"description": "The nonce", "content": _json("Nonce")},
-                              **_problem(404, 429)}}},
+                              **_problem(400, 401, 403, 404, 429, 503)}}},
             "/api/v1/orgs/{slug}/honour": {"post": {
                 "summary": "Honour presentations for the signed-in engineer: verify, redeem"
                            " at each issuer, credit",
                 "parameters": [SLUG, IDEMPOTENCY], "security": PERSON,
-                "requestBody": {"required": True, "content": _json("Presentations")},
+                "requestBody": _body(_strict(["presentations"],
+                                             presentations=presentations)),
                 "responses": {"200": {"description": "At least one note honoured; per-note"
                                                      " results", "content": _json("Honoured")},
-                              **_problem(400, 401, 403, 404, 409, 422, 503)}}},
+                              **_problem(400, 401, 403, 404, 409, 413, 422, 503)}}},
             "/api/v1/orgs/{slug}/redeem": {"post": {
                 "summary": "Issuer side: another organisation redeems notes presented to it,"
                            " authenticated by a request JWS signed with its own org key",
                 "parameters": [SLUG],
-                "requestBody": {"required": True, "content": {
-                    **_json("RedeemRequest"),
-                    "application/jwt": {"schema": {"type": "string"}}}},
+                "requestBody": _body(_strict(["request"], request={
+                    **token, "description": "JWS typ cc-redeem+jwt: iss, aud, jti, iat,"
+                                            " presentation (list)"}), jwt=True),
                 "responses": {"200": {"description": "Per-note receipts (JWS) or errors",
                                       "content": _json("RedeemResults")},
                               **_problem(400, 404, 413, 422, 429, 503)}}},
@@ -107,15 +148,15 @@ def spec() -> dict[str, Any]:
                 "summary": "A compute gateway records usage; the cost is debited from the"
                            " person's wallet (service token)",
                 "parameters": [SLUG, IDEMPOTENCY], "security": [{"bearerToken": []}],
-                "requestBody": {"required": True, "content": _json("UsageRequest")},
+                "requestBody": _body("UsageRequest"),
                 "responses": {"201": {"description": "Cost and new balance",
-                                      "content": {"application/json": {"schema": {
-                                          "type": "object"}}}},
-                              **_problem(400, 401, 403, 404, 409, 422)}}},
+                                      "content": _json("UsageRecord")},
+                              **_problem(400, 401, 403, 404, 409, 413, 422, 503)}}},
             "/api/v1/openapi.json": {"get": {
                 "summary": "This document",
                 "responses": {"200": {"description": "OpenAPI 3.1",
-                                      "content": {"application/json": {}}}}}},
+                                      "content": {"application/json": {"schema": {
+                                          "type": "object", "required": ["openapi", "paths"]}}}}}}},
         },
         "components": {
             "securitySchemes": {
@@ -126,100 +167,142 @@ def spec() -> dict[str, Any]:
                             "description": "The portal's session; state-changing calls"
                                            " must also send X-CSRF-Token."},
             },
-            "responses": {"Problem": {"description": "RFC 9457 problem details",
-                                      "content": {"application/problem+json": {"schema": {
-                                          "$ref": "#/components/schemas/Problem"}}}}},
+            "responses": {
+                "Problem": {"description": "RFC 9457 problem details",
+                            "content": {"application/problem+json": {"schema": {
+                                "$ref": "#/components/schemas/Problem"}}}},
+                "Unauthorized": {
+                    "description": "No or invalid credentials (RFC 6750 challenge)",
+                    "headers": {"WWW-Authenticate": {
+                        "required": True, "description": 'Bearer realm="<base URL>"',
+                        "schema": {"type": "string", "pattern": "^Bearer realm=\""}}},
+                    "content": {"application/problem+json": {"schema": {
+                        "$ref": "#/components/schemas/Problem"}}}},
+            },
             "schemas": {
                 "Money": money,
                 "Problem": {"type": "object", "required": ["type", "title", "status", "code"],
-                            "properties": {"type": {"type": "string"},
-                                           "title": {"type": "string"},
-                                           "status": {"type": "integer"},
-                                           "detail": {"type": "string"},
-                                           "code": {"type": "string",
-                                                    "enum": sorted({*ERROR_CODES,
-                                                                    "csrf_failed",
-                                                                    "internal_error",
-                                                                    "method_not_allowed",
-                                                                    "unsupported_media_type",
-                                                                    "http_error"})}}},
-                "Me": {"type": "object", "properties": {
+                            "properties": {
+                                "type": {"type": "string", "format": "uri"},
+                                "title": {"type": "string", "minLength": 1},
+                                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                                "detail": {"type": "string"},
+                                "code": {"type": "string", "pattern": "^[a-z][a-z_]*$",
+                                         "description": problem_codes}}},
+                "Me": {"type": "object", "required": ["email", "balance"], "properties": {
                     "email": {"type": "string"},
-                    "balance": {"type": "object", "additionalProperties": {"type": "string"}}}},
-                "ExportRequest": {"type": "object", "required": ["amount", "holder_jwk"],
-                                  "additionalProperties": False,
-                                  "properties": {"amount": {"type": "string"},
-                                                 "currency": {"type": "string"},
-                                                 "holder_jwk": {
-                                                     "$ref": "#/components/schemas/Jwk"}}},
+                    "balance": {"type": "object",
+                                "required": ["currency", "available", "unvested", "spent",
+                                             "outstanding_notes"],
+                                "properties": {
+                                    "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                                    **{k: {"type": "string", "pattern": SHOWN_AMOUNT} for k in
+                                       ("available", "unvested", "spent", "outstanding_notes")}}}}},
+                "ExportRequest": _strict(
+                    ["amount", "holder_jwk"],
+                    amount={"type": "string", "pattern": AMOUNT,
+                            "description": "A positive decimal string, at most six fraction"
+                                           " digits and 10^12 units, e.g. \"1250.00\""},
+                    currency={"type": "string", "pattern": "^[A-Z]{3}$",
+                              "description": "The organisation's currency (the default)"},
+                    holder_jwk={"$ref": "#/components/schemas/Jwk"}),
                 "Jwk": {"type": "object", "required": ["kty", "crv", "x"],
+                        "description": "A public Ed25519 JWK (RFC 8037): x is 32 bytes, a"
+                                       " point of large order; kid, if sent, is its RFC 7638"
+                                       " thumbprint. A private part (d) is refused.",
+                        "not": {"required": ["d"]},
                         "properties": {"kty": {"const": "OKP"}, "crv": {"const": "Ed25519"},
-                                       "x": {"type": "string"}, "kid": {"type": "string"},
+                                       "x": {"type": "string",
+                                             "pattern": "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"},
+                                       "kid": {"type": "string",
+                                               "pattern": "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"},
                                        "alg": {"enum": ["EdDSA", "Ed25519"]}}},
-                "NoteRecord": {"type": "object", "properties": {
-                    "jti": {"type": "string"}, "note": {"type": "string",
-                                                        "description": "<issuer-signed JWT>~"},
+                "NoteRecord": {"type": "object",
+                               "required": ["jti", "note", "state", "amount", "issued_at",
+                                            "expires_at", "holder_jkt", "status"],
+                               "properties": {
+                    "jti": {"type": "string", "minLength": 1},
+                    "note": {"type": "string", "description": "<issuer-signed JWT>~"},
                     "state": {"enum": ["active", "redeemed", "revoked", "reclaimed", "expired"]},
-                    "amount": {"$ref": "#/components/schemas/Money"},
+                    "amount": ref["Money"],
                     "issued_at": {"type": "string", "format": "date-time"},
                     "expires_at": {"type": "string", "format": "date-time"},
-                    "holder_jkt": {"type": "string"}, "status": {"type": "object"}}},
-                "NoteList": {"type": "object", "properties": {"notes": {
+                    "holder_jkt": {"type": "string", "pattern": B64URL},
+                    "status": {"type": "object", "required": ["status_list"]}}},
+                "ReissuedNote": {"allOf": [{"$ref": "#/components/schemas/NoteRecord"},
+                                           {"type": "object", "required": ["replaces"],
+                                            "properties": {"replaces": {"type": "string"}}}]},
+                "NoteList": {"type": "object", "required": ["notes"], "properties": {"notes": {
                     "type": "array", "items": {"$ref": "#/components/schemas/NoteRecord"}}}},
-                "VerifyRequest": {"oneOf": [
-                    {"type": "object", "required": ["note"],
-                     "properties": {"note": {"type": "string"}}},
-                    {"$ref": "#/components/schemas/Presentations"}]},
-                "Presentations": {"type": "object", "required": ["presentations"],
-                                  "properties": {"presentations": {
-                                      "type": "array", "minItems": 1, "maxItems": 50,
-                                      "items": {"type": "string",
-                                                "description": "<JWT>~<KB-JWT>"}}}},
+                "VerifyRequest": {
+                    "description": "Any JSON value; these two shapes are verified, anything"
+                                   " else gets a report whose error is malformed.",
+                    "anyOf": [_strict(["note"], note=token),
+                              _strict(["presentations"], presentations=presentations),
+                              {}]},
                 "Report": {"type": "object", "required": ["valid", "errors", "checks", "note"],
                            "properties": {
                                "valid": {"type": "boolean"},
-                               "errors": {"type": "array", "items": {"type": "object",
-                                          "properties": {"code": {"type": "string"},
-                                                         "message": {"type": "string"},
-                                                         "index": {"type": "integer"}}}},
-                               "checks": {"type": "array", "items": {"type": "object",
-                                          "properties": {"name": {"type": "string"},
-                                                         "ok": {"type": "boolean"}}}},
+                               "errors": {"type": "array", "items": {
+                                   "type": "object", "required": ["code", "message"],
+                                   "properties": {"code": {"type": "string"},
+                                                  "message": {"type": "string"},
+                                                  "index": {"type": "integer"}}}},
+                               "checks": {"type": "array", "items": {
+                                   "type": "object", "required": ["name", "ok"],
+                                   "properties": {"name": {"type": "string"},
+                                                  "ok": {"type": "boolean"}}}},
                                "note": {"type": ["object", "null"]},
                                "results": {"type": "array",
                                            "items": {"$ref": "#/components/schemas/Report"}}}},
-                "Nonce": {"type": "object", "properties": {
-                    "nonce": {"type": "string"}, "audience": {"type": "string"},
-                    "expires_at": {"type": "integer"}}},
-                "Honoured": {"type": "object", "properties": {
-                    "honoured": {"type": "integer"},
-                    "results": {"type": "array", "items": {"type": "object", "properties": {
-                        "index": {"type": "integer"}, "jti": {"type": ["string", "null"]},
-                        "issuer": {"type": ["string", "null"]},
-                        "amount": {"oneOf": [{"$ref": "#/components/schemas/Money"},
-                                             {"type": "null"}]},
-                        "honoured": {"type": "boolean"}, "receipt": {"type": "string"},
-                        "error": {"type": "object"}}}},
-                    "balance": {"type": "object"}}},
-                "RedeemRequest": {"type": "object", "required": ["request"],
-                                  "properties": {"request": {
-                                      "type": "string",
-                                      "description": "JWS typ cc-redeem+jwt: iss, aud, jti,"
-                                                     " iat, presentation (list)"}}},
-                "RedeemResults": {"type": "object", "properties": {"results": {
+                "Nonce": {"type": "object", "required": ["nonce", "audience", "expires_at"],
+                          "properties": {"nonce": {"type": "string", "minLength": 1},
+                                         "audience": {"type": "string", "format": "uri"},
+                                         "expires_at": {"type": "integer"},
+                                         "bound": {"type": "boolean"}}},
+                "Honoured": {"type": "object", "required": ["honoured", "results", "balance"],
+                             "properties": {
+                    "honoured": {"type": "integer", "minimum": 1},
+                    "results": {"type": "array", "items": {
+                        "type": "object", "required": ["index", "honoured"], "properties": {
+                            "index": {"type": "integer"},
+                            "jti": {"type": ["string", "null"]},
+                            "issuer": {"type": ["string", "null"]},
+                            "amount": {"oneOf": [ref["Money"], {"type": "null"}]},
+                            "honoured": {"type": "boolean"}, "receipt": {"type": "string"},
+                            "error": {"type": "object"}}}},
+                    "balance": {"type": "object", "required": ["currency"]}}},
+                "RedeemResults": {"type": "object", "required": ["results"],
+                                  "properties": {"results": {
                     "type": "array", "items": {"type": "object", "properties": {
                         "jti": {"type": ["string", "null"]},
                         "receipt": {"type": "string",
                                     "description": "JWS typ cc-receipt+jwt"},
                         "replayed": {"type": "boolean"},
                         "error": {"type": "object"}}}}}},
-                "UsageRequest": {"type": "object",
-                                 "required": ["person", "model", "input_tokens", "output_tokens"],
-                                 "properties": {"person": {"type": "string", "format": "email"},
-                                                "model": {"type": "string"},
-                                                "input_tokens": {"type": "integer", "minimum": 0},
-                                                "output_tokens": {"type": "integer",
-                                                                  "minimum": 0}}},
+                "UsageRequest": {**_strict(
+                    ["person", "model", "input_tokens", "output_tokens"],
+                    person={"type": "string", "maxLength": 254, "pattern": "\\S",
+                            "description": "The engineer's email address"},
+                    model={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$",
+                           "description": "A model with a price at this organisation"},
+                    input_tokens={"type": "integer", "minimum": 0, "maximum": 10**12},
+                    output_tokens={"type": "integer", "minimum": 0, "maximum": 10**12}),
+                    "anyOf": [{"properties": {"input_tokens": {"minimum": 1}}},
+                              {"properties": {"output_tokens": {"minimum": 1}}}],
+                    "description": "Not both token counts 0."},
+                "UsageRecord": {"type": "object",
+                                "required": ["id", "person", "model", "input_tokens",
+                                             "output_tokens", "cost", "available"],
+                                "properties": {
+                                    "id": {"type": "integer"}, "person": {"type": "string"},
+                                    "model": {"type": "string"},
+                                    "input_tokens": {"type": "integer"},
+                                    "output_tokens": {"type": "integer"},
+                                    "cost": ref["Money"], "available": ref["Money"],
+                                    "price": {"type": "object"},
+                                    "transfer": {"type": ["integer", "null"]},
+                                    "recorded_at": {"type": "string", "format": "date-time"}}},
             },
         },
     }

@@ -41,8 +41,16 @@ def usage(slug: str) -> Response:
         key = request.headers[idempotency.HEADER].strip()
         result = usage_actions.record_usage(
             db.session(), slug=slug, email=person, model=body["model"],
-            input_tokens=body["input_tokens"], output_tokens=body["output_tokens"],
+            input_tokens=_whole(body["input_tokens"]),
+            output_tokens=_whole(body["output_tokens"]),
             idempotency_key=key, actor=principal.actor)
         return 201, usage_actions.usage_json(result, email=person.strip().lower())
 
     return idempotency.run(org_id=principal.org.id, scope="usage", handler=handle)
+
+
+def _whole(value: object) -> object:
+    """`12.0` is the integer 12 to JSON (and JSON Schema's `integer`); other values pass."""
+    if type(value) is float and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
