@@ -72,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     # Per peer (origin) and process: requests in flight (keep it below `wallet serve
     # --threads`), and a circuit breaker: this many failures in a row, then the peer is
     # answered issuer_unavailable at once for the cool-down, then one probe decides.
-    "WALLET_PEER_MAX_CONCURRENT": 2,
+    "WALLET_PEER_MAX_CONCURRENT": 3,
     "WALLET_PEER_BREAKER_FAILURES": 5,
     "WALLET_PEER_BREAKER_COOLDOWN_SECONDS": 30.0,
     "WALLET_FEDERATION_ALLOW_HTTP": True,  # plain http to peers (off in production)

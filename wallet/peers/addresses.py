@@ -8,6 +8,7 @@ reaches nothing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import threading
@@ -120,6 +121,7 @@ class Resolver:
         return box[0]
 
 
+@functools.lru_cache(maxsize=1024)
 def _literal(host: str) -> str | None:
     try:
         return str(ipaddress.ip_address(host.strip("[]")))

@@ -21,10 +21,10 @@ from wallet.peers.base import shown
 class Limits:
     """How much one peer may take of this process."""
 
-    max_concurrent: int = 2  # requests in flight to one origin
+    max_concurrent: int = 3  # requests in flight to one origin (keep it below the threads)
     failures: int = 5  # consecutive failures that open the breaker (0: never)
     cooldown: float = 30.0  # seconds the breaker stays open before one probe
-    queue_wait: float = 0.1  # how long a request over the cap may wait for a slot
+    queue_wait: float = 0.25  # how long a request over the cap may wait for a slot
 
 
 @dataclass(slots=True)
