@@ -301,3 +301,86 @@ def test_a_5xx_answer_counts_as_a_failure_a_4xx_does_not() -> None:
         for _ in range(2):
             assert transport.request("GET", f"{base}/bad").status == 503
         assert transport.guard.state(base) == "open"
+
+
+# -- TLS: the handshake is inside the deadline; the name is checked on a checked address --
+
+
+def test_a_peer_that_never_finishes_the_tls_handshake_is_cut_off_at_the_deadline() -> None:
+    transport = HttpTransport(timeout=DEADLINE, max_bytes=1024)
+    with BadPeer("hang") as peer:  # accepts, then waits for a request head that never comes
+        started = time.monotonic()
+        with pytest.raises(IssuerUnavailable, match="could not be reached"):
+            transport.request("GET", f"https://127.0.0.1:{peer.port}/orgs/evil/status/1")
+        elapsed = time.monotonic() - started
+    assert DEADLINE - 0.05 <= elapsed < DEADLINE + 1.0, elapsed
+
+
+def _certificates(tmp_path: Any, name: str) -> tuple[str, str, str]:
+    """A CA, and a server certificate for `name` signed by it: (ca, cert, key) files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    files = (tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem")
+    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(files[0]), str(files[1]), str(files[2])
+
+
+@pytest.mark.parametrize(("certified", "ok"), [("issuer.test", True), ("other.test", False)])
+def test_https_connects_to_the_checked_address_and_verifies_the_peers_name(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, certified: str, ok: bool) -> None:
+    import ssl
+
+    ca, cert, key = _certificates(tmp_path, certified)
+    monkeypatch.setenv("SSL_CERT_FILE", ca)  # the system trust store, for this test
+    handler = type("Peer", (_Peer,), {"connections": [], "paths": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    transport = HttpTransport(timeout=5, max_bytes=1024,
+                              resolver=Resolver(lambda host, port: ["127.0.0.1"]))
+    url = f"https://issuer.test:{server.server_address[1]}/orgs/acme/status/1"
+    try:
+        if ok:
+            assert transport.request("GET", url).status == 200
+            assert handler.paths == ["/orgs/acme/status/1"]
+        else:
+            with pytest.raises(IssuerUnavailable, match="could not be reached"):
+                transport.request("GET", url)
+            assert handler.paths == []
+    finally:
+        transport.close()
+        server.shutdown()
+        server.server_close()
