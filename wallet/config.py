@@ -64,6 +64,8 @@ DEFAULTS: dict[str, Any] = {
     # Notes and status lists.
     "WALLET_NOTE_TTL_DAYS": 365,
     "WALLET_STATUS_LIST_SIZE": 131072,
+    # Notes ever placed in one list: each may turn non-zero, so this bounds its token.
+    "WALLET_STATUS_LIST_MAX_NOTES": 4096,
     "WALLET_STATUS_LIST_TTL": 60,
     "WALLET_NONCE_TTL_SECONDS": 600,
     # Federation: outbound calls go only to pinned endpoints of trusted issuers.
@@ -81,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "WALLET_FEDERATION_ALLOW_PRIVATE": True,
     "WALLET_TRUST_REFRESH_SECONDS": 3600,
     "WALLET_IDEMPOTENCY_LEASE_SECONDS": 60,
-    "WALLET_RESUBMIT_WINDOW_SECONDS": 600,
+    "WALLET_RESUBMIT_WINDOW_SECONDS": 600,  # a form sent again with the same values: refused
 }
 
 _DEV_SECRET_MARKERS = ("dev", "change", "secret", "test", "example", "password")
@@ -120,6 +122,7 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None = None) -> di
             _require_production_secret(name, settings[name])
         elif not settings[name]:
             settings[name] = _instance_secret(instance / filename)
+    _check_status_lists(settings)
     if env == "production":
         _require_https(settings["WALLET_BASE_URL"])
         for name in ("WALLET_FEDERATION_ALLOW_HTTP", "WALLET_FEDERATION_ALLOW_PRIVATE"):
@@ -151,6 +154,21 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
     except ValueError:
         raise ConfigError(f"{name} must be a {type(default).__name__} (got {raw!r})") from None
     return raw
+
+
+def _check_status_lists(settings: Mapping[str, Any]) -> None:
+    """Lists large enough to hide holders, whose tokens never outgrow what verifiers take."""
+    from wallet.core import status
+
+    size, notes = settings["WALLET_STATUS_LIST_SIZE"], settings["WALLET_STATUS_LIST_MAX_NOTES"]
+    if type(size) is not int or type(notes) is not int:
+        raise ConfigError("WALLET_STATUS_LIST_SIZE and WALLET_STATUS_LIST_MAX_NOTES must be"
+                          " integers")
+    try:
+        status.check_capacity(size, notes)
+    except ValueError as err:
+        raise ConfigError(f"WALLET_STATUS_LIST_SIZE / WALLET_STATUS_LIST_MAX_NOTES: {err}"
+                          " (see docs/operations.md)") from None
 
 
 MIN_SECRET_LENGTH = 32
