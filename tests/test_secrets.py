@@ -306,7 +306,7 @@ def test_the_demo_journey_logs_no_secret_and_shows_each_only_where_meant(
     assert _post(admin, answers, "rotate", "/orgs/acme/admin/keys/rotate", {},
                  page="/orgs/acme/admin/keys").status_code == 302
     answers.keep("keys", admin.get("/orgs/acme/admin/keys"))
-    assert run_cli(app, capsys, "keys", "rotate", "--org", "globex").exit_code == 0
+    assert run_cli(app, capsys, "keys", "rotate", "--org", "globex", "--yes").exit_code == 0
     made = run_cli(app, capsys, "token", "create", "--org", "acme", "--email", ADA)
     assert made.exit_code == 0
     secrets.add("API token (CLI)", made.out.strip())
