@@ -198,7 +198,8 @@ def settlement_list(session: Session, slug: str, as_json: bool) -> None:
     lines = fed.settlement(session, slug=slug)
     if as_json:
         emit_json([{
-            "counterparty": ln.counterparty, "name": ln.name, "currency": ln.currency,
+            "counterparty": ln.counterparty, "name": clean(ln.name, 200),
+            "currency": ln.currency,
             "redeemed_by_them": format_amount(ln.redeemed_by_them),
             "redeemed_count": ln.redeemed_count,
             "honoured_from_them": format_amount(ln.honoured_from_them),
@@ -209,7 +210,7 @@ def settlement_list(session: Session, slug: str, as_json: bool) -> None:
     if not lines:
         info(f"{slug} has no settlement with anyone yet")
     for ln in lines:
-        info(f"{ln.counterparty} ({ln.name or 'unnamed'}), {ln.currency}")
+        info(f"{ln.counterparty} ({clean(ln.name, 200) or 'unnamed'}), {ln.currency}")
         info(f"  our notes they redeemed   {format_display(ln.redeemed_by_them, ln.currency)}"
              f" in {ln.redeemed_count}; we owe {format_display(ln.we_owe, ln.currency)}")
         info(f"  their notes we honoured   {format_display(ln.honoured_from_them, ln.currency)}"
