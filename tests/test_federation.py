@@ -582,7 +582,6 @@ def test_signed_in_engineer_honours_with_the_csrf_header(app: Flask,
     assert no_header.status_code == 403 and fs.code_of(no_header) == "forbidden"
     assert fs.note_state(app, note.jti) == "active"
 
-    token = support.csrf_token(client, "/login")
     answer = client.post("/api/v1/orgs/globex/honour", json=body,
                          headers={"Idempotency-Key": "s-1", "X-CSRF-Token": token})
 
