@@ -59,3 +59,21 @@ def test_pyjwt_example_verifies_a_real_note(app: Flask, world: World, tmp_path: 
     exec(compile(code, "docs/protocol.md", "exec"), {})  # noqa: S102 - our own documentation
     out = capsys.readouterr().out
     assert "'value': '75.00'" in out and row.jti in out
+
+
+def test_every_test_named_in_security_md_exists() -> None:
+    """docs/security.md proves each defence by a test's name: each name must be real."""
+    text = (DOCS / "security.md").read_text()
+    root = DOCS.parent
+    named, current = [], None
+    for match in re.finditer(r"`(tests/[\w/]+\.py)(?:::(\w+))?`|`::(\w+)`", text):
+        if match.group(1):
+            current = match.group(1)
+            assert (root / current).is_file(), f"docs/security.md names {current}"
+        assert current is not None, "a `::name` needs a file named before it"
+        name = match.group(2) or match.group(3)
+        if name:
+            named.append(name)
+            source = (root / current).read_text()
+            assert re.search(rf"def {name}\b", source), f"{current} has no test {name}"
+    assert len(named) > 30
