@@ -151,7 +151,8 @@ def _prepare(a: cs.Instance, b: cs.Instance, app_a: Flask, app_b: Flask) -> Worl
 
 
 @pytest.fixture
-def world(_templates: Any, tmp_path: Path) -> Iterator[World]:
+def instances(_templates: Any, tmp_path: Path) -> Iterator[World]:
+    """A and B running, set up, trusting each other; stopped and their apps disposed after."""
     if not os.environ.get(PG_ENV):
         if IN_CI:
             pytest.fail(f"CI=true but {PG_ENV} is not set: the crash test must run in CI")
@@ -456,8 +457,8 @@ def check(w: World, jobs: list[Job]) -> list[str]:
 
 
 def test_kill_9_of_issuer_or_verifier_loses_nothing(
-        world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    w, seeds = world, _seeds()
+        instances: World, capsys: pytest.CaptureFixture[str]) -> None:
+    w, seeds = instances, _seeds()
     stats, jobs, kills = Stats(), [], []
     began = time.monotonic()
     for seed in seeds:
