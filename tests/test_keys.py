@@ -137,6 +137,32 @@ def test_rotation_retires_the_old_key_which_keeps_verifying(
         assert report["note"]["kid"] == note.kid
 
 
+def test_retired_keys_leave_the_jwks_once_nothing_needs_them_so_it_stays_within_the_cap(
+        app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = ns.generate_key(app)
+    ns.give(app, "300.00")
+    note = ns.export(app)  # signed by `first`, valid for a year: `first` must stay served
+    for _ in range(jose.MAX_JWKS_KEYS - 1):
+        ns.rotate_key(app)
+    served = [k["kid"] for k in ns.served_jwks(client)["keys"]]
+    assert len(served) == jose.MAX_JWKS_KEYS and first in served
+    # One more key would make a JWKS that every verifier refuses: the rotation is refused.
+    with app.app_context(), pytest.raises(Conflict, match="at most 32"):
+        key_actions.rotate(db.session(), slug="acme", actor=Actor.cli())
+    assert len(ns.served_jwks(client)["keys"]) == jose.MAX_JWKS_KEYS
+
+    later = datetime.now(UTC) + timedelta(days=2)
+    monkeypatch.setattr(key_actions, "utcnow", lambda: later)
+    newest = ns.rotate_key(app)
+    served = [k["kid"] for k in ns.served_jwks(client)["keys"]]
+    metadata = client.get("/.well-known/jwt-vc-issuer/orgs/acme").get_json()
+    # The day-old retired keys signed nothing still valid; `first` signed a live note.
+    assert len(served) == 3 and newest in served and first in served
+    assert sorted(k["kid"] for k in metadata["retired_keys"]) == sorted(
+        k for k in served if k != newest)
+    assert ns.verify(client, {"note": note.token})["valid"] is True
+
+
 # -- lifecycle through the CLI -----------------------------------------------------------
 
 

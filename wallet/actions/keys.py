@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -78,6 +78,7 @@ def rotate(session: Session, *, slug: str, actor: Actor) -> KeyChange:
     assert org.id is not None
     with atomic(session):
         old = key_store.active_key(session, org_id=org.id)
+        _room_for_one_more(session, org)
         if old is not None:
             old.state, old.retired_at = "retired", utcnow()
             session.add(old)
@@ -184,11 +185,42 @@ def jwk_of(row: SigningKey) -> dict[str, str]:
     return {**row.public_jwk, "kid": row.kid, "use": "sig", "alg": jose.SIGNING_ALG}
 
 
-def jwks(session: Session, *, org: Organization) -> dict[str, Any]:
-    """The organisation's JWKS: active and retired keys (revoked keys are not served)."""
+# A retired key stays published while a note it signed may still be presented, and for a
+# day after it was retired (caches, receipts in flight); after that nobody needs it, and
+# dropping it keeps the JWKS within what verifiers accept (`jose.MAX_JWKS_KEYS`).
+RETIRED_GRACE = timedelta(days=1)
+
+
+def _published(session: Session, org: Organization,
+               rows: list[SigningKey]) -> list[SigningKey]:
+    """The active key and the retired keys that something still valid may need."""
     assert org.id is not None
-    rows = key_store.keys_of(session, org_id=org.id)
-    return {"keys": [jwk_of(r) for r in rows if r.state in ("active", "retired")]}
+    now = utcnow()
+    live = key_store.kids_with_live_notes(session, org_id=org.id, now=now)
+    return [r for r in rows if r.state == "active" or (
+        r.state == "retired" and (r.kid in live or r.retired_at is None
+                                  or r.retired_at > now - RETIRED_GRACE))]
+
+
+def _room_for_one_more(session: Session, org: Organization) -> None:
+    """Refuse a rotation whose JWKS would hold more keys than verifiers accept."""
+    assert org.id is not None
+    served = _published(session, org, key_store.keys_of(session, org_id=org.id))
+    if len(served) >= jose.MAX_JWKS_KEYS:
+        raise Conflict(f"{org.slug} already publishes {len(served)} keys and verifiers accept"
+                       f" at most {jose.MAX_JWKS_KEYS} per JWKS; a retired key is dropped once"
+                       " every note it signed has expired (and a day has passed)")
+
+
+def jwks(session: Session, *, org: Organization) -> dict[str, Any]:
+    """The organisation's JWKS: the active key and the retired keys still needed.
+
+    Revoked keys are never served here (their public part is in the metadata's
+    `revoked_keys`).
+    """
+    assert org.id is not None
+    rows = _published(session, org, key_store.keys_of(session, org_id=org.id))
+    return {"keys": [jwk_of(r) for r in rows]}
 
 
 def metadata(session: Session, *, org: Organization) -> dict[str, Any]:
@@ -211,7 +243,7 @@ def metadata(session: Session, *, org: Organization) -> dict[str, Any]:
             for r in rows if r.state == "revoked"
         ],
         "retired_keys": [{"kid": r.kid, "retired_at": _epoch(r.retired_at)}
-                         for r in rows if r.state == "retired"],
+                         for r in _published(session, org, rows) if r.state == "retired"],
     }
 
 
