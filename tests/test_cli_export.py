@@ -217,3 +217,13 @@ def test_a_note_that_cannot_be_written_after_the_export_is_printed_not_lost(
     assert r.exit_code == 0, r.err
     assert out.read_text() == token + "\n"  # the same note, now in its file
     assert _notes(app) == 1 and ns.balance(app, "wallet") == 400 * ns.UNIT
+
+
+def test_a_deeply_nested_holder_file_is_one_line_and_exit_2(
+        app: Flask, acme: World, files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    deep = files / "deep.jwk"
+    deep.write_text("[" * 50_000 + "]" * 50_000)
+    result = _export(app, capsys, deep)
+    assert result.exit_code == 2, result.err
+    assert "is not a JSON JWK" in _one_line(result.err)
+    assert _notes(app) == 0

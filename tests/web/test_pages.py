@@ -113,6 +113,17 @@ def test_export_with_new_key_then_bring_it_to_globex(app: Flask, client: FlaskCl
     assert "Acme AI" in globex_side and "120.50 USD" in globex_side
 
 
+@pytest.mark.parametrize("pasted", ["[" * 999 + "]" * 999, '{"kty": "OKP", "x": "a\\u0000"}',
+                                    "not json"])
+def test_a_hostile_pasted_holder_jwk_is_a_message_next_to_the_field(
+        app: Flask, client: FlaskClient, ready: World, pasted: str) -> None:
+    support.login(client, ready.ada)
+    r = support.post_form(client, "/orgs/acme/export", {
+        "amount": "10.00", "mode": "jwk", "holder_jwk": pasted, "idempotency_key": "deep"})
+    assert r.status_code == 400, r.status_code
+    assert "Paste the JSON printed by" in r.get_data(as_text=True)
+
+
 def test_export_with_existing_jwk_and_admin_revoke(app: Flask, client: FlaskClient,
                                                    ready: World) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -108,8 +107,8 @@ def note_export(session: Session, slug: str, email: str, amount: str, currency: 
         jwk: Any = walletfile.parse(text).holder_jwk
     else:
         try:
-            jwk = json.loads(text)
-        except ValueError:
+            jwk = jose.json_value(text.encode())
+        except WalletError:
             raise Malformed(f"{holder_file} is not a JSON JWK") from None
 
     def export() -> tuple[Note, bool]:

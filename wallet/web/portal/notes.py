@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import segno
 from flask import Response, flash, redirect, render_template, url_for
 from markupsafe import Markup
@@ -11,6 +9,7 @@ from markupsafe import Markup
 from wallet import db
 from wallet.actions import notes as note_actions
 from wallet.actions import wallets
+from wallet.core import jose
 from wallet.core.errors import IdempotencyConflict, NotFound, WalletError
 from wallet.core.money import format_display
 from wallet.models import Note
@@ -91,8 +90,8 @@ def export(slug: str) -> Response | tuple[str, int]:
                 return Response(wallet_text, mimetype="application/json", headers={
                     "Content-Disposition": f'attachment; filename="{name}"'})
             try:
-                jwk = json.loads(form.holder_jwk.data or "")
-            except ValueError:
+                jwk = jose.json_value((form.holder_jwk.data or "").encode())
+            except WalletError:
                 form.holder_jwk.errors = ["Paste the JSON printed by 'wallet keys holder-new'."]
                 raise _FormInvalid from None
             row = note_actions.export(session, slug=slug, email=access.person.email,
