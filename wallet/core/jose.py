@@ -110,7 +110,8 @@ def json_value(data: bytes) -> Any:
     # Cheap tests on the raw bytes decide whether the tree needs a walk: fewer brackets
     # than the depth limit cannot nest too deeply, and NUL or a lone surrogate can only
     # come from a \u escape (raw control characters are refused by the parser).
-    strings = b"\\u0000" in data or _SURROGATE_ESCAPE.search(data) is not None
+    strings = b"\\u" in data and (b"\\u0000" in data
+                                  or _SURROGATE_ESCAPE.search(data) is not None)
     if strings or data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH:
         _check_tree(value, strings)
     return value
