@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from sqlmodel import Session
 
+from wallet import clock
 from wallet.core.errors import Forbidden, Malformed, NotFound
 from wallet.models import Membership, Organization, Person
 from wallet.store import people
@@ -44,13 +45,13 @@ def atomic(session: Session) -> Iterator[None]:
 
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware UTC (the shell's clock; core takes it as argument)."""
-    return datetime.now(UTC)
+    """The current time, timezone-aware UTC (`wallet.clock`; core takes it as argument)."""
+    return clock.now()
 
 
 def today() -> date:
     """Today's date in UTC."""
-    return utcnow().date()
+    return clock.today()
 
 
 def org_or_404(session: Session, slug: str) -> Organization:

@@ -1,0 +1,95 @@
+"""Per-process state, kept per app: one small, thread-safe memo with an optional lifetime.
+
+Anything a process remembers between requests (an organisation's id, its keys as of a
+config version, a status list until its `ttl`, a signed status-list token) lives in a
+`Memo` named after what it holds, inside `app.extensions`: each app (and so each test)
+starts empty, nothing is a module global, and no test needs to reach into a private
+cache. Lifetimes run on `wallet.clock.monotonic()`, so a faked clock expires them too.
+
+    ids = memo("org-ids")                       # no lifetime: facts that never change
+    lists = memo("status-lists", maxsize=1024)  # per-entry ttl given to put()
+    org_id = ids.get_or_set(slug, lambda: read_the_id(slug))
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from flask import current_app
+
+from wallet import clock
+
+V = TypeVar("V")
+EXTENSION = "wallet.memo"
+_MISSING: Any = object()
+
+
+class Memo(Generic[V]):
+    """A map from hashable keys to values, each optionally expiring after its ttl."""
+
+    def __init__(self, *, ttl: float | None = None, maxsize: int = 4096) -> None:
+        self.ttl, self.maxsize = ttl, maxsize
+        self._lock = threading.Lock()
+        self._items: dict[Hashable, tuple[float | None, V]] = {}
+
+    def get(self, key: Hashable, default: Any = None) -> V | Any:
+        """The value kept for `key`, or `default` when there is none or it expired."""
+        with self._lock:
+            found = self._items.get(key, _MISSING)
+            if found is _MISSING:
+                return default
+            expires, value = found
+            if expires is not None and clock.monotonic() >= expires:
+                del self._items[key]
+                return default
+            return value
+
+    def put(self, key: Hashable, value: V, *, ttl: float | None = None) -> V:
+        """Keep `value` for `key` (for `ttl` seconds, else the memo's own ttl); return it."""
+        lifetime = ttl if ttl is not None else self.ttl
+        expires = None if lifetime is None else clock.monotonic() + lifetime
+        with self._lock:
+            if key not in self._items and len(self._items) >= self.maxsize:
+                self._items.clear()  # a crude bound: refilling is cheap, growing is not
+            self._items[key] = (expires, value)
+        return value
+
+    def get_or_set(self, key: Hashable, make: Callable[[], V], *,
+                   ttl: float | None = None) -> V:
+        """The kept value, or `make()` kept and returned (two racing makers: last wins)."""
+        found = self.get(key, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[no-any-return]
+        return self.put(key, make(), ttl=ttl)
+
+    def pop(self, key: Hashable) -> None:
+        """Forget `key`."""
+        with self._lock:
+            self._items.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+_CREATE = threading.Lock()
+
+
+def memo(name: str, *, ttl: float | None = None, maxsize: int = 4096) -> Memo[Any]:
+    """The current app's memo called `name` (made on first use with these settings)."""
+    memos: dict[str, Memo[Any]] | None = current_app.extensions.get(EXTENSION)
+    if memos is None:
+        with _CREATE:
+            memos = current_app.extensions.setdefault(EXTENSION, {})
+    found = memos.get(name)
+    if found is None:
+        with _CREATE:
+            found = memos.setdefault(name, Memo(ttl=ttl, maxsize=maxsize))
+    return found
