@@ -34,9 +34,10 @@ test: $(STAMP) ## bootstrap and run the whole test suite (PostgreSQL too when WA
 test-fast: $(STAMP) ## the suite without the browser and multi-process tests
 	$(BIN)/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy --strict on the core
+lint: $(STAMP) ## ruff, mypy --strict on the core, and the layer contract (lint-imports)
 	$(BIN)/ruff check wallet tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 typecheck: lint ## alias of lint
 
