@@ -55,6 +55,7 @@ class Hold:
     state: str = "open"
     cost: int | None = None
     usage: dict[str, int] | None = None
+    reference: str = ""
 
 
 @dataclass
@@ -123,7 +124,8 @@ class FakeWallet:
             return 422, _problem(422, "insufficient_funds",
                                  f"{person} has {fmt(self.available(person))} available; this"
                                  f" call may cost up to {fmt(amount)}. Nothing was held.")
-        hold = Hold("hld_" + secrets.token_urlsafe(18), person, model, amount)  # type: ignore[arg-type]
+        hold = Hold("hld_" + secrets.token_urlsafe(18), person, model, amount,  # type: ignore[arg-type]
+                    reference=str(body.get("reference") or ""))
         self.holds[hold.id] = hold
         return 201, self.view(hold)
 
