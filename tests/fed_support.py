@@ -36,19 +36,19 @@ def issuer(slug: str) -> str:
     return f"{BASE_URL}/orgs/{slug}"
 
 
-def clear_caches() -> None:
-    """Forget the per-process status-list caches.
+def clear_caches(app: Flask | None = None) -> None:
+    """Forget what a process keeps between requests (status lists, signed status tokens,
+    config snapshots): a fresh worker. The memos are per app (`wallet.memo`), so a new
+    app starts empty; give `app` (or call inside its context) to empty a running one."""
+    from flask import current_app, has_app_context
 
-    Both caches are module globals keyed by URI or (org id, list number), not by app:
-    two tests that run within the caches' lifetime on fresh databases would otherwise
-    see each other's lists (signed by another test's keys).
-    """
-    from wallet.actions import notes as note_actions
-    from wallet.federation import forget_status_cache
+    from wallet.memo import EXTENSION
 
-    forget_status_cache()
-    with note_actions._CACHE_LOCK:
-        note_actions._CACHE.clear()
+    target = app if app is not None else (current_app if has_app_context() else None)
+    if target is None:
+        return
+    for kept in dict(target.extensions.get(EXTENSION, {})).values():
+        kept.clear()
 
 
 # -- set-up ------------------------------------------------------------------------------
@@ -69,11 +69,11 @@ def trust(app: Flask, verifier: str, issuer_slug: str, *, cap: str | None = None
           currencies: list[str] | None = None) -> None:
     """`verifier` trusts `issuer_slug` (fetches and pins metadata and keys in-process)."""
     from wallet import db
-    from wallet.actions import federation as fed
+    from wallet.actions import trust as trust_actions
     from wallet.actions._base import Actor
 
     with app.app_context():
-        fed.trust_add(db.session(), slug=verifier, issuer=issuer(issuer_slug), cap=cap,
+        trust_actions.add(db.session(), slug=verifier, issuer=issuer(issuer_slug), cap=cap,
                       currencies=currencies, actor=Actor.cli())
 
 
@@ -184,7 +184,7 @@ def setup_federation(app: Flask, *, verifiers: tuple[str, ...] = ("globex",),
 
     Extra verifiers beyond globex are created with ada as a member.
     """
-    clear_caches()
+    clear_caches(app)
     support.build_world(app)
     for slug in verifiers:
         if slug != "globex":
@@ -383,7 +383,7 @@ class FaultTransport:
     """
 
     def __init__(self, fault: Callable[[str, str, Callable[[], Any]], Any] | None = None) -> None:
-        from wallet.federation import LocalTransport
+        from wallet.peers import LocalTransport
 
         self.real = LocalTransport(BASE_URL)
         self.fault = fault

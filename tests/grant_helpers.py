@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from wallet import db
-from wallet.actions import _base
-from wallet.actions import grants as grant_actions
-from wallet.actions import usage as usage_actions
+from wallet import clock, db
 from wallet.core import ledger as rules
 from wallet.models import Membership, Person, Tranche, Transfer
 from wallet.store import ledger, people
@@ -19,22 +17,46 @@ from wallet.store import ledger, people
 UNIT = 1_000_000
 
 
-def set_clock(monkeypatch: pytest.MonkeyPatch, day: date) -> datetime:
-    """Make the actions believe today is `day` (noon UTC); return that moment."""
+def set_clock(app: Flask, day: date) -> datetime:
+    """Make all of `app` believe it is noon UTC on `day`; return that moment.
+
+    One `wallet.clock.FakeClock` on the app: actions, store, web and the per-app memos
+    all read it, so nothing can disagree about the date. Moving forward keeps the same
+    clock (its monotonic time moves too, so lifetimes expire); moving back installs a
+    new one.
+    """
     now = datetime(day.year, day.month, day.day, 12, 0, tzinfo=UTC)
-    for module in (grant_actions, usage_actions, _base):
-        monkeypatch.setattr(module, "today", lambda: day)
-    for module in (grant_actions, usage_actions):
-        monkeypatch.setattr(module, "utcnow", lambda: now)
+    found = app.extensions.get(clock.EXTENSION)
+    if isinstance(found, clock.FakeClock) and found.now() <= now:
+        found.set(now)
+    else:
+        clock.install(app, clock.FakeClock(now))
     return now
+
+
+def real_clock(app: Flask) -> None:
+    """Give `app` the system clock again."""
+    clock.install(app, clock.SystemClock())
+
+
+@contextmanager
+def at_moment(app: Flask, moment: datetime) -> Iterator[clock.FakeClock]:
+    """All of `app` at `moment` (a stopped clock) inside the block; its clock after."""
+    before = app.extensions.get(clock.EXTENSION) or clock.SystemClock()
+    fake = clock.FakeClock(moment)
+    clock.install(app, fake)
+    try:
+        yield fake
+    finally:
+        clock.install(app, before)
 
 
 def add_members(app: Flask, slug: str, count: int, *, prefix: str = "eng",
                 start: date = date(2020, 1, 1)) -> list[str]:
     """Add `count` engineers to an organisation in bulk (no passwords); return their emails."""
     emails = [f"{prefix}{i:05d}@{slug}.test" for i in range(count)]
-    now = datetime.now(UTC)
     with app.app_context():
+        now = clock.now()
         s = db.session()
         org = people.org_by_slug(s, slug=slug)
         assert org is not None

@@ -242,7 +242,9 @@ def status_entry(client: FlaskClient, idx: int, number: int = 1, slug: str = "ac
     """Read one entry of a served status list (the 2 s cache invalidated first)."""
     from wallet.core import status
 
-    note_actions._invalidate_status_cache(org_id_of(client, slug))
+    org_id = org_id_of(client, slug)
+    with client.application.app_context():
+        note_actions.forget_status_tokens(org_id)
     r = client.get(f"/orgs/{slug}/status/{number}")
     assert r.status_code == 200
     _h, payload, _s = parts(r.get_data(as_text=True) + "~")

@@ -53,10 +53,9 @@ def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
 
 def list_token(client: FlaskClient, number: int, slug: str = "acme") -> str:
     """The status list token as served (the issuer's 2 s cache dropped first)."""
-    from wallet.actions import notes as note_actions
+    from tests import fed_support
 
-    with note_actions._CACHE_LOCK:
-        note_actions._CACHE.clear()
+    fed_support.clear_caches(client.application)
     answer = client.get(f"/orgs/{slug}/status/{number}")
     assert answer.status_code == 200, answer.get_data(as_text=True)[:300]
     return answer.get_data(as_text=True)

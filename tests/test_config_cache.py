@@ -16,9 +16,9 @@ from flask import Flask
 from tests import fed_support as fs
 from tests import notes_support as ns
 from wallet import db
-from wallet.actions import federation as fed
+from wallet.actions import trust as trust_actions
 from wallet.actions._base import Actor
-from wallet.federation import Directory
+from wallet.directory import Directory
 from wallet.models import Organization
 from wallet.store import people
 
@@ -74,7 +74,7 @@ def test_a_removed_trust_entry_is_gone_for_the_next_request(app: Flask) -> None:
     with app.app_context():
         assert Directory(db.session(), _org("globex")).trusted(fs.ACME) is not None
     with app.app_context():
-        fed.trust_remove(db.session(), slug="globex", issuer=fs.ACME, actor=Actor.cli())
+        trust_actions.remove(db.session(), slug="globex", issuer=fs.ACME, actor=Actor.cli())
     with app.app_context():
         assert Directory(db.session(), _org("globex")).trusted(fs.ACME) is None
 

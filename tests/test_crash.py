@@ -113,9 +113,9 @@ class World:
 def _prepare(a: cs.Instance, b: cs.Instance, app_a: Flask, app_b: Flask) -> World:
     """Organisations, people, funds, keys and tokens in-process; trust over HTTP."""
     from wallet import db
-    from wallet.actions import federation as fed
     from wallet.actions import grants, keys, orgs
     from wallet.actions import ledger as ledger_actions
+    from wallet.actions import trust as trust_actions
     from wallet.actions._base import Actor
 
     cli = Actor.cli()
@@ -144,9 +144,9 @@ def _prepare(a: cs.Instance, b: cs.Instance, app_a: Flask, app_b: Flask) -> Worl
     a.start()
     b.start()
     with app_b.app_context():
-        fed.trust_add(db.session(), slug="globex", issuer=a.issuer("acme"), actor=cli)
+        trust_actions.add(db.session(), slug="globex", issuer=a.issuer("acme"), actor=cli)
     with app_a.app_context():
-        fed.trust_add(db.session(), slug="acme", issuer=b.issuer("globex"), actor=cli)
+        trust_actions.add(db.session(), slug="acme", issuer=b.issuer("globex"), actor=cli)
     return World(a, b, app_a, app_b, crew)
 
 

@@ -1,9 +1,10 @@
 """A lost database connection (a restart, a failover): a clear 503, then recovery.
 
-The pool tests a connection before use only when it sat idle (`wallet.db._ping_when_idle`):
-a connection used moments ago is trusted, so a restart in between costs the requests in
-flight a 503 `database_unavailable` (never a 500), and the next request gets a fresh
-connection. PostgreSQL only: SQLite has no server to lose.
+The pool tests a connection before use only when it sat idle (on the app's clock:
+`wallet.store._dialect._ping_when_idle`): a connection used moments ago is trusted, so a
+restart in between costs the requests in flight a 503 `database_unavailable` (never a
+500), and the next request gets a fresh connection. PostgreSQL only: SQLite has no
+server to lose.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from flask import Flask
 
 from tests import fed_support
 from tests.support import World
+from wallet import clock
+from wallet.store._dialect import PING_AFTER_IDLE_SECONDS
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
@@ -50,16 +53,14 @@ def test_lost_connection_is_a_503_and_the_next_request_recovers(
 
 
 def test_a_connection_idle_past_the_threshold_is_pinged_and_replaced(
-        app: Flask, world: World, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wallet import db
-
+        app: Flask, world: World, db_url: str) -> None:
+    fake = clock.install(app, clock.FakeClock())  # idle time runs on the app's clock
     client = app.test_client()
     token = fed_support.api_token(app, "acme")
     headers = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/v1/orgs/acme/me", headers=headers).status_code == 200
     assert _terminate_other_sessions(db_url) >= 1
 
-    later = db.time.monotonic() + db.PING_AFTER_IDLE_SECONDS + 1
-    monkeypatch.setattr(db.time, "monotonic", lambda: later)
+    fake.advance(PING_AFTER_IDLE_SECONDS + 1)
     answer = client.get("/api/v1/orgs/acme/me", headers=headers)
     assert answer.status_code == 200, answer.get_data(as_text=True)

@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from tests import fed_support as fs
 from tests import support
 from tests.fed_support import ACME, ADA, GLOBEX, MICROS
+from tests.grant_helpers import at_moment
 from tests.support import run_cli
 
 
@@ -32,10 +33,10 @@ def _fresh_caches() -> Iterator[None]:
 
 def _settlement(app: Flask, slug: str) -> dict[str, Any]:
     from wallet import db
-    from wallet.actions import federation as fed
+    from wallet.actions import settlement as settlement_actions
 
     with app.app_context():
-        return {ln.counterparty: ln for ln in fed.settlement(db.session(), slug=slug)}
+        return {ln.counterparty: ln for ln in settlement_actions.lines(db.session(), slug=slug)}
 
 
 def _cli_settlement(app: Flask, capsys: pytest.CaptureFixture[str], slug: str) -> dict[str, Any]:
@@ -332,14 +333,12 @@ def test_an_expired_note_is_refused(app: Flask, client: FlaskClient,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import timedelta
 
-    from wallet.actions import notes as note_actions
     from wallet.actions._base import utcnow
 
     fed = fs.setup_federation(app)
     long_ago = utcnow() - timedelta(days=400)
-    monkeypatch.setattr(note_actions, "utcnow", lambda: long_ago)
-    note = fs.export(app, fed.holder)  # iat 400 days ago, exp 35 days ago
-    monkeypatch.undo()
+    with at_moment(app, long_ago):
+        note = fs.export(app, fed.holder)  # iat 400 days ago, exp 35 days ago
 
     answer = fs.bring(fed, client, note)
 
@@ -628,7 +627,7 @@ def test_an_in_process_redeem_does_not_touch_the_callers_request(app: Flask,
     from flask import g
 
     from wallet import db
-    from wallet.federation import LocalTransport
+    from wallet.peers import LocalTransport
 
     with app.test_request_context("/orgs/globex/bring"):
         g.person = "the signed-in person"

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from tests import fed_support as fs
 from wallet.core.errors import IssuerUnavailable
-from wallet.federation import Fetched
+from wallet.peers import Fetched
 
 
 @pytest.fixture(autouse=True)
@@ -305,7 +305,7 @@ def test_answer_lost_then_retry_on_a_worker_without_the_status_cache(
     _problem(request.send(), 503, "issuer_unavailable")
     assert fs.note_state(app, note.jti) == "redeemed"
 
-    fs.clear_caches()  # a fresh worker: the status list now says "redeemed" (3)
+    fs.clear_caches(app)  # a fresh worker: the status list now says "redeemed" (3)
     retried = request.send()
 
     assert retried.status_code == 200, retried.get_data(as_text=True)
@@ -317,9 +317,9 @@ def test_answer_lost_then_retry_on_a_worker_without_the_status_cache(
 
 
 def _crash_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    from wallet.actions import federation as fed_actions
+    from wallet.actions import honour as honour_actions
 
-    real, calls = fed_actions._credit, []
+    real, calls = honour_actions.credit, []
 
     def crashing(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -327,7 +327,7 @@ def _crash_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             raise RuntimeError("verifier process died before crediting")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fed_actions, "_credit", crashing)
+    monkeypatch.setattr(honour_actions, "credit", crashing)
     return calls
 
 
@@ -365,7 +365,7 @@ def test_verifier_crash_then_retry_on_a_worker_without_the_status_cache(
     _crash_once(monkeypatch)
     assert request.send().status_code == 500
 
-    fs.clear_caches()
+    fs.clear_caches(app)
     retried = request.send()
 
     assert retried.status_code == 200, retried.get_data(as_text=True)
@@ -480,7 +480,7 @@ def test_a_failure_after_the_state_change_undoes_that_note_only(
         app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: an error raised after `active -> redeemed` was turned into a per-note
     error while the transaction still committed: a redeemed note with no posting."""
-    from wallet.actions import federation as fed_actions
+    from wallet.actions import redeem as redeem_actions
     from wallet.core.errors import InsufficientFunds
 
     fed = fs.setup_federation(app)
@@ -489,7 +489,7 @@ def test_a_failure_after_the_state_change_undoes_that_note_only(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise InsufficientFunds("the books refused")
 
-    monkeypatch.setattr(fed_actions, "_book_redemption", broken)
+    monkeypatch.setattr(redeem_actions, "_book_redemption", broken)
     failed = Request(fed, client, note).send()
     assert failed.status_code == 422
     assert fs.note_state(app, note.jti) == "active"  # the savepoint undid the state change

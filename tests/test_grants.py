@@ -65,8 +65,8 @@ def test_immediate_grant_moves_pool_to_wallet(app: Flask, world: World) -> None:
 
 
 def test_vesting_grant_reserves_the_whole_amount_and_stores_a_hand_computed_table(
-        app: Flask, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    set_clock(monkeypatch, date(2025, 1, 31))
+        app: Flask, world: World) -> None:
+    set_clock(app, date(2025, 1, 31))
     result = _grant(app, world.ada, "1200.00", start=date(2025, 1, 31), every="quarter",
                     months=12)
     assert result.vested_now == 0
@@ -83,8 +83,8 @@ def test_vesting_grant_reserves_the_whole_amount_and_stores_a_hand_computed_tabl
 
 
 def test_month_ends_leap_year_and_remainder_in_the_last_tranche(
-        app: Flask, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    set_clock(monkeypatch, date(2024, 1, 31))
+        app: Flask, world: World) -> None:
+    set_clock(app, date(2024, 1, 31))
     _grant(app, world.ada, "100.000001", start=date(2024, 1, 31), every="month", months=3)
     assert _tranches(app) == [
         (1, date(2024, 2, 29), 33_333_333, "pending"),  # 2024 is a leap year
@@ -94,9 +94,8 @@ def test_month_ends_leap_year_and_remainder_in_the_last_tranche(
     assert sum(amount for _s, _d, amount, _st in _tranches(app)) == 100_000_001
 
 
-def test_cliff_holds_everything_then_catches_up(app: Flask, world: World,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    set_clock(monkeypatch, date(2025, 1, 15))
+def test_cliff_holds_everything_then_catches_up(app: Flask, world: World) -> None:
+    set_clock(app, date(2025, 1, 15))
     _grant(app, world.ada, "4800.00", start=date(2025, 1, 15), every="month", months=48,
            cliff_months=12)
     table = _tranches(app)
@@ -106,7 +105,7 @@ def test_cliff_holds_everything_then_catches_up(app: Flask, world: World,
     assert table[-1] == (37, date(2029, 1, 15), 100 * UNIT, "pending")
     for day, vested in ((date(2026, 1, 14), 0), (date(2026, 1, 15), 1200),
                         (date(2026, 2, 14), 1200), (date(2026, 2, 15), 1300)):
-        set_clock(monkeypatch, day)
+        set_clock(app, day)
         with app.app_context():
             grant_actions.vest(db.session(), slug="acme", actor=CLI)
         assert wallet_of(app, world.ada) == vested * UNIT, day
@@ -114,8 +113,8 @@ def test_cliff_holds_everything_then_catches_up(app: Flask, world: World,
 
 
 def test_grant_starting_in_the_past_vests_what_is_due_at_once(
-        app: Flask, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    set_clock(monkeypatch, date(2026, 11, 27))
+        app: Flask, world: World) -> None:
+    set_clock(app, date(2026, 11, 27))
     result = _grant(app, world.ada, "48000.00", start=date(2025, 5, 27), every="month",
                     months=48, cliff_months=12)
     # 18 months have passed: the cliff tranche (12 x 1,000.00) and six monthly ones.
@@ -132,12 +131,11 @@ def test_grant_starting_in_the_past_vests_what_is_due_at_once(
     assert again.count == 0
 
 
-def test_future_immediate_grant_waits_for_its_date(app: Flask, world: World,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    set_clock(monkeypatch, date(2026, 1, 1))
+def test_future_immediate_grant_waits_for_its_date(app: Flask, world: World) -> None:
+    set_clock(app, date(2026, 1, 1))
     _grant(app, world.ada, "10.00", start=date(2026, 2, 1))
     assert (wallet_of(app, world.ada), unvested_of(app, world.ada)) == (0, 10 * UNIT)
-    set_clock(monkeypatch, date(2026, 2, 1))
+    set_clock(app, date(2026, 2, 1))
     with app.app_context():
         assert grant_actions.vest(db.session(), slug="acme", actor=CLI).count == 1
     assert (wallet_of(app, world.ada), unvested_of(app, world.ada)) == (10 * UNIT, 0)

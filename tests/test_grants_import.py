@@ -44,9 +44,8 @@ def _problems(app: Flask, text: str | bytes) -> list[tuple[int, str]]:
     return caught.value.problems
 
 
-def test_small_file_imports_immediate_and_vesting_rows(app: Flask, world: World,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    set_clock(monkeypatch, date(2026, 1, 10))
+def test_small_file_imports_immediate_and_vesting_rows(app: Flask, world: World) -> None:
+    set_clock(app, date(2026, 1, 10))
     text = (HEADER
             + f"{world.ada},100.00,,,,\n"
             + f"{world.bob.upper()},1200.00,2025-01-10,12,month,12\n"

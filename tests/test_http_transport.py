@@ -16,8 +16,7 @@ import pytest
 
 from tests.bad_peer import BadPeer
 from wallet.core.errors import IssuerUnavailable, MalformedToken
-from wallet.federation import HttpTransport
-from wallet.peers import Limits
+from wallet.peers import HttpTransport, Limits
 from wallet.peers.addresses import Policy, Resolver
 
 

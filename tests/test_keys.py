@@ -22,6 +22,7 @@ from flask.testing import FlaskClient
 from joserfc.jwk import OKPKey
 
 from tests import notes_support as ns
+from tests.grant_helpers import at_moment
 from tests.support import World, run_cli
 from wallet import db
 from wallet.actions import keys as key_actions
@@ -152,10 +153,10 @@ def test_retired_keys_leave_the_jwks_once_nothing_needs_them_so_it_stays_within_
     assert len(ns.served_jwks(client)["keys"]) == jose.MAX_JWKS_KEYS
 
     later = datetime.now(UTC) + timedelta(days=2)
-    monkeypatch.setattr(key_actions, "utcnow", lambda: later)
-    newest = ns.rotate_key(app)
-    served = [k["kid"] for k in ns.served_jwks(client)["keys"]]
-    metadata = client.get("/.well-known/jwt-vc-issuer/orgs/acme").get_json()
+    with at_moment(app, later):  # two days on: the keys retired today are past a day
+        newest = ns.rotate_key(app)
+        served = [k["kid"] for k in ns.served_jwks(client)["keys"]]
+        metadata = client.get("/.well-known/jwt-vc-issuer/orgs/acme").get_json()
     # The day-old retired keys signed nothing still valid; `first` signed a live note.
     assert len(served) == 3 and newest in served and first in served
     assert sorted(k["kid"] for k in metadata["retired_keys"]) == sorted(
@@ -216,9 +217,8 @@ def test_cli_revoke_publishes_the_compromise_and_revokes_notes_signed_since(
     ns.give(app, "500.00")
     now = datetime.now(UTC).replace(microsecond=0)
     # A note signed an hour ago (before the compromise) and two signed just now.
-    monkeypatch.setattr(note_actions, "utcnow", lambda: now - timedelta(hours=1))
-    early = ns.export(app, "100.00")
-    monkeypatch.undo()
+    with at_moment(app, now - timedelta(hours=1)):
+        early = ns.export(app, "100.00")
     late = ns.export(app, "50.00")
     late_too = ns.export(app, "25.00")
     ns.revoke_note(app, late_too.jti, "already revoked before the compromise")
@@ -304,11 +304,10 @@ def test_revocation_and_verification_agree_within_the_compromise_second(
     kid = ns.generate_key(app)
     ns.give(app, "300.00")
     second = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-    monkeypatch.setattr(note_actions, "utcnow", lambda: second + timedelta(milliseconds=200))
-    before = ns.export(app, "100.00")  # signed 0.3 s before the compromise
-    monkeypatch.setattr(note_actions, "utcnow", lambda: second + timedelta(milliseconds=800))
-    after = ns.export(app, "100.00")  # signed 0.3 s after it
-    monkeypatch.undo()
+    with at_moment(app, second + timedelta(milliseconds=200)):
+        before = ns.export(app, "100.00")  # signed 0.3 s before the compromise
+    with at_moment(app, second + timedelta(milliseconds=800)):
+        after = ns.export(app, "100.00")  # signed 0.3 s after it
     with app.app_context():
         key_actions.revoke(db.session(), slug="acme", kid=kid, actor=Actor.cli(),
                            compromised_at=second + timedelta(milliseconds=500), replace=True)
@@ -432,7 +431,9 @@ def test_wrong_passphrase_is_a_clean_key_unavailable_error(
         assert r.status_code == 503 and "Idempotent-Replayed" not in r.headers
 
         ns.export(app, "1.00")  # acme's note list exists now
-        note_actions._invalidate_status_cache(ns.org_id(app))
+        org_id = ns.org_id(app)
+        with wrong.app_context():
+            note_actions.forget_status_tokens(org_id)
         r = c.get("/orgs/acme/status/1")
         assert r.status_code == 503 and r.get_json()["code"] == "key_unavailable"
         texts.append(r.get_data(as_text=True))

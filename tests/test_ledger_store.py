@@ -74,9 +74,9 @@ def test_overdraft_is_refused_and_leaves_no_transfer(app: Flask) -> None:
         assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 10_000_000
         # The refused key stays free: the same key with a fitting amount succeeds later.
         ok = rules.Posting("pool", "wallet:1", 10_000_000, "USD", "grant", "g1")
-        _t, created = ledger.post(s, org_id=org_id, posting=ok)
+        posted = ledger.post(s, org_id=org_id, posting=ok)
         s.commit()
-        assert created
+        assert posted.created and posted.balance == 10_000_000
 
 
 @pytest.mark.parametrize("debit_first", [True, False], ids=["debit-first", "credit-first"])
@@ -98,18 +98,19 @@ def test_a_move_checks_the_debit_whichever_row_is_locked_first(app: Flask,
         assert (ids[payer] < ids[payee]) is debit_first
         before = s.exec(sa.select(sa.func.count()).select_from(Transfer)).one()[0]
         with pytest.raises(InsufficientFunds):
-            ledger.move(s, org_id=org_id, posting=rules.Posting(
+            ledger.post(s, org_id=org_id, posting=rules.Posting(
                 payer, payee, 5_000_001, "USD", "spend", "too-much"))
         s.rollback()
         assert s.exec(sa.select(sa.func.count()).select_from(Transfer)).one()[0] == before
-        after = ledger.move_reading(s, org_id=org_id, posting=rules.Posting(
-            payer, payee, 2_000_000, "USD", "spend", "fits"))
+        after = ledger.post(s, org_id=org_id, posting=rules.Posting(
+            payer, payee, 2_000_000, "USD", "spend", "fits")).balance
         s.commit()
         assert after == 7_000_000
         assert ledger.balance(s, org_id=org_id, name=payer, currency="USD") == 3_000_000
         # The same key again moves nothing and says so.
-        assert ledger.move_reading(s, org_id=org_id, posting=rules.Posting(
-            payer, payee, 2_000_000, "USD", "spend", "fits")) is None
+        replay = ledger.post(s, org_id=org_id, posting=rules.Posting(
+            payer, payee, 2_000_000, "USD", "spend", "fits"))
+        assert not replay.created and replay.balance is None
         s.commit()
         assert ledger.balance(s, org_id=org_id, name=payee, currency="USD") == 7_000_000
     support.assert_ledger_sound(app)
@@ -162,7 +163,7 @@ class LedgerMachine(RuleBasedStateMachine):
         posting = rules.Posting(source, dest, amount, "USD", "test", key)
         try:
             with ledger_actions.atomic(self.session):
-                _t, created = ledger.post(self.session, org_id=self.org_id, posting=posting)
+                created = ledger.post(self.session, org_id=self.org_id, posting=posting).created
         except InsufficientFunds:
             return "insufficient"
         except IdempotencyConflict:
@@ -287,20 +288,21 @@ def _count_statements(app: Flask) -> list[str]:
 
 
 def test_known_accounts_are_not_read_again(app: Flask) -> None:
-    """A posting between accounts seen in a committed transaction reads no account row."""
+    """A posting between accounts seen in a committed transaction reads no account row
+    (ids are kept by the commit helper, `ledger.commit`, once the transaction committed)."""
     org_id = _org(app)
     posting = rules.Posting("external", "pool", 1_000_000, "USD", "fund", "k-read-1")
     with app.app_context():
         s = db.session()
         ledger.post(s, org_id=org_id, posting=posting)
-        s.commit()
+        ledger.commit(s)
         ledger.post(s, org_id=org_id, posting=rules.Posting(  # seen by a SELECT, committed
             "external", "pool", 1_000_000, "USD", "fund", "k-read-2"))
-        s.commit()
+        ledger.commit(s)
         statements = _count_statements(app)
         ledger.post(s, org_id=org_id, posting=rules.Posting(
             "external", "pool", 1_000_000, "USD", "fund", "k-read-3"))
-        s.commit()
+        ledger.commit(s)
         assert not [q for q in statements if q.lstrip().upper().startswith("SELECT")]
         # PostgreSQL: the transfer's INSERT and the first update are one statement.
         one_trip = db.engine().dialect.name == "postgresql"
@@ -328,11 +330,11 @@ def test_an_account_created_in_an_undone_transaction_is_not_remembered(
             ledger.post(s, org_id=org_id, posting=rules.Posting(
                 "external", "pool", 1_000_000, "USD", "fund", "k-undone-2"))
             savepoint.rollback()
-            s.commit()  # the outer transaction commits without the accounts
+            ledger.commit(s)  # the outer transaction commits without the accounts
         assert s.exec(sa.select(sa.func.count()).select_from(Transfer)).one()[0] == 0
         ledger.post(s, org_id=org_id, posting=rules.Posting(
             "external", "pool", 2_000_000, "USD", "fund", "k-undone-3"))
-        s.commit()
+        ledger.commit(s)
         assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 2_000_000
 
 
@@ -346,8 +348,8 @@ def test_a_deferred_debit_is_applied_at_commit_and_dropped_on_rollback(app: Flas
                                   currency="USD")
 
         def credit(key: str) -> int | None:
-            return ledger.move_reading(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
-                "receivable:https://a.example", "pool", 2_000_000, "USD", "honour", key))
+            return ledger.post(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
+                "receivable:https://a.example", "pool", 2_000_000, "USD", "honour", key)).balance
 
         assert credit("d-1") == 2_000_000  # the destination's balance comes back at once
         assert credit("d-1") is None  # the same key: recorded before, nothing moves
@@ -358,7 +360,7 @@ def test_a_deferred_debit_is_applied_at_commit_and_dropped_on_rollback(app: Flas
 
         assert credit("d-2") == 2_000_000
         assert credit("d-3") == 4_000_000
-        s.commit()
+        ledger.commit(s)  # the helper applies the debits inside the transaction
         assert receivable() == -4_000_000
         assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 4_000_000
         s.commit()
@@ -369,10 +371,51 @@ def test_only_an_unchecked_debit_outside_savepoints_may_wait(app: Flask) -> None
     with app.app_context():
         s = db.session()
         with pytest.raises(ValueError):
-            ledger.move_reading(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
+            ledger.post(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
                 "pool", rules.wallet(1), 1, "USD", "grant", "w-1"))
         s.begin_nested()
         with pytest.raises(ValueError):
-            ledger.move_reading(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
+            ledger.post(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
                 "external", "pool", 1, "USD", "fund", "w-2"))
         s.rollback()
+
+
+def test_a_commit_that_bypasses_the_helper_cannot_drop_a_deferred_debit(app: Flask) -> None:
+    """Deferred debits are applied by the transaction helper (`atomic`, `commit`), not by
+    a listener on every session: a bare COMMIT while one waits is refused, and nothing
+    of that transaction lands (no transfer without its debit)."""
+    from wallet.actions._base import atomic
+
+    org_id = _org(app)
+    with app.app_context():
+        s = db.session()
+        before = s.exec(sa.select(sa.func.count()).select_from(Transfer)).one()[0]
+        ledger.post(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
+            "receivable:https://a.example", "pool", 1_000_000, "USD", "honour", "bare-1"))
+        with pytest.raises(RuntimeError, match="deferred ledger debit"):
+            s.commit()
+        s.rollback()
+        assert s.exec(sa.select(sa.func.count()).select_from(Transfer)).one()[0] == before
+        assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 0
+        with atomic(s):  # the helper: the debit lands with its transfer
+            ledger.post(s, org_id=org_id, defer_debit=True, posting=rules.Posting(
+                "receivable:https://a.example", "pool", 1_000_000, "USD", "honour", "bare-1"))
+        s.commit()  # nothing waits any more: a plain commit is fine again
+        assert ledger.balance(s, org_id=org_id, name="receivable:https://a.example",
+                              currency="USD") == -1_000_000
+    support.assert_ledger_sound(app)
+
+
+def test_no_ledger_behaviour_rides_on_every_session() -> None:
+    """The ledger registers no class-wide Session events (they ran for every session in
+    the process, including ones that never touch the ledger)."""
+    from sqlalchemy import event
+    from sqlmodel import Session
+
+    from wallet.store import ledger as store_ledger
+
+    for name in ("before_commit", "after_commit", "after_rollback",
+                 "after_transaction_end"):
+        for fn in vars(store_ledger).values():
+            if callable(fn):
+                assert not event.contains(Session, name, fn), (name, fn)

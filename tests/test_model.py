@@ -53,14 +53,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from tests import fed_support as fs
 from tests import grant_helpers, support
 from tests.support import PASSWORD
-from wallet import db
-from wallet.actions import federation as fed
+from wallet import clock, db
 from wallet.actions import grants as grant_actions
+from wallet.actions import honour as honour_actions
 from wallet.actions import keys as key_actions
 from wallet.actions import ledger as ledger_actions
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import notes as note_actions
 from wallet.actions import orgs as org_actions
+from wallet.actions import trust as trust_actions
 from wallet.actions import usage as usage_actions
 from wallet.actions._base import Actor
 from wallet.core import jose, notes
@@ -207,10 +208,9 @@ class Books:
 
 
 class Journeys(RuleBasedStateMachine):
-    """Random journeys; `app` and `monkeypatch` are set by the test before it runs."""
+    """Random journeys; `app` is set by the test before it runs (its clock is faked)."""
 
     app: Flask
-    monkeypatch: pytest.MonkeyPatch
     made = 0
     seen: collections.Counter[str] = collections.Counter()  # what the steps did, for the log
     checked = 0  # states compared with the database (after every step)
@@ -225,7 +225,7 @@ class Journeys(RuleBasedStateMachine):
         self.transport = fs.FaultTransport(self._fault).install(self.app)
         self.client = self.app.test_client()
         self.clock = datetime.now(UTC).date()
-        grant_helpers.set_clock(self.monkeypatch, self.clock)
+        grant_helpers.set_clock(self.app, self.clock)
 
     def teardown(self) -> None:
         self.app.extensions.pop("wallet.transport", None)
@@ -252,8 +252,8 @@ class Journeys(RuleBasedStateMachine):
                                     input_price=_money(PRICE_IN),
                                     output_price=_money(PRICE_OUT), actor=CLI)
         x, y = self.slugs
-        fed.trust_add(s, slug=x, issuer=fs.issuer(y), actor=CLI)
-        fed.trust_add(s, slug=y, issuer=fs.issuer(x), actor=CLI)
+        trust_actions.add(s, slug=x, issuer=fs.issuer(y), actor=CLI)
+        trust_actions.add(s, slug=y, issuer=fs.issuer(x), actor=CLI)
         self.pid = {e: _id(people.person_by_email(s, email=e)) for e in self.emails}
         self.org_ids = {slug: _id(people.org_by_slug(s, slug=slug)) for slug in self.slugs}
         self.tokens = {(slug, e): sign_in(s, slug=slug, email=e)
@@ -396,7 +396,7 @@ class Journeys(RuleBasedStateMachine):
     @rule(days=st.sampled_from([1, 29, 31, 92, 200]))
     def clock_moves_on(self, days: int) -> None:
         self.clock += timedelta(days=days)
-        grant_helpers.set_clock(self.monkeypatch, self.clock)
+        grant_helpers.set_clock(self.app, self.clock)
 
     @rule(org=st.integers(0, 1))
     def vest(self, org: int) -> None:
@@ -508,7 +508,7 @@ class Journeys(RuleBasedStateMachine):
     def _present(self, note: MNote, verifier: str, nonce_value: str) -> str:
         return notes.present(note.token, holder_key=self.holders[(note.email, note.holder)],
                              audience=fs.issuer(verifier), nonce=nonce_value,
-                             iat=int(datetime.now(UTC).timestamp()))
+                             iat=clock.unix())  # the app's (fake) clock
 
     def _expect_honour(self, note: MNote, verifier: str) -> tuple[str, set[str]]:
         """What honouring `note` at `verifier` must do now.
@@ -559,7 +559,7 @@ class Journeys(RuleBasedStateMachine):
                 presentations: list[str], fault: str | None) -> None:
         self.fault = fault
         expected = self._expect_honour(note, verifier)
-        result = fed.honour(self.session, slug=verifier, email=note.email,
+        result = honour_actions.honour(self.session, slug=verifier, email=note.email,
                             presentations=presentations, consumer=consumer)
         (outcome,) = result.outcomes
         self._book_honour(note, verifier, expected, outcome.as_json(),
@@ -705,14 +705,14 @@ def _seed() -> int:
     return random.SystemRandom().randrange(2**32)
 
 
-def test_random_journeys_match_the_model(app: Flask, monkeypatch: pytest.MonkeyPatch,
+def test_random_journeys_match_the_model(app: Flask,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     fs.clear_caches()
     seed = _seed()
     with capsys.disabled():
         print(f"\nmodel test: seed {seed} ({EXAMPLES} examples x {STEPS} steps);"
               f" replay with WALLET_MODEL_SEED={seed}")
-    Journeys.app, Journeys.monkeypatch = app, monkeypatch
+    Journeys.app = app
     Journeys.seen.clear()
     Journeys.checked = 0
     machine = hypothesis.seed(seed)(Journeys)

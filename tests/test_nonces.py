@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests import support
 from tests.support import World
-from wallet import db
+from wallet import clock, db
 from wallet.actions import nonces as nonce_actions
 from wallet.core import nonces
 from wallet.models import Nonce
@@ -135,12 +135,10 @@ def test_concurrent_spenders_of_one_nonce_one_wins(app: Flask, world: World) -> 
     assert _count(app) == 1
 
 
-def test_spent_nonces_are_forgotten_once_expired(app: Flask, world: World,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spent_nonces_are_forgotten_once_expired(app: Flask, world: World) -> None:
     """Expired spent rows go when a nonce is spent, at most once per PURGE_EVERY_SECONDS
     per organisation and process; within that interval they stay (and stay unusable)."""
-    clock = [1000.0]
-    monkeypatch.setattr(note_store.time, "monotonic", lambda: clock[0])
+    fake = clock.install(app, clock.FakeClock())
     client = app.test_client()
 
     def spend_fresh(consumer: str) -> str:
@@ -162,10 +160,10 @@ def test_spent_nonces_are_forgotten_once_expired(app: Flask, world: World,
         s = db.session()
         s.execute(sa.update(Nonce).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
         s.commit()
-    clock[0] += note_store.PURGE_EVERY_SECONDS - 1
+    fake.advance(note_store.PURGE_EVERY_SECONDS - 1)
     kept = spend_fresh("c3")
     assert sorted(values()) == sorted([*old, kept])  # within the interval: no purge yet
-    clock[0] += 1
+    fake.advance(1)
     fresh = spend_fresh("c4")
     assert sorted(values()) == sorted([kept, fresh])
 

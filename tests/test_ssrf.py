@@ -9,7 +9,7 @@ from flask import Flask
 
 from tests.support import World
 from wallet import db
-from wallet.actions import federation as fed
+from wallet.actions import trust as trust_actions
 from wallet.actions._base import Actor
 from wallet.core.errors import WalletError
 
@@ -27,15 +27,15 @@ def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
 def test_trust_add_refuses_private_addresses_without_asking_them(
         app: Flask, world: World, issuer: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = __import__("wallet.federation", fromlist=["HttpTransport"]).HttpTransport.request
+    real = __import__("wallet.peers", fromlist=["HttpTransport"]).HttpTransport.request
 
     def recorder(self: Any, method: str, url: str, **kwargs: Any) -> Any:
         calls.append(url)
         return real(self, method, url, **kwargs)
 
-    monkeypatch.setattr("wallet.federation.HttpTransport.request", recorder)
+    monkeypatch.setattr("wallet.peers.http.HttpTransport.request", recorder)
     with app.app_context(), pytest.raises(WalletError) as refused:
-        fed.trust_add(db.session(), slug="globex", issuer=issuer, actor=Actor.cli())
+        trust_actions.add(db.session(), slug="globex", issuer=issuer, actor=Actor.cli())
     assert refused.value.code == "malformed"
     assert "not a public address" in refused.value.message
     assert calls == []

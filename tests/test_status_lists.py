@@ -171,9 +171,11 @@ def test_a_verifier_accepts_a_status_list_token_over_16_kib(
         entries = dict(note_store.non_valid_entries(s, org_id=org_id, number=1))
         globex = people.org_by_slug(s, slug="globex")
         assert globex is not None
-        from wallet.federation import Directory
+        from wallet.actions.lookups import Lookups
 
-        listed = Directory(s, globex).status_list(fs.ACME, f"{fs.ACME}/status/1")
+        lookups, uri = Lookups(s, globex), f"{fs.ACME}/status/1"
+        lookups.fetch_lists({uri: fs.ACME})
+        listed = lookups.listed(uri)
         assert {i: listed.status(i) for i in entries} == entries
         assert sum(1 for v in status.unpack(listed.data) if v) == len(entries)
 
@@ -193,7 +195,7 @@ def test_a_status_list_token_over_its_own_limit_is_refused(
     assert len(big) > status.MAX_TOKEN_BYTES
 
     def serve_big(_method: str, url: str, forward: Any) -> Any:
-        from wallet.federation import Fetched
+        from wallet.peers import Fetched
 
         return Fetched(200, big.encode(), "application/statuslist+jwt") if url == uri \
             else forward()
@@ -203,10 +205,12 @@ def test_a_status_list_token_over_its_own_limit_is_refused(
         s = db.session()
         globex = people.org_by_slug(s, slug="globex")
         assert globex is not None
-        from wallet.federation import Directory
+        from wallet.actions.lookups import Lookups
 
+        lookups = Lookups(s, globex)
+        lookups.fetch_lists({uri: fs.ACME})
         with pytest.raises(IssuerUnavailable, match="limited to"):
-            Directory(s, globex).status_list(fs.ACME, uri)
+            lookups.listed(uri)
 
 
 def test_the_bound_is_a_checked_setting(db_url: str, tmp_path: Path) -> None:

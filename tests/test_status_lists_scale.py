@@ -115,17 +115,18 @@ def _every_status_through_the_verifier(app: Flask, records: list[tuple[str, int,
                                        rng: random.Random, *, sample: int) -> list[str]:
     """globex reads acme's lists (each once) and finds every note's status; check_status
     on a sample of the dead ones. Returns the list URIs fetched."""
-    from wallet.federation import Directory
+    from wallet.actions.lookups import Lookups
 
-    fs.clear_caches()
+    fs.clear_caches(app)
     recording = _Recording(app)
     with app.app_context():
         s = db.session()
         globex = people.org_by_slug(s, slug="globex")
         assert globex is not None
-        directory = Directory(s, globex)
+        lookups = Lookups(s, globex)
+        lookups.fetch_lists({f"{fs.ACME}/status/{r[1]}": fs.ACME for r in records})
         for _jti, number, idx, state in records:
-            listed = directory.status_list(fs.ACME, f"{fs.ACME}/status/{number}")
+            listed = lookups.listed(f"{fs.ACME}/status/{number}")
             assert listed.status(idx) == note_store.STATUS_OF_STATE[state], (number, idx, state)
         holder = jose.PublicKey.from_jwk(ss.HOLDER_JWK)
         dead = [r for r in records if r[3] != "active"]
@@ -135,7 +136,7 @@ def _every_status_through_the_verifier(app: Flask, records: list[tuple[str, int,
                               status_idx=idx, kid="", amount=None)  # type: ignore[arg-type]
             expected = AlreadyRedeemed if state == "redeemed" else Revoked
             with pytest.raises(expected):
-                directory.check_status(note)
+                lookups.check_status(note)
         s.rollback()
     fetched = [url for url, _n in recording.lists]
     assert len(fetched) == len(set(fetched))  # each list fetched once

@@ -36,9 +36,9 @@ POOL = 250_000 * UNIT
 START = date(2025, 1, 15)  # a 4,800.00 grant, monthly over 48 months, 12-month cliff
 
 
-def _setup(app: Flask, monkeypatch: pytest.MonkeyPatch, email: str) -> None:
+def _setup(app: Flask, email: str) -> None:
     backdate_start(app, email)
-    set_clock(monkeypatch, START)
+    set_clock(app, START)
     with app.app_context():
         grant_actions.create_grant(db.session(), slug="acme", email=email, amount="4800.00",
                                    start=START, every="month", months=48, cliff_months=12,
@@ -52,24 +52,24 @@ def _terminate(app: Flask, email: str, on: date) -> grant_actions.Termination:
 
 
 def test_termination_before_the_cliff_forfeits_everything(
-        app: Flask, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    _setup(app, monkeypatch, world.ada)
-    set_clock(monkeypatch, date(2025, 7, 15))
+        app: Flask, world: World) -> None:
+    _setup(app, world.ada)
+    set_clock(app, date(2025, 7, 15))
     done = _terminate(app, world.ada, date(2025, 7, 15))
     assert (done.created, done.forfeited_count, done.forfeited) == (True, 37, 4800 * UNIT)
     assert (wallet_of(app, world.ada), unvested_of(app, world.ada)) == (0, 0)
     assert balance(app, "pool") == POOL
     assert tranche_states(app) == {"forfeited": 37}
-    set_clock(monkeypatch, date(2026, 6, 1))  # long after the cliff: nothing vests any more
+    set_clock(app, date(2026, 6, 1))  # long after the cliff: nothing vests any more
     with app.app_context():
         assert grant_actions.vest(db.session(), slug="acme", actor=CLI).count == 0
     assert wallet_of(app, world.ada) == 0
 
 
 def test_termination_after_the_cliff_keeps_what_vested(
-        app: Flask, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    _setup(app, monkeypatch, world.ada)
-    set_clock(monkeypatch, date(2026, 7, 20))
+        app: Flask, world: World) -> None:
+    _setup(app, world.ada)
+    set_clock(app, date(2026, 7, 20))
     with app.app_context():
         grant_actions.vest(db.session(), slug="acme", actor=CLI)
     assert wallet_of(app, world.ada) == 1800 * UNIT  # cliff 1,200.00 + six months of 100.00
@@ -85,23 +85,22 @@ def test_termination_after_the_cliff_keeps_what_vested(
 
 
 def test_tranches_due_by_a_future_end_date_still_vest(
-        app: Flask, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    _setup(app, monkeypatch, world.ada)
-    set_clock(monkeypatch, date(2026, 2, 1))
+        app: Flask, world: World) -> None:
+    _setup(app, world.ada)
+    set_clock(app, date(2026, 2, 1))
     done = _terminate(app, world.ada, date(2026, 3, 15))  # notice period: ends in six weeks
     assert done.vested_now == 1200 * UNIT  # the cliff tranche was due on 2026-01-15
     assert (done.forfeited_count, done.forfeited) == (34, 3400 * UNIT)
     assert unvested_of(app, world.ada) == 200 * UNIT  # Feb 15 and Mar 15 wait for their dates
-    set_clock(monkeypatch, date(2026, 3, 15))
+    set_clock(app, date(2026, 3, 15))
     with app.app_context():
         assert grant_actions.vest(db.session(), slug="acme", actor=CLI).count == 2
     assert (wallet_of(app, world.ada), unvested_of(app, world.ada)) == (1400 * UNIT, 0)
 
 
-def test_termination_happens_once(app: Flask, world: World,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    _setup(app, monkeypatch, world.ada)
-    set_clock(monkeypatch, date(2026, 7, 20))
+def test_termination_happens_once(app: Flask, world: World) -> None:
+    _setup(app, world.ada)
+    set_clock(app, date(2026, 7, 20))
     assert _terminate(app, world.ada, date(2026, 7, 20)).created
     again = _terminate(app, world.ada, date(2026, 7, 20))
     assert (again.created, again.forfeited_count) == (False, 0)

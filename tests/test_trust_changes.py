@@ -48,11 +48,11 @@ def _capped(app: Flask) -> None:
     fs.setup_federation(app)  # globex trusts acme, no cap
     fs.clear_caches()
     from wallet import db
-    from wallet.actions import federation as fed
+    from wallet.actions import trust as trust_actions
     from wallet.actions._base import Actor
 
     with app.app_context():
-        fed.trust_update(db.session(), slug="globex", issuer=ACME, cap="25000.00",
+        trust_actions.update(db.session(), slug="globex", issuer=ACME, cap="25000.00",
                          actor=Actor.cli())
 
 

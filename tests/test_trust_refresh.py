@@ -9,13 +9,13 @@ from flask import Flask
 
 from tests.support import World
 from wallet import db
-from wallet.actions import federation as fed
 from wallet.actions import keys as key_actions
 from wallet.actions import notes as note_actions
+from wallet.actions import trust as trust_actions
 from wallet.actions._base import Actor
-from wallet.actions.verify import check_one
+from wallet.actions.lookups import Lookups
+from wallet.actions.verify import check
 from wallet.core import jose, ledger
-from wallet.federation import Directory
 from wallet.store import federation as fed_store
 from wallet.store import ledger as ledger_store
 from wallet.store import people
@@ -28,7 +28,7 @@ def _setup(app: Flask, world: World) -> None:
     with app.app_context():
         s = db.session()
         key_actions.generate(s, slug="acme", actor=CLI)
-        fed.trust_add(s, slug="globex", issuer=ACME, actor=CLI)
+        trust_actions.add(s, slug="globex", issuer=ACME, actor=CLI)
         org = people.org_by_slug(s, slug="acme")
         ada = people.person_by_email(s, email=world.ada)
         assert org and org.id and ada and ada.id
@@ -42,7 +42,7 @@ def _globex_verifies(app: Flask, token: str) -> dict[str, object]:
         s = db.session()
         org = people.org_by_slug(s, slug="globex")
         assert org is not None
-        return check_one(Directory(s, org), token, presentation=False).as_json()
+        return check(s, org=org, items=[(token, False)])[0].as_json()
 
 
 def _age_pin(app: Flask, seconds: int) -> None:
@@ -92,9 +92,9 @@ def test_stale_pins_are_refreshed_before_use(app: Flask, world: World) -> None:
         s = db.session()
         org = people.org_by_slug(s, slug="globex")
         assert org is not None
-        pinned = Directory(s, org).resolve(ACME)
+        pinned = Lookups(s, org).verify(lambda d: d.resolve(ACME))
         # The retired key and the new active one: the rotation was picked up before use.
-        assert len(pinned.keys.keys) == 2  # type: ignore[attr-defined]
+        assert len(pinned.keys) == 2
         entry = fed_store.entry(s, org_id=org.id or 0, issuer=ACME)
         assert entry is not None
         assert (datetime.now(UTC) - entry.refreshed_at).total_seconds() < 60

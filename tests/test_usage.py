@@ -1,4 +1,4 @@
-"""Spending on compute: the cost rule, the catalogue, the usage API, and racing debits."""
+"""Spending on compute: the shipped catalogue, the usage API, and racing debits."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlmodel import select
 
-from tests.grant_helpers import UNIT, count, set_clock, wallet_of
+from tests.grant_helpers import count, real_clock, set_clock, wallet_of
 from tests.support import World, run_cli
 from wallet import db
 from wallet.actions import grants as grant_actions
 from wallet.actions import orgs
 from wallet.actions import usage as usage_actions
 from wallet.actions._base import Actor
-from wallet.core.errors import Forbidden, InsufficientFunds, Malformed
+from wallet.core.errors import Forbidden, InsufficientFunds
 from wallet.core.vesting import add_months
 from wallet.models import UsageRecord
 
@@ -28,48 +28,7 @@ CLI = Actor.cli()
 PATH = "/api/v1/orgs/acme/usage"
 
 
-# -- the cost rule, by hand ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("tokens_in", "tokens_out", "price_in", "price_out", "micros"), [
-    # 1 token at 3.00 per million = 3 micros exactly.
-    (1, 0, 3_000_000, 15_000_000, 3),
-    # 1 token at 0.15 per million = 0.15 micros: rounded up to 1.
-    (1, 0, 150_000, 600_000, 1),
-    # 7 x 0.15 = 1.05 micros: rounded up to 2.
-    (7, 0, 150_000, 600_000, 2),
-    # 1M input at 2.50 + 1M output at 10.00 = 12.50 units.
-    (1_000_000, 1_000_000, 2_500_000, 10_000_000, 12_500_000),
-    # 333,333 x 3.00 / 1M = 999,999 micros exactly: no rounding.
-    (333_333, 0, 3_000_000, 15_000_000, 999_999),
-    # 1 output token at 0.000001 per million = 10^-12 units: still one whole micro.
-    (0, 1, 1, 1, 1),
-    # 1,234 in at 0.80 + 567 out at 4.00 = 987.2 + 2268 = 3,255.2 micros: 3,256.
-    (1_234, 567, 800_000, 4_000_000, 3_256),
-    # 10^12 tokens each at 15.00 / 75.00: 15,000,000 + 75,000,000 units, exact.
-    (10**12, 10**12, 15_000_000, 75_000_000, 90_000_000 * UNIT),
-])
-def test_usage_cost_rounds_up_to_the_micro(tokens_in: int, tokens_out: int, price_in: int,
-                                           price_out: int, micros: int) -> None:
-    assert usage_actions.usage_cost(tokens_in, tokens_out, price_in, price_out) == micros
-
-
-@pytest.mark.parametrize(("tokens_in", "tokens_out"), [
-    (True, 1), (1, False), (1.0, 1), (1, 2.5), ("10", 1), (None, 1), (-1, 5), (5, -1),
-    (0, 0), (10**12 + 1, 0), (0, 10**12 + 1),
-])
-def test_token_counts_are_checked(tokens_in: object, tokens_out: object) -> None:
-    with pytest.raises(Malformed):
-        usage_actions.check_tokens(tokens_in, tokens_out)
-
-
-def test_tokens_for_and_format() -> None:
-    assert usage_actions.tokens_for(12_500 * UNIT, 3 * UNIT) == 4_166_666_666
-    assert usage_actions.format_tokens(4_166_666_666) == "4.1 billion"
-    assert usage_actions.format_tokens(2_000_000) == "2 million"
-    assert usage_actions.format_tokens(12_345) == "12 thousand"
-    assert usage_actions.format_tokens(9_999) == "9,999"
-    assert usage_actions.tokens_for(0, 3 * UNIT) == 0
+# -- the shipped catalogue (the cost rule itself: tests/core/test_usage.py) ----------------
 
 
 def test_default_catalogue_has_dated_sources() -> None:
@@ -175,14 +134,13 @@ def test_replays_conflicts_and_refusals(app: Flask, client: FlaskClient, world: 
     assert client.post(PATH, json=_body(), headers={"Idempotency-Key": "y"}).status_code == 401
 
 
-def test_usage_vests_due_tranches_first(app: Flask, world: World,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_usage_vests_due_tranches_first(app: Flask, world: World) -> None:
     start = add_months(date.today(), -2)
-    set_clock(monkeypatch, start)
+    set_clock(app, start)
     with app.app_context():
         grant_actions.create_grant(db.session(), slug="acme", email=world.ada, amount="12.00",
                                    start=start, every="month", months=12, actor=CLI)
-    monkeypatch.undo()
+    real_clock(app)
     with app.app_context():
         used = usage_actions.record_usage(db.session(), slug="acme", email=world.ada,
                                           model="gpt-4o", input_tokens=400_000,

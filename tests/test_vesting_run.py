@@ -17,6 +17,7 @@ from tests.grant_helpers import (
     add_members,
     count,
     person_id,
+    real_clock,
     set_clock,
     tranche_states,
     unvested_of,
@@ -41,21 +42,19 @@ def _vest(app: Flask, as_of: date | None = None) -> grant_actions.VestRun:
         return grant_actions.vest(db.session(), slug="acme", as_of=as_of, actor=CLI)
 
 
-def _grant_back_then(app: Flask, monkeypatch: pytest.MonkeyPatch, email: str, amount: str,
-                     start: date, **schedule: Any) -> None:
+def _grant_back_then(app: Flask, email: str, amount: str, start: date, **schedule: Any) -> None:
     """Make a grant as if on `start`, so its tranches are pending when the clock returns."""
-    set_clock(monkeypatch, start)
+    set_clock(app, start)
     with app.app_context():
         grant_actions.create_grant(db.session(), slug="acme", email=email, amount=amount,
                                    start=start, actor=CLI, **schedule)
-    monkeypatch.undo()
+    real_clock(app)
 
 
-def test_vest_posts_each_due_tranche_once(app: Flask, world: World,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vest_posts_each_due_tranche_once(app: Flask, world: World) -> None:
     start = add_months(today(), -6)
-    _grant_back_then(app, monkeypatch, world.ada, "1200.00", start, every="month", months=12)
-    _grant_back_then(app, monkeypatch, world.bob, "300.00", start, every="quarter", months=12)
+    _grant_back_then(app, world.ada, "1200.00", start, every="month", months=12)
+    _grant_back_then(app, world.bob, "300.00", start, every="quarter", months=12)
     first = _vest(app)
     assert (first.count, first.amount) == (6 + 2, 600 * UNIT + 150 * UNIT)
     assert wallet_of(app, world.ada) == 600 * UNIT
@@ -69,10 +68,9 @@ def test_vest_posts_each_due_tranche_once(app: Flask, world: World,
     assert count(app, a, a.c.action == "grant.vest") == 1  # the empty run is not audited
 
 
-def test_vest_as_of_a_past_date_and_never_ahead(app: Flask, world: World,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vest_as_of_a_past_date_and_never_ahead(app: Flask, world: World) -> None:
     start = add_months(today(), -6)
-    _grant_back_then(app, monkeypatch, world.ada, "1200.00", start, every="month", months=12)
+    _grant_back_then(app, world.ada, "1200.00", start, every="month", months=12)
     assert _vest(app, as_of=add_months(start, 2)).count == 2
     with pytest.raises(Malformed, match="in the future"):
         _vest(app, as_of=date.fromordinal(today().toordinal() + 1))
@@ -89,10 +87,9 @@ def test_engineers_cannot_run_vesting(app: Flask, world: World) -> None:
             grant_actions.vest(s, slug="acme", actor=Actor.of(bob))
 
 
-def test_reading_balances_vests_lazily_once(app: Flask, world: World,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reading_balances_vests_lazily_once(app: Flask, world: World) -> None:
     start = add_months(today(), -3)
-    _grant_back_then(app, monkeypatch, world.ada, "1200.00", start, every="month", months=12)
+    _grant_back_then(app, world.ada, "1200.00", start, every="month", months=12)
     with app.app_context():
         s = db.session()
         org = people.org_by_slug(s, slug="acme")
@@ -117,9 +114,8 @@ def test_reading_balances_vests_lazily_once(app: Flask, world: World,
 
 
 def test_vest_all_runs_every_organisation(app: Flask, world: World,
-                                          monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    _grant_back_then(app, monkeypatch, world.ada, "100.00", add_months(today(), -1),
+    _grant_back_then(app, world.ada, "100.00", add_months(today(), -1),
                      every="month", months=2)
     r = run_cli(app, capsys, "vest", "--all-orgs", "--json")
     assert r.exit_code == 0, r.err
@@ -161,16 +157,15 @@ def _vest_many(args: tuple[dict[str, Any], int]) -> list[str]:
 
 @pytest.mark.slow
 def test_concurrent_vest_runs_in_two_processes_post_each_tranche_once(
-        app: Flask, app_config: dict[str, Any], world: World,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        app: Flask, app_config: dict[str, Any], world: World) -> None:
     emails = add_members(app, "acme", 300)
     start = add_months(today(), -12)
-    set_clock(monkeypatch, start)
+    set_clock(app, start)
     with app.app_context():
         grant_actions.import_grants(db.session(), slug="acme", actor=CLI, data=(
             HEADER + "".join(f"{e},120.00,{start.isoformat()},,month,24\n" for e in emails)
         ).encode())
-    monkeypatch.undo()
+    real_clock(app)
     assert tranche_states(app) == {"pending": 300 * 24}
 
     ctx = multiprocessing.get_context("spawn")

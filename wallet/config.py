@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wallet.core.errors import WalletError
+from wallet.store import _dialect
 
 
 class ConfigError(WalletError):
@@ -112,7 +113,7 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None = None) -> di
         # The instance folder holds the database and generated secrets: owner only.
         instance.mkdir(mode=0o700, parents=True)
     if not settings["WALLET_DATABASE_URL"]:
-        settings["WALLET_DATABASE_URL"] = f"sqlite:///{instance / 'wallet.sqlite3'}"
+        settings["WALLET_DATABASE_URL"] = _dialect.default_url(str(instance))
     settings["WALLET_DATABASE_URL"] = normalise_database_url(settings["WALLET_DATABASE_URL"])
     settings["WALLET_KEYSTORE"] = str(Path(settings["WALLET_KEYSTORE"]).resolve())
 
@@ -132,11 +133,8 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None = None) -> di
 
 
 def normalise_database_url(url: str) -> str:
-    """Use psycopg 3 for PostgreSQL whatever driver the URL names."""
-    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
+    """The database URL with the driver we use (the dialect seam decides)."""
+    return _dialect.normalise_url(url)
 
 
 def _coerce(name: str, raw: str, default: Any) -> Any:

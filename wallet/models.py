@@ -17,7 +17,13 @@ from sqlmodel import Field, SQLModel
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Store UTC; always hand back an aware `datetime` (SQLite drops the zone)."""
+    """Store UTC; always hand back an aware `datetime`.
+
+    Values are bound as aware UTC on every database: a `timestamptz` keeps the instant,
+    and SQLite's text format keeps the UTC wall time and no zone (the contract test
+    `tests/store/test_dialect_contract.py` pins both), which `process_result_value`
+    gives back its zone.
+    """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
@@ -27,8 +33,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:

@@ -208,14 +208,11 @@ class LiveServer:
 @pytest.fixture
 def live_server(app: Flask, _listener: BaseWSGIServer, base_url: str) -> Iterator[LiveServer]:
     """Load the demo through the real action, then serve `app` until the test ends."""
+
     from wallet import db
     from wallet.actions import demo
-    from wallet.federation import forget_status_cache
 
     assert app.config["WALLET_BASE_URL"] == base_url
-    # Status lists are cached per process by URI; a port reused from an earlier test must
-    # not hand this test another database's list.
-    forget_status_cache()
     with app.app_context():
         demo.load(db.session(), password=DEMO_PASSWORD)
         wallet_file = demo.wallet_file_path()
@@ -231,7 +228,6 @@ def live_server(app: Flask, _listener: BaseWSGIServer, base_url: str) -> Iterato
         thread.join(timeout=10)
         # The ledger check and the database's removal come next: let requests finish.
         assert served.wait_idle(timeout=15), "requests still running 15 s after the test"
-        forget_status_cache()
 
 
 # -- the page, watched -----------------------------------------------------------------------
@@ -465,10 +461,10 @@ def shown(page: Page, test_id: str) -> int:
 def settlement_figures(server: LiveServer, slug: str, counterparty: str) -> tuple[int, int]:
     """(we owe, they owe) between `slug` and `counterparty`, read in the app."""
     from wallet import db
-    from wallet.actions import federation as fed
+    from wallet.actions import settlement as settlement_actions
 
     with server.app.app_context():
-        lines = fed.settlement(db.session(), slug=slug)
+        lines = settlement_actions.lines(db.session(), slug=slug)
     for line in lines:
         if line.counterparty == server.issuer(counterparty):
             return line.we_owe, line.they_owe

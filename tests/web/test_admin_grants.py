@@ -6,12 +6,11 @@ import io
 import re
 from datetime import date
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from tests import support
-from tests.grant_helpers import UNIT, balance, count, set_clock, unvested_of, wallet_of
+from tests.grant_helpers import UNIT, balance, count, real_clock, set_clock, unvested_of, wallet_of
 from tests.support import World
 from wallet import db
 from wallet.actions import grants as grant_actions
@@ -159,15 +158,14 @@ def test_overview_shows_the_liability_summary(app: Flask, client: FlaskClient,
 
 
 def test_dashboard_shows_next_vest_chart_and_what_credit_buys(
-        app: Flask, client: FlaskClient, world: World,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        app: Flask, client: FlaskClient, world: World) -> None:
     start = add_months(date.today(), -18)
-    set_clock(monkeypatch, start)
+    set_clock(app, start)
     with app.app_context():
         grant_actions.create_grant(db.session(), slug="acme", email=world.ada,
                                    amount="48000.00", start=start, every="month", months=48,
                                    cliff_months=12, actor=CLI)
-    monkeypatch.undo()
+    real_clock(app)
     t = Tranche.__table__
     assert count(app, t, t.c.state == "vested") == 0  # granted "back then": lazy vesting next
     support.login(client, world.ada)

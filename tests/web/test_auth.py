@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +11,8 @@ from flask.testing import FlaskClient
 
 from tests import support
 from tests.support import World
+from wallet import clock as wallet_clock
+from wallet.clock import FakeClock
 
 
 def test_sign_in_and_out(client: FlaskClient, world: World) -> None:
@@ -88,23 +89,12 @@ def test_form_post_without_csrf_token_is_refused(client: FlaskClient, world: Wor
     assert r.status_code == 400
 
 
-class Clock:
-    """A movable clock for sign-in throttling (the actions read `utcnow`)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from wallet.actions import _base, accounts, orgs, sessions
-
-        self.now = _base.utcnow()
-        for module in (accounts, orgs, sessions):
-            monkeypatch.setattr(module, "utcnow", lambda: self.now)
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    return Clock(monkeypatch)
+def clock(app: Flask) -> FakeClock:
+    """A movable clock for sign-in throttling: the app's one clock, faked."""
+    fake = FakeClock()
+    wallet_clock.install(app, fake)
+    return fake
 
 
 def _attempt(client: FlaskClient, email: str, password: str,
@@ -117,7 +107,7 @@ def _attempt(client: FlaskClient, email: str, password: str,
                              "csrf_token": match.group(1) or match.group(2)})
 
 
-def test_a_stranger_cannot_lock_the_real_user_out(app: Flask, clock: Clock,
+def test_a_stranger_cannot_lock_the_real_user_out(app: Flask, clock: FakeClock,
                                                   world: World) -> None:
     """Regression (issue 11, hole 5): five wrong passwords from anywhere locked the
     account for 15 minutes, again and again."""
@@ -132,7 +122,7 @@ def test_a_stranger_cannot_lock_the_real_user_out(app: Flask, clock: Clock,
     assert _attempt(app.test_client(), world.ada, world.password).status_code == 302
 
 
-def test_failures_per_account_and_address_grow_delays(app: Flask, clock: Clock,
+def test_failures_per_account_and_address_grow_delays(app: Flask, clock: FakeClock,
                                                       world: World) -> None:
     client = app.test_client()
     free = app.config["WALLET_LOGIN_FREE_FAILURES"]
@@ -161,7 +151,7 @@ def test_failures_per_account_and_address_grow_delays(app: Flask, clock: Clock,
     assert _attempt(app.test_client(), world.ada, "wrong-wrong-1").status_code == 401
 
 
-def test_an_address_with_many_failures_is_slowed_not_locked(app: Flask, clock: Clock,
+def test_an_address_with_many_failures_is_slowed_not_locked(app: Flask, clock: FakeClock,
                                                            world: World) -> None:
     """Regression: 30 failures from one address (an office behind NAT) blocked everyone
     there for 15 minutes."""
@@ -181,7 +171,7 @@ def test_an_address_with_many_failures_is_slowed_not_locked(app: Flask, clock: C
 
 
 def test_failures_are_counted_across_processes(app: Flask, app_config: dict[str, Any],
-                                               clock: Clock, world: World) -> None:
+                                               clock: FakeClock, world: World) -> None:
     from wallet import create_app
 
     other = create_app(app_config)  # another worker on the same database

@@ -14,7 +14,6 @@ import io
 import json
 import re
 import threading
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -156,21 +155,20 @@ def test_a_forms_key_is_the_one_of_its_first_render_until_recorded(
 
 
 def test_the_window_is_configurable_and_then_identical_values_go_through(
-        app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wallet.actions._base import utcnow
-    from wallet.web import resubmit
+        app: Flask, client: FlaskClient, world: World) -> None:
+    from wallet import clock
 
+    fake = clock.FakeClock()
+    clock.install(app, fake)
     app.config["WALLET_RESUBMIT_WINDOW_SECONDS"] = 60
     support.login(client, world.acme_admin)
     before = _balance(app, ledger.POOL)
     values = {"amount": "3.00"}
     assert client.post(OVERVIEW, data={**values, **_render(client, OVERVIEW)}).status_code == 302
-    later = utcnow() + timedelta(seconds=59)
-    monkeypatch.setattr(resubmit, "utcnow", lambda: later)
+    fake.advance(59)
     _refused(client.post(OVERVIEW, data={**values, **_render(client, OVERVIEW)}),
              shows="3.00 USD")
-    much_later = utcnow() + timedelta(seconds=61)
-    monkeypatch.setattr(resubmit, "utcnow", lambda: much_later)
+    fake.advance(2)
     assert client.post(OVERVIEW, data={**values, **_render(client, OVERVIEW)}).status_code == 302
     assert _balance(app, ledger.POOL) == before + 6 * USD
 

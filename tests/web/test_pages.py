@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from tests import support
 from tests.support import World
 from wallet import db
-from wallet.actions import federation as fed
 from wallet.actions import keys as key_actions
+from wallet.actions import trust as trust_actions
 from wallet.actions._base import Actor
 from wallet.core import ledger, walletfile
 from wallet.store import ledger as ledger_store
@@ -32,8 +32,8 @@ def ready(app: Flask, world: World) -> World:
         s = db.session()
         for slug in ("acme", "globex"):
             key_actions.generate(s, slug=slug, actor=CLI)
-        fed.trust_add(s, slug="globex", issuer=ACME, actor=CLI)
-        fed.trust_add(s, slug="acme", issuer=GLOBEX, actor=CLI)
+        trust_actions.add(s, slug="globex", issuer=ACME, actor=CLI)
+        trust_actions.add(s, slug="acme", issuer=GLOBEX, actor=CLI)
         org = people.org_by_slug(s, slug="acme")
         ada = people.person_by_email(s, email=world.ada)
         assert org and org.id and ada and ada.id

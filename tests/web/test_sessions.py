@@ -21,29 +21,18 @@ from flask.testing import FlaskClient
 from tests import fed_support as fs
 from tests import support
 from tests.support import World
+from wallet import clock as wallet_clock
+from wallet.clock import FakeClock
 
 COOKIE = "wallet_session"
 
 
-class Clock:
-    """A movable clock for every module that reads the time for sessions and sign-in."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from wallet.actions import _base
-
-        self.now = _base.utcnow()
-        from wallet.actions import accounts, orgs, sessions
-
-        for module in (accounts, orgs, sessions):
-            monkeypatch.setattr(module, "utcnow", lambda: self.now)
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    return Clock(monkeypatch)
+def clock(app: Flask) -> FakeClock:
+    """A movable clock for sessions and sign-in: the app's one clock, faked."""
+    fake = FakeClock()
+    wallet_clock.install(app, fake)
+    return fake
 
 
 def _cookie(client: FlaskClient) -> str | None:
@@ -93,7 +82,7 @@ def test_the_cookie_is_a_random_id_whose_hash_is_stored(app: Flask, client: Flas
     assert all(value not in str(r["data"]) for r in rows)
 
 
-def test_an_admin_session_ends_after_30_idle_minutes(app: Flask, clock: Clock,
+def test_an_admin_session_ends_after_30_idle_minutes(app: Flask, clock: FakeClock,
                                                      world: World) -> None:
     admin = _signed_in(app, world.acme_admin)
     for _ in range(4):  # activity keeps it alive past the idle limit
@@ -103,7 +92,7 @@ def test_an_admin_session_ends_after_30_idle_minutes(app: Flask, clock: Clock,
     assert admin.get("/orgs/acme/admin/").status_code == 302
 
 
-def test_an_engineer_session_idles_longer(app: Flask, clock: Clock, world: World) -> None:
+def test_an_engineer_session_idles_longer(app: Flask, clock: FakeClock, world: World) -> None:
     ada = _signed_in(app, world.ada)
     clock.advance(minutes=55)
     assert ada.get("/orgs/acme/wallet").status_code == 200
@@ -111,7 +100,7 @@ def test_an_engineer_session_idles_longer(app: Flask, clock: Clock, world: World
     assert ada.get("/orgs/acme/wallet").status_code == 302
 
 
-def test_a_session_ends_at_its_absolute_lifetime_however_busy(app: Flask, clock: Clock,
+def test_a_session_ends_at_its_absolute_lifetime_however_busy(app: Flask, clock: FakeClock,
                                                               world: World) -> None:
     """Regression: every response renewed a 12-hour cookie, so a busy session never ended."""
     ada = _signed_in(app, world.ada)
@@ -122,7 +111,7 @@ def test_a_session_ends_at_its_absolute_lifetime_however_busy(app: Flask, clock:
     assert ada.get("/orgs/acme/wallet").status_code == 302
 
 
-def test_last_seen_is_written_at_most_once_a_minute(app: Flask, clock: Clock,
+def test_last_seen_is_written_at_most_once_a_minute(app: Flask, clock: FakeClock,
                                                     world: World) -> None:
     ada = _signed_in(app, world.ada)
     statements = _recorder(app)
@@ -200,13 +189,13 @@ def test_requests_without_a_cookie_never_touch_the_session_table(app: Flask,
 
 
 def test_anonymous_sessions_are_made_only_when_written_and_purged(
-        app: Flask, client: FlaskClient, clock: Clock, world: World) -> None:
+        app: Flask, client: FlaskClient, clock: FakeClock, world: World) -> None:
     client.get("/healthz")
     assert _rows(app) == [] and _cookie(client) is None
     form_token = support.csrf_token(client)  # the sign-in form writes its CSRF token
     rows = _rows(app)
     assert len(rows) == 1 and rows[0]["person_id"] is None
-    assert _expires(rows[0]) - clock.now <= timedelta(minutes=30)
+    assert _expires(rows[0]) - clock.now() <= timedelta(minutes=30)
     clock.advance(minutes=31)
     support.csrf_token(app.test_client())  # a new session purges the expired ones
     assert len(_rows(app)) == 1

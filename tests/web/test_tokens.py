@@ -46,21 +46,20 @@ def test_a_new_token_is_shown_in_the_answer_and_kept_in_no_session(
 
 
 def test_a_token_may_expire_and_then_answers_401(app: Flask, client: FlaskClient,
-                                                 world: World,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from wallet.actions import _base
-    from wallet.web import guard
+                                                 world: World) -> None:
+    from wallet import clock
 
+    fake = clock.FakeClock()
+    clock.install(app, fake)
     support.login(client, world.ada)
     r = _create(client, expires_days="7")
     token = TOKEN.findall(r.get_data(as_text=True))[0]
     page = client.get("/orgs/acme/tokens").get_data(as_text=True)
-    expires = (_base.utcnow() + timedelta(days=7)).date().isoformat()
+    expires = (fake.now() + timedelta(days=7)).date().isoformat()
     assert expires in page
     bearer = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/v1/orgs/acme/me", headers=bearer).status_code == 200
-    later = _base.utcnow() + timedelta(days=7, minutes=1)
-    monkeypatch.setattr(guard, "utcnow", lambda: later)
+    fake.advance(days=7, minutes=1)
     r = client.get("/api/v1/orgs/acme/me", headers=bearer)
     assert r.status_code == 401
     assert r.mimetype == "application/problem+json"

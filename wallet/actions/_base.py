@@ -12,6 +12,7 @@ from sqlmodel import Session
 from wallet import clock
 from wallet.core.errors import Forbidden, Malformed, NotFound
 from wallet.models import Membership, Organization, Person
+from wallet.store import ledger as ledger_store
 from wallet.store import people
 
 
@@ -33,12 +34,18 @@ class Actor:
         return cls(person.email, person.id)
 
 
+def commit(session: Session) -> None:
+    """The one way an action commits: what the ledger left for the end of the
+    transaction (deferred debits) is applied inside it, then COMMIT."""
+    ledger_store.commit(session)
+
+
 @contextmanager
 def atomic(session: Session) -> Iterator[None]:
     """Commit once when the block succeeds; roll everything back when it raises."""
     try:
         yield
-        session.commit()
+        commit(session)
     except BaseException:
         session.rollback()
         raise

@@ -15,9 +15,9 @@ from datetime import timedelta
 from flask import current_app
 from sqlmodel import Session
 
-from wallet import security
+from wallet import clock, security
 from wallet.actions import sessions
-from wallet.actions._base import atomic, utcnow
+from wallet.actions._base import atomic
 from wallet.actions.orgs import check_email
 from wallet.core import throttle
 from wallet.core.errors import Conflict, Forbidden, Malformed, RateLimited, Unauthorized
@@ -45,7 +45,7 @@ def _check_password(session: Session, *, email: str, password: str, address: str
     password is hashed, so concurrent guesses count each other and no database lock is
     held while argon2 runs. An attempt refused for waiting is not counted.
     """
-    now = utcnow()
+    now = clock.now()
     since = now - timedelta(seconds=int(current_app.config["WALLET_LOGIN_WINDOW_SECONDS"]))
     with atomic(session):
         people.purge_attempts(session, before=since, now=now)
@@ -107,7 +107,7 @@ def link(session: Session, *, token: str, purpose: str) -> Link:
         raise Unauthorized(BAD_LINK)
     invitation, org, person, membership = found
     if (invitation.purpose != purpose or invitation.used_at is not None
-            or invitation.expires_at <= utcnow()):
+            or invitation.expires_at <= clock.now()):
         raise Unauthorized(BAD_LINK)
     return Link(invitation, org, person, membership)
 
@@ -136,13 +136,13 @@ def accept_invitation(session: Session, *, token: str, password: str, address: s
         raise Unauthorized("That is not this account's password.")
     with atomic(session):
         if not people.use_invitation(session, invitation_id=found.invitation.id or 0,
-                                     now=utcnow()):
+                                     now=clock.now()):
             raise Unauthorized(BAD_LINK)
         if first_password is not None and not people.set_first_password(
                 session, person_id=person.id, password_hash=first_password):
             raise Conflict("This account has a password by now: open the link again and"
                            " sign in with it.")
-        people.confirm_membership(session, membership_id=found.membership.id, now=utcnow())
+        people.confirm_membership(session, membership_id=found.membership.id, now=clock.now())
         people.audit(session, org_id=found.org.id, actor=person.email, action="person.join",
                      target=person.email,
                      details={"first_password": first_password is not None})
@@ -165,7 +165,7 @@ def use_reset_link(session: Session, *, token: str, password: str) -> Person:
         raise Malformed(problem)
     password_hash = security.hash_password(password)
     with atomic(session):
-        now = utcnow()
+        now = clock.now()
         if not people.use_invitation(session, invitation_id=found.invitation.id or 0, now=now):
             raise Unauthorized(BAD_LINK)
         people.set_password(session, person_id=person.id, password_hash=password_hash)

@@ -7,7 +7,6 @@ changes nothing and says so.
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,15 +14,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import current_app
 from sqlmodel import Session
 
-from wallet.actions import federation as fed
+from wallet import clock
 from wallet.actions import grants as grant_actions
+from wallet.actions import honour as honour_actions
 from wallet.actions import keys as key_actions
 from wallet.actions import ledger as ledger_actions
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import notes as note_actions
 from wallet.actions import orgs as org_actions
+from wallet.actions import trust as trust_actions
 from wallet.actions import usage as usage_actions
-from wallet.actions._base import Actor, today
+from wallet.actions._base import Actor
 from wallet.core import jose, notes, walletfile
 from wallet.core.money import format_display
 from wallet.core.vesting import add_months
@@ -71,7 +72,7 @@ def load(session: Session, *, password: str, if_empty: bool = False) -> Report:
         assert org is not None and org.id is not None
         if people.member_by_email(session, org_id=org.id, email=ADA) is None:
             org_actions.add_person(session, slug=slug, email=ADA, name="Ada Lovelace",
-                                   start=today(), password=password, actor=cli)
+                                   start=clock.today(), password=password, actor=cli)
             report.did(f"Added {ADA} to {slug}")
     for slug, amount in ((ACME, "250000.00"), (GLOBEX, "100000.00")):
         if ledger_actions.fund(session, slug=slug, amount=amount, idempotency_key="demo-fund",
@@ -106,9 +107,9 @@ def _grant_ada(session: Session, report: Report) -> None:
     cli = Actor.cli()
     if grant_actions.grant_for_key(session, org=org, request_key=ADA_GRANT_KEY) is None:
         result = grant_actions.create_grant(
-            session, slug=ACME, email=ADA, amount="48000.00", start=add_months(today(), -18),
-            cliff_months=12, every="month", months=48, request_key=ADA_GRANT_KEY,
-            memo="demo: four-year grant", actor=cli)
+            session, slug=ACME, email=ADA, amount="48000.00",
+            start=add_months(clock.today(), -18), cliff_months=12, every="month", months=48,
+            request_key=ADA_GRANT_KEY, memo="demo: four-year grant", actor=cli)
         report.did(f"Granted ada 48,000.00 USD at acme over four years (monthly, one-year"
                    f" cliff, from {result.grant.start_on.isoformat()});"
                    f" {format_display(result.vested_now)} vested so far")
@@ -135,7 +136,7 @@ def _keys_and_trust(session: Session, report: Report) -> None:
         assert org is not None and org.id is not None and peer is not None
         issuer = key_actions.issuer_id(peer)
         if fed_store.entry(session, org_id=org.id, issuer=issuer) is None:
-            fed.trust_add(session, slug=slug, issuer=issuer, cap="25000.00", actor=cli)
+            trust_actions.add(session, slug=slug, issuer=issuer, cap="25000.00", actor=cli)
             report.did(f"{slug} now trusts {other} (cap 25,000.00 USD per note)")
 
 
@@ -165,8 +166,8 @@ def _notes_for_ada(session: Session, report: Report, *, password: str) -> None:
                                               person_id=found[1].id)  # ada: honour credits her
     presentation = notes.present(honoured.token, holder_key=holder,
                                  audience=key_actions.issuer_id(globex), nonce=nonce,
-                                 iat=int(time.time()))
-    result = fed.honour(session, slug=GLOBEX, email=ADA, presentations=[presentation],
+                                 iat=clock.unix())
+    result = honour_actions.honour(session, slug=GLOBEX, email=ADA, presentations=[presentation],
                         consumer="demo:honour")
     if result.credited:
         report.did("Globex honoured ada's 1,250.00 USD note: acme owes globex 1,250.00 USD")

@@ -19,15 +19,8 @@ from datetime import date, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from wallet.actions._base import (
-    Actor,
-    atomic,
-    member_or_404,
-    org_or_404,
-    require_admin,
-    today,
-    utcnow,
-)
+from wallet import clock
+from wallet.actions._base import Actor, atomic, member_or_404, org_or_404, require_admin
 from wallet.actions.ledger import check_key
 from wallet.core import ledger as rules
 from wallet.core import vesting
@@ -105,12 +98,12 @@ def create_grant(session: Session, *, slug: str, email: str, amount: str,
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     money = parse_money(amount, org.currency)
-    schedule = vesting.make_schedule(start=start or today(), cliff_months=cliff_months,
+    schedule = vesting.make_schedule(start=start or clock.today(), cliff_months=cliff_months,
                                      every=every, months=months)
     parts = vesting.tranches(money.micros, schedule)
     key = None if request_key is None else f"form:{check_key(request_key)}"
     org_id = _id(org)
-    now = utcnow()
+    now = clock.now()
     with atomic(session):
         membership, person = member_or_404(session, org, email)
         assert membership.id is not None
@@ -136,7 +129,7 @@ def create_grant(session: Session, *, slug: str, email: str, amount: str,
             money.currency, kind="grant", key=f"grant:{grant_id}", ref=f"grant:{grant_id}",
             memo=(memo.strip() or f"grant to {person.email}")[:300])
         try:
-            ledger.move(session, org_id=org_id, posting=posting, at=now)
+            ledger.post(session, org_id=org_id, posting=posting, at=now)
         except InsufficientFunds:
             raise _pool_short(session, org, money.micros, "this grant") from None
         _count, vested_now = _vest_claimed(session, org_id, store.claim_due(
@@ -219,7 +212,7 @@ def import_grants(session: Session, *, slug: str, data: bytes, actor: Actor,
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     text = decode_csv(data)
-    now = utcnow()
+    now = clock.now()
     checked = check_grants_csv(text, today=now.date())
     rows = checked.rows
     digest = hashlib.sha256(data).hexdigest()
@@ -326,7 +319,7 @@ def vest(session: Session, *, slug: str, as_of: date | None = None,
     """Post every tranche due on or before `as_of` (default today), each exactly once."""
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
-    now = utcnow()
+    now = clock.now()
     day = as_of or now.date()
     if day > now.date():
         raise Malformed(f"--as-of {day.isoformat()} is in the future: tranches vest on their"
@@ -356,7 +349,7 @@ def vest_person(session: Session, *, org: Organization, person_id: int,
     own transaction, so call it outside any unfinished write.
     """
     org_id = _id(org)
-    now = utcnow()
+    now = clock.now()
     day = min(as_of or now.date(), now.date())
     if not store.has_due(session, org_id=org_id, person_id=person_id, as_of=day):
         return 0
@@ -400,7 +393,7 @@ def terminate(session: Session, *, slug: str, on: date, actor: Actor,
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     org_id = _id(org)
-    now = utcnow()
+    now = clock.now()
     with atomic(session):
         membership, person = _member(session, org, email=email, person_id=person_id)
         pid = _pid(person)

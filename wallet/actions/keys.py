@@ -1,4 +1,4 @@
-"""Organisation signing keys: generate, rotate, revoke, publish (DESIGN §5).
+"""Organisation signing keys: generate, rotate, revoke, publish (docs/keys.md).
 
 Exactly one active key per organisation (a partial unique index enforces it). Rotation
 retires the old key, which keeps verifying what it signed. Revocation records the time
@@ -21,23 +21,20 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from wallet.actions import notes as note_actions
 from wallet.actions._base import Actor, atomic, org_or_404, require_admin, utcnow
-from wallet.core import jose, notes
-from wallet.core.errors import Conflict, KeyUnavailable, Malformed, NotFound
+from wallet.actions.signing import issuer_id, issuer_id_of, signer
+from wallet.core import jose
+from wallet.core.errors import Conflict, Malformed, NotFound
 from wallet.keystore import keystore
 from wallet.models import Organization, SigningKey
 from wallet.store import keys as key_store
 from wallet.store import people
 
-
-def issuer_id(org: Organization) -> str:
-    """The organisation's issuer id: `WALLET_BASE_URL/orgs/<slug>` (DESIGN §7)."""
-    return issuer_id_of(org.slug)
-
-
-def issuer_id_of(slug: str) -> str:
-    """The issuer id of the organisation `slug`."""
-    return f"{current_app.config['WALLET_BASE_URL']}/orgs/{slug}"
+__all__ = [  # the issuer id and signer are `wallet.actions.signing`'s, read here by many
+    "KeyChange", "fingerprint", "generate", "issuer_id", "issuer_id_of", "jwk_of", "jwks",
+    "listing", "metadata", "revocable", "revoke", "rotate", "signer",
+]
 
 
 def fingerprint(jwk: dict[str, Any]) -> str:
@@ -136,8 +133,6 @@ def revoke(session: Session, *, slug: str, kid: str, compromised_at: datetime,
     The active key needs `replace=True`: a new active key is made in the same
     transaction (any other active key is retired, as by `rotate`).
     """
-    from wallet.actions import notes as note_actions
-
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     assert org.id is not None
@@ -249,29 +244,3 @@ def metadata(session: Session, *, org: Organization) -> dict[str, Any]:
 
 def _epoch(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
-
-
-def issuer_keys(session: Session, *, org: Organization,
-                rows: list[SigningKey] | None = None) -> notes.IssuerKeys:
-    """Our own keys as a verifier sees them (with retirement and compromise times)."""
-    assert org.id is not None
-    return notes.IssuerKeys(issuer_id(org), {
-        r.kid: notes.KeyInfo(jose.PublicKey.from_jwk(r.public_jwk), _epoch(r.retired_at),
-                             _epoch(r.compromised_at))
-        for r in (rows if rows is not None else key_store.keys_of(session, org_id=org.id))
-    })
-
-
-def signer(session: Session, *, org: Organization,
-           rows: list[SigningKey] | None = None) -> tuple[str, Ed25519PrivateKey]:
-    """The active key, ready to sign; `KeyUnavailable` when there is none.
-
-    `rows` are the organisation's keys when the caller has loaded them already.
-    """
-    assert org.id is not None
-    row = (next((r for r in rows if r.state == "active"), None) if rows is not None
-           else key_store.active_key(session, org_id=org.id))
-    if row is None:
-        raise KeyUnavailable(f"{org.slug} has no active signing key; run"
-                             f" 'wallet keys generate --org {org.slug}' (or rotate)")
-    return row.kid, keystore().load(row, org_slug=org.slug)

@@ -42,11 +42,11 @@ def fund(session: Session, *, slug: str, amount: str, currency: str | None = Non
     posting = rules.Posting(rules.EXTERNAL, rules.POOL, money.micros, money.currency,
                             kind="fund", key=f"fund:{key}", memo=memo.strip()[:300])
     with atomic(session):
-        transfer, created = ledger.post(session, org_id=_id(org), posting=posting)
-        if created:
+        posted = ledger.post(session, org_id=_id(org), posting=posting)
+        if posted.created:
             people.audit(session, org_id=org.id, actor=actor.label, action="pool.fund",
                          target=str(money), details={"key": key})
-    return Recorded(transfer, created)
+    return Recorded(posted.transfer, posted.created)
 
 
 def pool(session: Session, *, org: Organization) -> Money:

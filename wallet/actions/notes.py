@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,10 +16,12 @@ from typing import Any
 from flask import current_app
 from sqlmodel import Session
 
-from wallet.actions import keys as key_actions
+from wallet import clock
 from wallet.actions import nonces as nonce_actions
+from wallet.actions import signing
 from wallet.actions._base import Actor, atomic, member_or_404, org_or_404, require_admin, utcnow
 from wallet.actions.ledger import check_key
+from wallet.actions.verify import nonce_checker
 from wallet.core import jose, ledger, notes, status
 from wallet.core.errors import (
     Conflict,
@@ -34,6 +34,8 @@ from wallet.core.errors import (
     WalletError,
 )
 from wallet.core.money import Money, parse_money
+from wallet.directory import Directory
+from wallet.memo import memo
 from wallet.models import Membership, Note, Organization, Person
 from wallet.store import ledger as ledger_store
 from wallet.store import notes as note_store
@@ -44,7 +46,7 @@ MAX_INDEX_TRIES = 32
 
 def status_uri(org: Organization, number: int) -> str:
     """The URI of one of the organisation's status lists."""
-    return f"{key_actions.issuer_id(org)}/status/{number}"
+    return f"{signing.issuer_id(org)}/status/{number}"
 
 
 
@@ -170,10 +172,10 @@ def _issue(session: Session, *, org: Organization, person: Person, money: Money,
     """Debit the wallet, claim a status index, sign and record a note (no commit)."""
     assert org.id is not None and person.id is not None
     jti = notes.new_jti(secrets.token_bytes(16))
-    ledger_store.move(session, org_id=org.id, at=now, posting=ledger.Posting(
+    ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
         ledger.wallet(person.id), ledger.NOTES_OUTSTANDING, money.micros, money.currency,
         kind=kind, key=ledger_key or f"{kind}:{jti}", ref=jti, memo="credit note"))
-    kid, key = key_actions.signer(session, org=org)
+    kid, key = signing.signer(session, org=org)
     iat = int(now.timestamp())
     exp = iat + org.note_ttl_days * 86_400
     size = int(current_app.config["WALLET_STATUS_LIST_SIZE"])
@@ -182,7 +184,7 @@ def _issue(session: Session, *, org: Organization, person: Person, money: Money,
         # Uniform over the whole list, whatever the bound: an index tells nothing about
         # who holds the note or when it was issued.
         idx = secrets.randbelow(size)
-        token = notes.issue(issuer=key_actions.issuer_id(org), jti=jti, iat=iat, exp=exp,
+        token = notes.issue(issuer=signing.issuer_id(org), jti=jti, iat=iat, exp=exp,
                             amount=money, holder_jwk=holder.jwk,
                             status_uri=status_uri(org, number), status_idx=idx, kid=kid,
                             key=key)
@@ -242,7 +244,7 @@ def revoke(session: Session, *, slug: str, jti: str, reason: str, actor: Actor) 
             raise Conflict(f"note {row.jti} is {row.state}, not active")
         people.audit(session, org_id=org.id, actor=actor.label, action="note.revoke",
                      target=row.jti, details={"reason": reason})
-    _invalidate_status_cache(org.id)
+    forget_status_tokens(org.id)
     return row
 
 
@@ -253,7 +255,7 @@ def _revoke_row(session: Session, *, org: Organization, row: Note, reason: str) 
                                 to_state="revoked",
                                 values={"revoked_at": now, "revoke_reason": reason[:300]}):
         return False
-    ledger_store.move(session, org_id=org.id, at=now, posting=ledger.Posting(
+    ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
         ledger.NOTES_OUTSTANDING, ledger.wallet(row.person_id), row.amount, row.currency,
         kind="note_revoke", key=f"note_revoke:{row.jti}", ref=row.jti, memo=reason[:300]))
     session.refresh(row)
@@ -270,7 +272,7 @@ def revoke_signed_since(session: Session, *, org: Organization, kid: str, since:
             people.audit(session, org_id=org.id, actor=actor.label, action="note.revoke",
                          target=row.jti, details={"reason": reason})
             count += 1
-    _invalidate_status_cache(org.id)
+    forget_status_tokens(org.id)
     return count
 
 
@@ -290,14 +292,14 @@ def breakage(session: Session, *, slug: str, jti: str, actor: Actor) -> Note:
                                     to_state="reclaimed",
                                     values={"reclaimed_at": now, "reclaim_kind": "breakage"}):
             raise Conflict(f"note {row.jti} is {row.state}, not outstanding")
-        ledger_store.move(session, org_id=org.id, at=now, posting=ledger.Posting(
+        ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
             ledger.NOTES_OUTSTANDING, ledger.BREAKAGE, row.amount, row.currency,
             kind="note_breakage", key=f"note_breakage:{row.jti}", ref=row.jti,
             memo="expired note booked as breakage"))
         people.audit(session, org_id=org.id, actor=actor.label, action="note.breakage",
                      target=row.jti)
     session.refresh(row)
-    _invalidate_status_cache(org.id)
+    forget_status_tokens(org.id)
     return row
 
 
@@ -314,7 +316,7 @@ def reissue(session: Session, *, org: Organization, row: Note) -> Note:
     with atomic(session):
         # Reclaim first (value back to the wallet), then export the replacement from it,
         # then retire the old note in one conditional update that names its successor.
-        ledger_store.move(session, org_id=org.id, at=now, posting=ledger.Posting(
+        ledger_store.post(session, org_id=org.id, at=now, posting=ledger.Posting(
             ledger.NOTES_OUTSTANDING, ledger.wallet(row.person_id), row.amount, row.currency,
             kind="note_reclaim", key=f"note_reclaim:{row.jti}", ref=row.jti,
             memo="expired note reclaimed for reissue"))
@@ -327,7 +329,7 @@ def reissue(session: Session, *, org: Organization, row: Note) -> Note:
             raise Conflict(f"note {row.jti} is {row.state}, not outstanding")
         people.audit(session, org_id=org.id, actor=f"holder:{row.holder_jkt[:12]}",
                      action="note.reissue", target=row.jti, details={"new": fresh.jti})
-    _invalidate_status_cache(org.id)
+    forget_status_tokens(org.id)
     return fresh
 
 
@@ -338,15 +340,12 @@ def reissue_presented(session: Session, *, slug: str, presentation: object) -> t
     issued; everything is checked as usual except the note's expiry. The nonce is spent
     in the same transaction as the reissue. Returns (the new note, the old jti).
     """
-    from wallet.actions.verify import nonce_checker
-    from wallet.federation import Directory
-
     org = org_or_404(session, slug)
     assert org.id is not None
     directory = Directory(session, org)
     pres = notes.verify_presentation(
         presentation, resolve=directory.resolve, audience=directory.own_id,
-        now=int(time.time()), nonce_ok=nonce_checker(session, org), ignore_expiry=True)
+        now=clock.unix(), nonce_ok=nonce_checker(session, org), ignore_expiry=True)
     if pres.note.issuer != directory.own_id:
         raise UnknownNote("only the note's own issuer can reissue it")
     row = note_store.note_by_jti(session, org_id=org.id, jti=pres.note.jti)
@@ -360,48 +359,46 @@ def reissue_presented(session: Session, *, slug: str, presentation: object) -> t
 
 # -- status lists ------------------------------------------------------------------------
 
-_CACHE: dict[tuple[int, int], tuple[float, str]] = {}
-_CACHE_LOCK = threading.Lock()
 STATUS_CACHE_SECONDS = 2.0  # rebuild at most this often per list and process
-_OVERSIZED: set[tuple[int, int]] = set()  # lists already reported as over 16 KiB
 log = logging.getLogger("wallet.notes")
 
 
-def _invalidate_status_cache(org_id: int) -> None:
-    with _CACHE_LOCK:
-        for key in [k for k in _CACHE if k[0] == org_id]:
-            del _CACHE[key]
+def forget_status_tokens(org_id: int) -> None:
+    """Drop this process's signed status lists of an organisation (its notes changed)."""
+    epochs = memo("status-token-epochs")
+    epochs.put(org_id, epochs.get(org_id, 0) + 1)
 
 
 def status_list_token(session: Session, *, org: Organization, number: int) -> str:
     """The signed `statuslist+jwt` of list `number` (rebuilt at most every 2 s)."""
     assert org.id is not None
-    cache_key = (org.id, number)
-    with _CACHE_LOCK:
-        hit = _CACHE.get(cache_key)
-    if hit is not None and time.monotonic() - hit[0] < STATUS_CACHE_SECONDS:
-        return hit[1]
+    # Keyed by the organisation's epoch as read before the lists: a token built from rows
+    # read before a change is kept under the epoch that change left behind.
+    cache_key = (org.id, memo("status-token-epochs").get(org.id, 0), number)
+    tokens = memo("status-tokens", ttl=STATUS_CACHE_SECONDS, maxsize=1024)
+    hit: str | None = tokens.get(cache_key)
+    if hit is not None:
+        return hit
     row = note_store.status_list(session, org_id=org.id, number=number)
     if row is None:
         raise NotFound(f"{org.slug} has no status list {number}")
     packed = status.build(row.size, note_store.non_valid_entries(session, org_id=org.id,
                                                                  number=number))
-    kid, key = key_actions.signer(session, org=org)
+    kid, key = signing.signer(session, org=org)
     iat = int(utcnow().timestamp())
     ttl = int(current_app.config["WALLET_STATUS_LIST_TTL"])
     claims = status.claims(uri=status_uri(org, number), packed=packed, iat=iat, ttl=ttl,
                            exp=iat + 3600)
     token = jose.sign({"alg": jose.SIGNING_ALG, "typ": status.TYP, "kid": kid}, claims, key)
-    if len(token) > jose.MAX_TOKEN_BYTES and cache_key not in _OVERSIZED:
+    oversized = memo("status-lists-oversized")  # lists already reported as over 16 KiB
+    if len(token) > jose.MAX_TOKEN_BYTES and oversized.get((org.id, number)) is None:
         # Only a list filled under an older, looser bound gets here: it still verifies at
         # verifiers of this protocol (status.MAX_TOKEN_BYTES), not at those applying the
         # general 16 KiB token limit. It takes no more notes.
-        _OVERSIZED.add(cache_key)
+        oversized.put((org.id, number), True)
         log.warning("status list %s of %s is %d bytes, over %d", number, org.slug, len(token),
                     jose.MAX_TOKEN_BYTES)
-    with _CACHE_LOCK:
-        _CACHE[cache_key] = (time.monotonic(), token)
-    return token
+    return tokens.put(cache_key, token)
 
 
 # -- reading -----------------------------------------------------------------------------

@@ -11,15 +11,14 @@ from datetime import date, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from wallet import security
+from wallet import clock, security
 from wallet.actions._base import (
     Actor,
     atomic,
+    commit,
     member_or_404,
     org_or_404,
     require_admin,
-    today,
-    utcnow,
 )
 from wallet.core.errors import Conflict, Forbidden, Malformed, Unauthorized
 from wallet.models import ApiToken, Membership, Organization, Person
@@ -76,7 +75,7 @@ def create_org(session: Session, *, slug: str, name: str, admin_email: str,
         except IntegrityError:
             raise Conflict(f"organisation {slug!r} already exists") from None
         added = _add_member(session, org=org, email=admin_email, role="admin",
-                            start=today(), name="", password=admin_password, actor=actor)
+                            start=clock.today(), name="", password=admin_password, actor=actor)
         people.audit(session, org_id=org.id, actor=actor.label, action="org.create",
                      target=slug, details={"name": name, "admin": added.person.email})
     return org, added
@@ -97,7 +96,7 @@ def add_person(session: Session, *, slug: str, email: str, role: str = "engineer
         raise Malformed(f"role must be one of {', '.join(ROLES)}")
     with atomic(session):
         added = _add_member(session, org=org, email=email, role=role,
-                            start=start or today(), name=name, password=password, actor=actor)
+                            start=start or clock.today(), name=name, password=password, actor=actor)
         people.audit(session, org_id=org.id, actor=actor.label, action="person.add",
                      target=added.person.email, details={"role": role,
                                                          "start": str(added.membership.started_on)})
@@ -130,7 +129,7 @@ def _add_member(session: Session, *, org: Organization, email: str, role: str, s
     if person.password_hash is None:
         person.password_hash = security.hash_password(password)
         session.add(person)
-    m.confirmed_at = utcnow()
+    m.confirmed_at = clock.now()
     session.add(m)
     session.flush()
     return Added(person, m, None)
@@ -138,7 +137,7 @@ def _add_member(session: Session, *, org: Organization, email: str, role: str, s
 
 def _invite(session: Session, membership: Membership, *, purpose: str, actor: Actor) -> str:
     token = secrets.token_urlsafe(24)
-    now = utcnow()
+    now = clock.now()
     lifetime = timedelta(days=INVITE_DAYS) if purpose == "join" else RESET_LIFETIME
     people.add_invitation(session, membership=membership, purpose=purpose,
                           token_hash=security.hash_token(token), expires_at=now + lifetime,
@@ -205,7 +204,7 @@ def create_token(session: Session, *, slug: str, email: str | None, label: str =
                 raise Conflict(f"{person.email} has not joined {org.name} yet (not confirmed):"
                                " no token until they accept the invitation")
             person_id = person.id
-        now = utcnow()
+        now = clock.now()
         token, token_hash, prefix = security.new_token()
         row = people.add(session, ApiToken(
             org_id=org.id, person_id=person_id, kind="personal" if email else "service",
@@ -232,7 +231,7 @@ def revoke_token(session: Session, *, slug: str, token_id: int, actor: Actor) ->
             raise Conflict("no such live token")
         if row.person_id is None or row.person_id != actor.person_id:
             require_admin(session, org, actor)
-        row.revoked_at = utcnow()
+        row.revoked_at = clock.now()
         session.add(row)
         people.audit(session, org_id=org.id, actor=actor.label, action="token.revoke",
                      target=row.prefix)
@@ -245,3 +244,22 @@ def token_hash(token: str) -> str:
     return security.hash_token(token)
 
 
+
+
+def authenticate(session: Session, *, token: str) -> tuple[
+        ApiToken, Organization, Person | None, Membership | None]:
+    """A live bearer token with its organisation, person and membership, or `Unauthorized`.
+
+    Its last use is recorded (at most every 5 minutes) in a commit of its own:
+    authentication runs first in a request, so nothing else is pending yet.
+    """
+    found = people.token_context(session, token_hash=token_hash(token.strip()))
+    if found is None:
+        raise Unauthorized("bearer token is not valid")
+    row, now = found[0], clock.now()
+    if row.expires_at is not None and row.expires_at <= now:
+        raise Unauthorized(f"this bearer token expired at {row.expires_at:%Y-%m-%d %H:%M}"
+                           " UTC; create a new one")
+    if people.touch_token(session, token=row, now=now):
+        commit(session)
+    return found

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 from flask import current_app
 from flask.json.tag import TaggedJSONSerializer
 
-from wallet import db
-from wallet.actions._base import utcnow
+from wallet import clock, db
+from wallet.actions._base import commit
 from wallet.store import sessions as rows
 
 TOUCH_EVERY_SECONDS = 60  # last-seen (and the idle deadline) move at most once a minute
@@ -74,7 +74,7 @@ class DatabaseStore:
 
     def load(self, key_hash: str) -> Record | None:
         session = db.session()
-        now = utcnow()
+        now = clock.now()
         found = rows.load(session, key_hash=key_hash, now=now)
         if found is None:
             return None
@@ -82,7 +82,7 @@ class DatabaseStore:
         if (now - record.last_seen_at).total_seconds() >= TOUCH_EVERY_SECONDS:
             expires = min(now + timedelta(seconds=record.idle_seconds), record.absolute_at)
             rows.touch(session, key_hash=key_hash, last_seen_at=now, expires_at=expires)
-            session.commit()  # opening the session runs first: nothing else is pending
+            commit(session)  # opening the session runs first: nothing else is pending
         return record
 
     def create(self, record: Record) -> None:
@@ -93,27 +93,27 @@ class DatabaseStore:
                     created_at=record.created_at, last_seen_at=record.last_seen_at,
                     expires_at=record.expires_at, absolute_at=record.absolute_at,
                     address=record.address[:64], user_agent=record.user_agent[:200])
-        session.commit()
+        commit(session)
 
     def save(self, key_hash: str, data: dict[str, Any]) -> None:
         session = db.session()
         rows.save_data(session, key_hash=key_hash, data=_serializer.dumps(data))
-        session.commit()
+        commit(session)
 
     def delete(self, key_hash: str) -> None:
         session = db.session()
         rows.delete(session, key_hash=key_hash)
-        session.commit()
+        commit(session)
 
     def delete_person(self, person_id: int, *, keep: str | None = None) -> int:
         session = db.session()
         gone = rows.delete_of_person(session, person_id=person_id, keep=keep)
-        session.commit()
+        commit(session)
         return gone
 
     def of_person(self, person_id: int) -> list[Record]:
         return [_record(r) for r in rows.of_person(db.session(), person_id=person_id,
-                                                  now=utcnow())]
+                                                  now=clock.now())]
 
 
 def _record(row: dict[str, Any]) -> Record:
@@ -153,7 +153,7 @@ def lifetimes(*, signed_in: bool, admin: bool) -> tuple[int, int]:
 def new_record(*, key: str, person_id: int | None, data: dict[str, Any], admin: bool,
                address: str, user_agent: str) -> Record:
     """A fresh session record starting now."""
-    now = utcnow()
+    now = clock.now()
     idle, absolute = lifetimes(signed_in=person_id is not None, admin=admin)
     end = now + timedelta(seconds=absolute)
     return Record(key_hash=key_hash(key), person_id=person_id, data=data, idle_seconds=idle,

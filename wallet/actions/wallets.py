@@ -17,10 +17,12 @@ from datetime import date
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from wallet import clock
 from wallet.actions import usage as usage_actions
 from wallet.actions.grants import vest_person
 from wallet.core import ledger as rules
 from wallet.core.money import format_display
+from wallet.core.usage import Price, format_tokens, tokens_for
 from wallet.models import Note, Organization, Person, Tranche
 from wallet.store import grants as grant_store
 from wallet.store import ledger
@@ -98,10 +100,8 @@ def summary(session: Session, *, org: Organization, person: Person,
     The lazy vesting commits its own transaction when something is due: call this
     outside an unfinished write.
     """
-    from wallet.actions._base import today as clock_today
-
     assert org.id is not None and person.id is not None
-    day = today or clock_today()
+    day = today or clock.today()
     vest_person(session, org=org, person_id=person.id, as_of=day)
     currency = org.currency
     outstanding = session.exec(
@@ -146,13 +146,11 @@ def balances(session: Session, *, org: Organization, person: Person) -> dict[str
 def next_vesting(session: Session, *, org: Organization, person: Person,
                  after: date | None = None) -> tuple[date, int] | None:
     """Return the next vesting date after `after` (default today) and what vests then."""
-    from wallet.actions._base import today
-
     assert org.id is not None and person.id is not None
     day = session.exec(
         select(sa.func.min(Tranche.due_on)).where(
             Tranche.org_id == org.id, Tranche.person_id == person.id,
-            Tranche.state == "pending", Tranche.due_on > (after or today()))
+            Tranche.state == "pending", Tranche.due_on > (after or clock.today()))
     ).one()
     if day is None:
         return None
@@ -167,14 +165,14 @@ def next_vesting(session: Session, *, org: Organization, person: Person,
 # -- pure helpers --------------------------------------------------------------------------
 
 
-def buys(available: int, entries: Sequence[usage_actions.Entry]) -> tuple[Buy, ...]:
+def buys(available: int, entries: Sequence[Price]) -> tuple[Buy, ...]:
     """What `available` micros buy at each model's price (input only, or output only)."""
     result = []
     for e in entries:
-        tokens_in = usage_actions.tokens_for(available, e.input_per_mtok)
-        tokens_out = usage_actions.tokens_for(available, e.output_per_mtok)
-        result.append(Buy(e.model, tokens_in, tokens_out, usage_actions.format_tokens(tokens_in),
-                          usage_actions.format_tokens(tokens_out)))
+        tokens_in = tokens_for(available, e.input_per_mtok)
+        tokens_out = tokens_for(available, e.output_per_mtok)
+        result.append(Buy(e.model, tokens_in, tokens_out, format_tokens(tokens_in),
+                          format_tokens(tokens_out)))
     return tuple(result)
 
 

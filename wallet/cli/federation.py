@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 from sqlmodel import Session
 
-from wallet.actions import federation as fed
 from wallet.actions import keys as key_actions
+from wallet.actions import settlement as settlement_actions
+from wallet.actions import trust as trust_actions
 from wallet.actions._base import Actor
 from wallet.cli.base import (
     cli,
@@ -66,7 +67,7 @@ def trust_add(session: Session, slug: str, issuer_id: str, cap: str | None,
     'wallet trust update'.
     """
     try:
-        done = fed.trust_add(session, slug=slug, issuer=issuer_id, cap=cap,
+        done = trust_actions.add(session, slug=slug, issuer=issuer_id, cap=cap,
                              currencies=list(currencies) or None, replace=replace,
                              actor=Actor.cli())
     except Conflict as refused:
@@ -110,7 +111,7 @@ def trust_update(session: Session, slug: str, issuer_id: str, cap: str | None, n
         raise click.UsageError("give --cap or --no-cap, not both")
     if not cap and not no_cap and not currencies:
         raise click.UsageError("nothing to change: give --cap, --no-cap or --currency")
-    done = fed.trust_update(session, slug=slug, issuer=issuer_id, cap=cap, no_cap=no_cap,
+    done = trust_actions.update(session, slug=slug, issuer=issuer_id, cap=cap, no_cap=no_cap,
                             currencies=list(currencies) or None, actor=Actor.cli())
     if as_json:
         emit_json({**_entry_json(done.entry),
@@ -131,7 +132,7 @@ def trust_update(session: Session, slug: str, issuer_id: str, cap: str | None, n
 @with_session
 def trust_list(session: Session, slug: str, as_json: bool) -> None:
     """List trusted issuers with their policy and pinned keys."""
-    entries = fed.trust_list(session, slug=slug)
+    entries = trust_actions.listing(session, slug=slug)
     if as_json:
         emit_json([_entry_json(e) for e in entries])
         return
@@ -152,12 +153,12 @@ def trust_list(session: Session, slug: str, as_json: bool) -> None:
 def trust_remove(session: Session, slug: str, issuer_id: str, yes: bool,
                  as_json: bool) -> None:
     """Stop trusting an issuer (asks first; --yes in scripts)."""
-    entry = fed.trust_entry(session, slug=slug, issuer=issuer_id)
+    entry = trust_actions.entry_of(session, slug=slug, issuer=issuer_id)
     issuer, name = entry.issuer, clean(entry.name, 200) or entry.issuer
     session.rollback()  # no transaction held while a person decides
     confirm(f"Stop trusting {name} ({issuer})? {slug} will refuse its notes and its"
             " redeem requests", yes)
-    fed.trust_remove(session, slug=slug, issuer=issuer, actor=Actor.cli())
+    trust_actions.remove(session, slug=slug, issuer=issuer, actor=Actor.cli())
     if as_json:
         emit_json({"issuer": issuer, "removed": True})
         return
@@ -171,7 +172,7 @@ def trust_remove(session: Session, slug: str, issuer_id: str, yes: bool,
 @with_session
 def trust_refresh(session: Session, slug: str, issuer_id: str | None, as_json: bool) -> int:
     """Re-fetch pinned metadata and keys (run it from a scheduler); exit 1 if one failed."""
-    results = fed.trust_refresh(session, slug=slug, issuer=issuer_id, actor=Actor.cli())
+    results = trust_actions.refresh(session, slug=slug, issuer=issuer_id, actor=Actor.cli())
     if as_json:
         emit_json([r.as_json() for r in results])
     for r in results:
@@ -195,7 +196,7 @@ def settlement() -> None:
 @with_session
 def settlement_list(session: Session, slug: str, as_json: bool) -> None:
     """Owed and owing per counterparty, from the receipts."""
-    lines = fed.settlement(session, slug=slug)
+    lines = settlement_actions.lines(session, slug=slug)
     if as_json:
         emit_json([{
             "counterparty": ln.counterparty, "name": clean(ln.name, 200),
@@ -230,7 +231,7 @@ def settlement_record(session: Session, slug: str, counterparty: str, paid: str 
     """Record a settlement payment (a ledger transfer), once per idempotency key."""
     if bool(paid) == bool(received):
         raise click.UsageError("give exactly one of --paid or --received")
-    created = fed.record_settlement(
+    created = settlement_actions.record(
         session, slug=slug, counterparty=counterparty,
         direction="paid" if paid else "received", amount=paid or received or "",
         reference=reference, idempotency_key=idempotency_key, actor=Actor.cli())

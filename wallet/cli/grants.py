@@ -10,9 +10,10 @@ from typing import Any
 import click
 from sqlmodel import Session
 
+from wallet import clock
 from wallet.actions import grants as grant_actions
 from wallet.actions import usage as usage_actions
-from wallet.actions._base import Actor, member_or_404, org_or_404, parse_date, today
+from wallet.actions._base import Actor, member_or_404, org_or_404, parse_date
 from wallet.cli.admin import person
 from wallet.cli.base import (
     cli,
@@ -75,13 +76,13 @@ def grant_create(session: Session, slug: str, email: str, amount: str, start: st
                           "amount": format_amount(t.amount)} for t in result.tranches],
         })
         return
-    immediate = g.every is None and g.start_on <= today()
+    immediate = g.every is None and g.start_on <= clock.today()
     what = "immediately" if immediate else f"in {len(result.tranches)} tranche(s)"
     info(f"Granted {format_display(g.amount, g.currency)} to {email.strip().lower()} at {slug}"
          f" {what} (grant {g.id})")
     if result.vested_now:
         info(f"  vested now: {format_display(result.vested_now, g.currency)}")
-    pending = [t for t in result.tranches if t.due_on > today()]
+    pending = [t for t in result.tranches if t.due_on > clock.today()]
     if pending:
         info(f"  next: {format_display(pending[0].amount, g.currency)} on "
              f"{pending[0].due_on.isoformat()}; last on {pending[-1].due_on.isoformat()}")

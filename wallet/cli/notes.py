@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import click
 from sqlmodel import Session
 
+from wallet import clock
 from wallet.actions import notes as note_actions
 from wallet.actions._base import Actor, org_or_404
+from wallet.actions.verify import check_texts
 from wallet.cli.base import (
     app_session,
     cli,
@@ -237,13 +238,7 @@ def note_verify(ctx: click.Context, file: str, slug: str | None, jwks_file: str 
 
 
 def _verify_online(session: Session, slug: str, items: list[str]) -> list[dict[str, Any]]:
-    from wallet.actions.verify import check_one, nonce_checker
-    from wallet.federation import Directory
-
-    org = org_or_404(session, slug)
-    directory = Directory(session, org)
-    return [check_one(directory, item, presentation=notes.split(item)[1] is not None,
-                      nonce_ok=nonce_checker(session, org)).as_json() for item in items]
+    return check_texts(session, slug=slug, texts=items)
 
 
 def _verify_offline(item: str, jwks_text: str) -> dict[str, Any]:
@@ -258,7 +253,7 @@ def _verify_offline(item: str, jwks_text: str) -> dict[str, Any]:
     def resolve(issuer: str) -> notes.IssuerKeys:
         return notes.IssuerKeys(issuer, {kid: notes.KeyInfo(k) for kid, k in keys.items()})
 
-    now = int(time.time())
+    now = clock.unix()
     try:
         if notes.split(item)[1] is None:
             found = notes.verify(item, resolve=resolve, now=now, checks=checks)
@@ -300,7 +295,7 @@ def note_present(file: str, key_file: str | None, audience: str, nonce: str,
         assert wallet is not None
         key = wallet.unlock(passphrase)
     holder_x = jose.public_jwk(key)["x"]
-    now = int(time.time())
+    now = clock.unix()
     presentations = []
     for item in items:
         claims = notes.decode(item)["claims"]

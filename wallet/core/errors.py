@@ -10,6 +10,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
+def shown(value: object) -> str:
+    """Quote an offending value in a message: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class WalletError(Exception):
     """Base of every error a user may see; carries a stable `code` and an HTTP status."""
 

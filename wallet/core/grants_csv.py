@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from wallet.core.errors import AmountInvalid, Malformed, RowsInvalid
+from wallet.core.errors import AmountInvalid, Malformed, RowsInvalid, shown
 from wallet.core.money import parse_amount
 from wallet.core.vesting import Schedule, make_schedule
 
@@ -183,14 +183,14 @@ def _parse_row(line: int, fields: list[str],
         parsed = _parse_date(start_text)
         if parsed is None:
             schedule_reasons.append(
-                f"start {_shown(start_text)} is not a valid date in the form YYYY-MM-DD"
+                f"start {shown(start_text)} is not a valid date in the form YYYY-MM-DD"
             )
         else:
             start = parsed
     cliff = _parse_count("cliff_months", cliff_text, schedule_reasons)
     months = _parse_count("months", months_text, schedule_reasons)
     if every not in ("", "month", "quarter"):
-        schedule_reasons.append(f'every must be empty, "month" or "quarter" (got {_shown(every)})')
+        schedule_reasons.append(f'every must be empty, "month" or "quarter" (got {shown(every)})')
     if not schedule_reasons:
         try:
             schedule = make_schedule(start=start, cliff_months=cliff, every=every, months=months)
@@ -215,7 +215,7 @@ def _email_problem(email: str) -> str | None:
         or "@" in domain
         or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in email)
     ):
-        return f"email {_shown(email)} is not an address such as ada@example.com"
+        return f"email {shown(email)} is not an address such as ada@example.com"
     return None
 
 
@@ -234,16 +234,11 @@ def _parse_count(name: str, text: str, reasons: list[str]) -> int | None:
         return None
     if _COUNT_RE.fullmatch(text) is None:
         if text.isascii() and text.isdigit():
-            reasons.append(f"{name} {_shown(text)} is too large")
+            reasons.append(f"{name} {shown(text)} is too large")
         else:
-            reasons.append(f"{name} must be a whole number such as 12 (got {_shown(text)})")
+            reasons.append(f"{name} must be a whole number such as 12 (got {shown(text)})")
         return None
     return int(text)
-
-
-def _shown(value: str) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _cut(text: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from wallet.core.errors import AmountInvalid
+from wallet.core.errors import AmountInvalid, shown
 
 MICROS_PER_UNIT = 1_000_000
 MAX_UNITS = 10**12
@@ -46,7 +46,7 @@ def parse_amount(text: object) -> int:
     match = _AMOUNT_RE.fullmatch(text)
     if match is None:
         raise AmountInvalid(
-            f"amount {_shown(text)} is not a plain decimal with at most six fraction digits"
+            f"amount {shown(text)} is not a plain decimal with at most six fraction digits"
         )
     whole, fraction = match.group(1), match.group(2) or ""
     micros = int(whole) * MICROS_PER_UNIT + int(fraction.ljust(6, "0") or "0")
@@ -60,7 +60,7 @@ def parse_amount(text: object) -> int:
 def parse_currency(code: object) -> str:
     """Check an ISO 4217 alphabetic code (three upper-case letters)."""
     if not isinstance(code, str) or _CURRENCY_RE.fullmatch(code) is None:
-        raise AmountInvalid(f"currency {_shown(code)} is not an ISO 4217 code such as USD")
+        raise AmountInvalid(f"currency {shown(code)} is not an ISO 4217 code such as USD")
     return code
 
 
@@ -90,8 +90,3 @@ def format_display(micros: int, currency: str = DEFAULT_CURRENCY) -> str:
     sign = "-" if text.startswith("-") else ""
     whole, _, fraction = text.lstrip("-").partition(".")
     return f"{sign}{int(whole):,}.{fraction} {currency}"
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
 
-from wallet.core.errors import AmountInvalid, Malformed
+from wallet.core.errors import AmountInvalid, Malformed, shown
 from wallet.core.money import MAX_MICROS
 
 Every = Literal["month", "quarter"]
@@ -85,7 +85,7 @@ def make_schedule(
             )
         return Schedule(start=start)
     if not isinstance(every, str) or every not in _PERIOD_MONTHS:
-        raise Malformed(f'every must be empty, "month" or "quarter" (got {_shown(every)})')
+        raise Malformed(f'every must be empty, "month" or "quarter" (got {shown(every)})')
     period: Every = "month" if every == "month" else "quarter"
     if total == 0:
         raise Malformed(f"months is required when every is {period}: a duration from 1 to 600")
@@ -165,12 +165,7 @@ def _count(name: str, value: object) -> int:
         return 0
     # bool is an int subclass; True months is a bug in the caller, not one month.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise Malformed(f"{name} must be a whole number of months (got {_shown(value)})")
+        raise Malformed(f"{name} must be a whole number of months (got {shown(value)})")
     if value < 0:
         raise Malformed(f"{name} must not be negative (got {value})")
     return value
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -6,19 +6,25 @@
 - `local`: the in-process transport for organisations on this instance;
 - `addresses`: which URLs and addresses a peer may be reached at (SSRF);
 - `transports`: which transport reaches a URL, one HTTP transport per app;
-- `issuers`: fetching and checking an issuer's metadata and keys;
+- `issuers`: fetching and checking an issuer's documents (metadata, keys, status lists);
 - `text`: peer-supplied strings made safe to store and show.
 """
 
 from wallet.peers.base import Fetched, Transport, origin, shown
 from wallet.peers.guard import Guard, Limits
 from wallet.peers.http import HttpTransport
-from wallet.peers.issuers import Pinned, fetch_issuer, get_json, keys_from_pinned, well_known_url
+from wallet.peers.issuers import (
+    Pinned,
+    fetch_issuer,
+    fetch_status_list,
+    get_json,
+    well_known_url,
+)
 from wallet.peers.local import LOCAL_CALL, LocalTransport
 from wallet.peers.text import clean, clean_code
 from wallet.peers.transports import check_peer_url, http_transport, transport_for
 
 __all__ = ["LOCAL_CALL", "Fetched", "Guard", "HttpTransport", "Limits", "LocalTransport",
            "Pinned", "Transport", "check_peer_url", "clean", "clean_code", "fetch_issuer",
-           "get_json", "http_transport", "keys_from_pinned", "origin", "shown",
+           "fetch_status_list", "get_json", "http_transport", "origin", "shown",
            "transport_for", "well_known_url"]

@@ -1,4 +1,5 @@
-"""Fetching, checking and reading an issuer's metadata and keys (what a trust entry pins).
+"""Fetching and checking an issuer's documents: its metadata and keys (what a trust entry
+pins) and its status lists.
 
 Everything here is the peer's word: each member is checked for its type before use, so a
 peer's odd answer is a clear refusal (`malformed`, or `issuer_unavailable`), never a crash.
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from wallet.core import jose, notes
-from wallet.core.errors import IssuerUnavailable, MalformedToken
+from wallet.core import jose, notes, status
+from wallet.core.errors import IssuerUnavailable, MalformedToken, WalletError
+from wallet.core.issuers import keys_from_pinned
 from wallet.peers.base import origin, shown
 from wallet.peers.transports import check_peer_url, transport_for
 
@@ -67,38 +69,20 @@ def check_metadata(issuer: str, metadata: dict[str, Any]) -> None:
         raise MalformedToken("metadata name must be a string")
 
 
-def _entries(metadata: dict[str, Any], member: str) -> list[dict[str, Any]]:
-    value = metadata.get(member, [])
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
-        raise MalformedToken(f"metadata {member} must be a list of objects")
-    return value
-
-
-def _time(entry: dict[str, Any], name: str, *, required: bool) -> int | None:
-    value = entry.get(name)
-    if value is None and not required:
-        return None
-    if type(value) is not int:
-        raise MalformedToken(f"metadata key entries need an integer {name}")
-    return value
-
-
-def keys_from_pinned(issuer: str, metadata: dict[str, Any],
-                     jwks: dict[str, Any]) -> notes.IssuerKeys:
-    """Build a verifier's view of an issuer's keys from pinned metadata and JWKS."""
-    retired: dict[str, int | None] = {}
-    for entry in _entries(metadata, "retired_keys"):
-        kid = entry.get("kid")
-        if not isinstance(kid, str):
-            raise MalformedToken("metadata retired_keys entries need a kid")
-        retired[kid] = _time(entry, "retired_at", required=False)
-    infos: dict[str, notes.KeyInfo] = {}
-    for kid, key in jose.jwks_keys(jwks).items():
-        infos[kid] = notes.KeyInfo(key, retired.get(kid))
-    for entry in _entries(metadata, "revoked_keys"):
-        at = _time(entry, "compromised_at", required=True)
-        key = jose.PublicKey.from_jwk(entry.get("jwk"))
-        infos[key.kid] = notes.KeyInfo(key, None, at)
-    return notes.IssuerKeys(issuer, infos)
+def fetch_status_list(uri: str, keys: notes.IssuerKeys, *, now: int) -> status.StatusList:
+    """GET a trusted issuer's status list and verify it with the issuer's keys; any
+    failure is `IssuerUnavailable` (a verifier fails closed)."""
+    answer = transport_for(uri).request("GET", uri)
+    if answer.status != 200:
+        raise IssuerUnavailable(f"status list {shown(uri)} answered {answer.status}")
+    try:
+        jws = jose.parse(answer.body.decode("ascii", "replace").strip(), typ=status.TYP,
+                         max_bytes=status.MAX_TOKEN_BYTES)  # its own, larger limit
+        iat = jws.payload.get("iat")
+        if type(iat) is not int:  # the peer's word: checked before it picks a key
+            raise MalformedToken("status list token has malformed times")
+        jws.verify(keys.for_token(jose.kid_of(jws), iat).key)
+        return status.read(jws.payload, uri=uri, now=now)
+    except WalletError as err:
+        raise IssuerUnavailable(f"status list {shown(uri)} did not verify:"
+                                f" {err.message}") from None

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from wallet.models import HonouredNote, Redemption, TrustedIssuer
-from wallet.store._sql import run
+from wallet.store._dialect import dialect_of, run
 
 _ENTRY = select(TrustedIssuer).where(TrustedIssuer.org_id == sa.bindparam("org_id"),
                                      TrustedIssuer.issuer == sa.bindparam("issuer"))
@@ -49,6 +49,14 @@ def was_honoured(session: Session, *, org_id: int, issuer: str, jti: str) -> boo
 def add_redemption(session: Session, values: dict[str, Any]) -> None:
     """Record a redemption of one of our notes (its unique note id makes it once only)."""
     run(session, _REDEMPTION_INSERT, values)
+
+
+def add_honoured(session: Session, values: dict[str, Any]) -> int | None:
+    """Record a note from another issuer honoured here; None when it was already (the
+    unique (org, issuer, note) decides between concurrent requests)."""
+    return dialect_of(session).insert_ignore(
+        session, HonouredNote.__table__, values,  # type: ignore[arg-type]
+        ("org_id", "issuer", "note_jti"))
 
 
 def honoured_all(session: Session, *, org_id: int,

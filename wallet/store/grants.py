@@ -13,19 +13,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from wallet import clock
 from wallet.core import ledger as rules
 from wallet.core.vesting import Tranche as CoreTranche
 from wallet.models import Account, Grant, Membership, Person, Tranche, Transfer
-from wallet.store._sql import chunks, in_values
+from wallet.store._dialect import chunks, dialect_of, run
 
-GRANT = Grant.__table__
-TRANCHE = Tranche.__table__
+GRANT: sa.Table = Grant.__table__  # type: ignore[attr-defined]
+TRANCHE: sa.Table = Tranche.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,23 +45,23 @@ class Claimed:
 
 def insert_grant(session: Session, *, values: dict[str, Any]) -> int | None:
     """Insert one grant; return its id, or None when its `request_key` already exists."""
-    insert = _dialect_insert(session)
-    stmt = insert(GRANT).values(**values)
     if values.get("request_key") is not None:
-        stmt = stmt.on_conflict_do_nothing(index_elements=["org_id", "request_key"])
-    row = session.execute(stmt.returning(GRANT.c.id)).first()
-    return None if row is None else int(row[0])
+        return dialect_of(session).insert_ignore(session, GRANT, values,
+                                                 ("org_id", "request_key"))
+    return int(run(session, _INSERT_GRANT, values).scalar_one())
 
 
 def insert_grants(session: Session, *, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert many grants in bulk; return their ids in the order of `rows`."""
     ids: list[int] = []
-    connection = session.connection()
     for chunk in chunks(rows):
-        result = connection.execute(
-            sa.insert(GRANT).returning(GRANT.c.id, sort_by_parameter_order=True), list(chunk))
+        result = run(session, _INSERT_GRANTS, list(chunk))
         ids.extend(int(r[0]) for r in result)
     return ids
+
+
+_INSERT_GRANT = sa.insert(GRANT).returning(GRANT.c.id)
+_INSERT_GRANTS = sa.insert(GRANT).returning(GRANT.c.id, sort_by_parameter_order=True)
 
 
 def grant_by_request_key(session: Session, *, org_id: int, request_key: str) -> Grant | None:
@@ -90,25 +91,11 @@ TRANCHE_COLUMNS = ("org_id", "grant_id", "person_id", "seq", "due_on", "amount",
 
 
 def insert_tranche_rows(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert tranche rows in bulk: COPY on PostgreSQL, chunked executemany on SQLite.
+    """Insert tranche rows in bulk (the seam's bulk copy).
 
-    A 10,000-grant import writes 370,000 tranches; COPY does that several times faster
-    than a pipelined executemany, inside the same transaction.
+    A 10,000-grant import writes 370,000 tranches: a COPY where the database has one.
     """
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        names = ", ".join(TRANCHE_COLUMNS)
-        with raw.cursor() as cursor, cursor.copy(  # type: ignore[attr-defined]
-                f"COPY tranche ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(tuple(row[c] for c in TRANCHE_COLUMNS))
-        return
-    for chunk in chunks(rows, 5000):
-        connection.execute(sa.insert(TRANCHE), list(chunk))
-
-
+    dialect_of(session).copy_rows(session, TRANCHE, TRANCHE_COLUMNS, rows)
 
 
 # -- exactly-once state changes -----------------------------------------------------------
@@ -137,8 +124,8 @@ def forfeit_after(session: Session, *, org_id: int, person_id: int, ended_on: da
 
 
 def _claim(session: Session, where: list[Any], *, state: str, now: datetime) -> list[Claimed]:
-    rows = session.execute(
-        sa.update(TRANCHE).where(*where).values(state=state, settled_at=now)
+    rows = run(
+        session, sa.update(TRANCHE).where(*where).values(state=state, settled_at=now)
         .returning(TRANCHE.c.id, TRANCHE.c.person_id, TRANCHE.c.amount, TRANCHE.c.grant_id)
     ).all()
     if not rows:
@@ -152,16 +139,17 @@ def _claim(session: Session, where: list[Any], *, state: str, now: datetime) -> 
 
 def _grant_currencies(session: Session, grant_ids: set[int]) -> dict[int, str]:
     found: dict[int, str] = {}
+    seam = dialect_of(session)
     for chunk in chunks(sorted(grant_ids)):
-        found.update((int(i), str(c)) for i, c in session.execute(
-            sa.select(GRANT.c.id, GRANT.c.currency).where(in_values(session, GRANT.c.id, chunk))))
+        found.update((int(i), str(c)) for i, c in run(
+            session, sa.select(GRANT.c.id, GRANT.c.currency).where(seam.in_(GRANT.c.id, chunk))))
     return found
 
 
 def has_due(session: Session, *, org_id: int, person_id: int, as_of: date) -> bool:
     """Tell cheaply whether a person has a pending tranche due on or before `as_of`."""
-    return session.execute(
-        sa.select(TRANCHE.c.id).where(
+    return run(
+        session, sa.select(TRANCHE.c.id).where(
             TRANCHE.c.org_id == org_id, TRANCHE.c.person_id == person_id,
             TRANCHE.c.state == "pending", TRANCHE.c.due_on <= as_of).limit(1)
     ).first() is not None
@@ -170,8 +158,8 @@ def has_due(session: Session, *, org_id: int, person_id: int, as_of: date) -> bo
 def end_membership(session: Session, *, membership_id: int, ended_on: date) -> bool:
     """Set a membership's end date once; False when it already had one."""
     table = Membership.__table__
-    result = session.execute(
-        sa.update(table).where(table.c.id == membership_id, table.c.ended_on.is_(None))
+    result = run(
+        session, sa.update(table).where(table.c.id == membership_id, table.c.ended_on.is_(None))
         .values(ended_on=ended_on))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -183,21 +171,21 @@ def members_by_email(session: Session, *, org_id: int, emails: Iterable[str],
                      lock: bool = False) -> dict[str, tuple[int, date | None]]:
     """Map each given email that is a member of the organisation to (person id, ended_on).
 
-    `lock` takes the membership rows FOR UPDATE (in email order, so concurrent callers
-    cannot deadlock): a termination then waits for the caller's commit, and sees what it
-    granted. SQLite needs no lock: BEGIN IMMEDIATE already serialises writers.
+    `lock` takes the membership rows with the seam's row lock (in email order, so
+    concurrent callers cannot deadlock): a termination then waits for the caller's
+    commit, and sees what it granted.
     """
     person, membership = Person.__table__, Membership.__table__
+    seam = dialect_of(session)
     found: dict[str, tuple[int, date | None]] = {}
     for chunk in chunks(sorted(set(emails))):
         query = (sa.select(person.c.email, person.c.id, membership.c.ended_on)
                  .select_from(membership.join(person, person.c.id == membership.c.person_id))
-                 .where(membership.c.org_id == org_id,
-                        in_values(session, person.c.email, chunk))
+                 .where(membership.c.org_id == org_id, seam.in_(person.c.email, chunk))
                  .order_by(person.c.email))
         if lock:
-            query = query.with_for_update(of=membership)
-        rows = session.execute(query)
+            query = seam.for_update(query, of=membership)
+        rows = run(session, query)
         found.update((str(e), (int(i), ended)) for e, i, ended in rows)
     return found
 
@@ -209,16 +197,12 @@ def ensure_accounts(session: Session, *, org_id: int, names: Iterable[str],
     `store.ledger.post_batch` creates a missing account with three statements each; for
     10,000 new people that is most of a bulk run's time, so bulk runs create them first.
     """
-    insert = _dialect_insert(session)
-    table = Account.__table__
-    now = datetime.now(UTC)
+    now = clock.now()
     rows = [{"org_id": org_id, "name": name, "currency": currency, "balance": 0,
              "kind": rules.kind_of(name), "allow_negative": rules.may_go_negative(name),
              "created_at": now} for name in sorted(set(names))]
-    stmt = insert(table).on_conflict_do_nothing(index_elements=["org_id", "name", "currency"])
-    connection = session.connection()
-    for chunk in chunks(rows):
-        connection.execute(stmt, list(chunk))
+    dialect_of(session).insert_ignore_many(session, Account.__table__,  # type: ignore[arg-type]
+                                           rows, ("org_id", "name", "currency"))
 
 
 # -- reads ---------------------------------------------------------------------------------
@@ -253,8 +237,8 @@ def grant_views(session: Session, *, org_id: int, limit: int = 100,
     ids = [int(g.id) for g, _e in grants]
     sums: dict[tuple[int, str], tuple[int, int]] = {}
     nexts: dict[int, date] = {}
-    for grant_id, state, total, count, first in session.execute(
-            sa.select(TRANCHE.c.grant_id, TRANCHE.c.state, sa.func.sum(TRANCHE.c.amount),
+    for grant_id, state, total, count, first in run(
+            session, sa.select(TRANCHE.c.grant_id, TRANCHE.c.state, sa.func.sum(TRANCHE.c.amount),
                       sa.func.count(), sa.func.min(TRANCHE.c.due_on))
             .where(TRANCHE.c.grant_id.in_(ids)).group_by(TRANCHE.c.grant_id, TRANCHE.c.state)):
         sums[(int(grant_id), str(state))] = (int(total), int(count))
@@ -262,8 +246,8 @@ def grant_views(session: Session, *, org_id: int, limit: int = 100,
             nexts[int(grant_id)] = first
     next_amounts: dict[int, int] = {}
     if nexts:
-        for grant_id, amount in session.execute(
-                sa.select(TRANCHE.c.grant_id, TRANCHE.c.amount).where(
+        for grant_id, amount in run(
+                session, sa.select(TRANCHE.c.grant_id, TRANCHE.c.amount).where(
                     TRANCHE.c.grant_id.in_(list(nexts)), TRANCHE.c.state == "pending",
                     sa.tuple_(TRANCHE.c.grant_id, TRANCHE.c.due_on).in_(list(nexts.items())))):
             next_amounts[int(grant_id)] = int(amount)
@@ -281,8 +265,8 @@ def grant_views(session: Session, *, org_id: int, limit: int = 100,
 
 def count_grants(session: Session, *, org_id: int) -> int:
     """Count an organisation's grants."""
-    return int(session.execute(
-        sa.select(sa.func.count()).select_from(GRANT).where(GRANT.c.org_id == org_id)
+    return int(run(
+        session, sa.select(sa.func.count()).select_from(GRANT).where(GRANT.c.org_id == org_id)
     ).scalar_one())
 
 
@@ -297,8 +281,8 @@ def flows(session: Session, *, org_id: int, currency: str) -> dict[tuple[str, st
     """Sum an organisation's transfers by (kind, source account kind, destination kind)."""
     t = Transfer.__table__
     src, dst = Account.__table__.alias("src"), Account.__table__.alias("dst")
-    rows = session.execute(
-        sa.select(t.c.kind, src.c.kind, dst.c.kind, sa.func.sum(t.c.amount))
+    rows = run(
+        session, sa.select(t.c.kind, src.c.kind, dst.c.kind, sa.func.sum(t.c.amount))
         .select_from(t.join(src, src.c.id == t.c.from_account_id)
                      .join(dst, dst.c.id == t.c.to_account_id))
         .where(t.c.org_id == org_id, t.c.currency == currency)
@@ -309,22 +293,14 @@ def flows(session: Session, *, org_id: int, currency: str) -> dict[tuple[str, st
 def balances_by_kind(session: Session, *, org_id: int, currency: str) -> dict[str, int]:
     """Sum an organisation's account balances per account kind (`wallet`, `unvested`, …)."""
     a = Account.__table__
-    rows = session.execute(
-        sa.select(a.c.kind, sa.func.sum(a.c.balance))
+    rows = run(
+        session, sa.select(a.c.kind, sa.func.sum(a.c.balance))
         .where(a.c.org_id == org_id, a.c.currency == currency).group_by(a.c.kind))
     return {str(kind): int(total) for kind, total in rows}
 
 
-
-
-def _dialect_insert(session: Session) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def first_start(session: Session, *, org_id: int, person_id: int) -> date | None:
     """Return the earliest start date of a person's grants at an organisation."""
-    value = session.execute(sa.select(sa.func.min(GRANT.c.start_on)).where(
+    value = run(session, sa.select(sa.func.min(GRANT.c.start_on)).where(
         GRANT.c.org_id == org_id, GRANT.c.person_id == person_id)).scalar_one()
     return value if isinstance(value, date) else None

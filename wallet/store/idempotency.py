@@ -9,14 +9,17 @@ lease has expired, with a conditional update so only one taker wins.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from wallet import clock
 from wallet.core.errors import IdempotencyConflict, IdempotencyInFlight
 from wallet.models import IdempotencyRecord
-from wallet.store._sql import insert_ignore, run
+from wallet.store._dialect import dialect_of, run
+
+_RECORD: sa.Table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +37,8 @@ def claim(session: Session, *, org_id: int, scope: str, key: str, request_hash: 
     Raises `IdempotencyConflict` when the key was used with another request body and
     `IdempotencyInFlight` while another request holds a live lease on it.
     """
-    table = IdempotencyRecord.__table__
-    new_id = insert_ignore(session, table, {  # type: ignore[arg-type]
+    table = _RECORD
+    new_id = dialect_of(session).insert_ignore(session, table, {
         "org_id": org_id, "scope": scope, "key": key, "request_hash": request_hash,
         "state": "in_flight", "locked_until": now + lease, "created_at": now,
     }, ("org_id", "scope", "key"))
@@ -51,8 +54,8 @@ def claim(session: Session, *, org_id: int, scope: str, key: str, request_hash: 
     if row.locked_until is not None and row.locked_until > now:
         raise IdempotencyInFlight("a request with this Idempotency-Key is still in progress")
     # The first request died without finishing: take over its lease, once.
-    taken = session.execute(
-        sa.update(table).where(table.c.id == row.id, table.c.state == "in_flight",
+    taken = run(
+        session, sa.update(table).where(table.c.id == row.id, table.c.state == "in_flight",
                                table.c.locked_until == row.locked_until)
         .values(locked_until=now + lease)
     )
@@ -72,13 +75,12 @@ def finish(session: Session, *, org_id: int, scope: str, key: str, request_hash:
                                   "status_code": status, "response_body": body})
     if done.rowcount == 1:  # type: ignore[attr-defined]
         return
-    insert_ignore(session, IdempotencyRecord.__table__, {  # type: ignore[arg-type]
+    dialect_of(session).insert_ignore(session, _RECORD, {
         "org_id": org_id, "scope": scope, "key": key, "request_hash": request_hash,
         "state": "done", "locked_until": None, "status_code": status, "response_body": body,
-        "created_at": datetime.now(UTC)}, ("org_id", "scope", "key"))
+        "created_at": clock.now()}, ("org_id", "scope", "key"))
 
 
-_RECORD = IdempotencyRecord.__table__
 _FINISH = (sa.update(_RECORD)
            .where(_RECORD.c.org_id == sa.bindparam("w_org"),
                   _RECORD.c.scope == sa.bindparam("w_scope"),
@@ -88,6 +90,6 @@ _FINISH = (sa.update(_RECORD)
 
 def release(session: Session, *, org_id: int, scope: str, key: str) -> None:
     """Forget an unfinished claim (a retryable failure), so the client may retry."""
-    table = IdempotencyRecord.__table__
-    session.execute(sa.delete(table).where(table.c.org_id == org_id, table.c.scope == scope,
-                                           table.c.key == key, table.c.state == "in_flight"))
+    table = _RECORD
+    run(session, sa.delete(table).where(table.c.org_id == org_id, table.c.scope == scope,
+                                        table.c.key == key, table.c.state == "in_flight"))

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
+from wallet import clock
 from wallet.core import ledger
 from wallet.core.errors import IdempotencyConflict, InsufficientFunds
 from wallet.models import Account, Note, Transfer
-from wallet.store._sql import chunks, in_values, insert_ignore, run
+from wallet.store._dialect import chunks, dialect_of, run
+from wallet.store._process import kept
 
 
 def account(session: Session, *, org_id: int, name: str, currency: str) -> Account:
@@ -32,13 +31,13 @@ def account(session: Session, *, org_id: int, name: str, currency: str) -> Accou
     ).first()
     if found is not None:
         return found
-    created = insert_ignore(
+    created = dialect_of(session).insert_ignore(
         session,
-        Account.__table__,  # type: ignore[arg-type]
+        _ACCOUNT,
         {
             "org_id": org_id, "name": name, "currency": currency, "balance": 0,
             "kind": ledger.kind_of(name), "allow_negative": ledger.may_go_negative(name),
-            "created_at": datetime.now(UTC),
+            "created_at": clock.now(),
         },
         ("org_id", "name", "currency"),
     )
@@ -51,7 +50,9 @@ def account(session: Session, *, org_id: int, name: str, currency: str) -> Accou
     ).one()
 
 
-_ACCOUNT = Account.__table__
+_ACCOUNT: sa.Table = Account.__table__  # type: ignore[attr-defined]
+_TRANSFER: sa.Table = Transfer.__table__  # type: ignore[attr-defined]
+_TRANSFER_KEY = ("org_id", "idempotency_key")
 _PAIR = sa.select(_ACCOUNT.c.id, _ACCOUNT.c.name).where(
     _ACCOUNT.c.org_id == sa.bindparam("org_id"), _ACCOUNT.c.currency == sa.bindparam("currency"),
     _ACCOUNT.c.name.in_(sa.bindparam("names", expanding=True)))
@@ -63,24 +64,6 @@ _ALLOWED = sa.or_(_ACCOUNT.c.allow_negative,
 _CHANGE = (sa.update(_ACCOUNT).where(_ACCOUNT.c.id == sa.bindparam("w_account"), _ALLOWED)
            .values(balance=_ACCOUNT.c.balance + sa.bindparam("w_delta"))
            .returning(_ACCOUNT.c.balance))
-
-# PostgreSQL: the transfer's INSERT and the first account update in one statement (one
-# round trip less per posting). Parameters of the transfer are named `t_<column>`: an
-# UPDATE would take parameters named like the account's columns into its SET clause.
-# It always answers one row: the new transfer's id (NULL: the key existed) and the
-# account's new balance (NULL: nothing moved, or the debit was refused).
-_TRANSFER = Transfer.__table__
-_INSERTED = (postgresql.insert(_TRANSFER)
-             .values({c.name: sa.bindparam(f"t_{c.name}") for c in _TRANSFER.c if c.name != "id"})
-             .on_conflict_do_nothing(index_elements=["org_id", "idempotency_key"])
-             .returning(_TRANSFER.c.id).cte("inserted"))
-_MOVED = (sa.update(_ACCOUNT)
-          .where(_ACCOUNT.c.id == sa.bindparam("w_account"), _ALLOWED,
-                 sa.exists(sa.select(_INSERTED.c.id)))
-          .values(balance=_ACCOUNT.c.balance + sa.bindparam("w_delta"))
-          .returning(_ACCOUNT.c.balance).cte("moved"))
-_RECORD_AND_MOVE = sa.select(sa.select(_INSERTED.c.id).scalar_subquery(),
-                             sa.select(_MOVED.c.balance).scalar_subquery())
 
 
 _BALANCES = sa.select(_ACCOUNT.c.name, _ACCOUNT.c.balance).where(
@@ -106,69 +89,97 @@ def lock_order(account_id: int, name: str) -> tuple[bool, int]:
 
 
 # Account ids never change and accounts are never deleted, so the ids of accounts that
-# exist in committed state are kept per engine (a process's database): a posting between
-# known accounts reads nothing first. An id enters the cache only after the transaction
+# exist in committed state are kept for the app's database (`_process.kept`): a posting
+# between known accounts reads nothing first. An id is kept only after the transaction
 # that saw it committed, and never one of an account that transaction created itself.
-_known_ids: weakref.WeakKeyDictionary[Engine, dict[tuple[int, str, str], int]] = (
-    weakref.WeakKeyDictionary())
-_known_lock = threading.Lock()
-_SEEN, _CREATED = "wallet.accounts_seen", "wallet.accounts_created"
+_ACCOUNT_IDS, _KEEP_AT_MOST = "ledger.account-ids", 200_000
+_PENDING = "wallet.ledger"
+
+
+@dataclass
+class _Pending:
+    """What the ledger noted in one transaction, for the commit that ends it.
+
+    Tied to that transaction: a rollback leaves it behind, and the next transaction of
+    the session starts with a fresh one (nothing of the undone work is applied or kept).
+    """
+
+    transaction: Any
+    seen: dict[tuple[int, str, str], int] = field(default_factory=dict)  # ids read
+    created: set[tuple[int, str, str]] = field(default_factory=set)  # accounts made here
+    deferred: dict[int, tuple[str, int]] = field(default_factory=dict)  # id -> (name, owed)
+
+
+def _pending(session: Session) -> _Pending:
+    transaction = session.get_transaction()
+    found: _Pending | None = session.info.get(_PENDING)
+    if found is None or found.transaction is not transaction:
+        found = session.info[_PENDING] = _Pending(transaction)
+    return found
+
+
+def _current(session: Session) -> _Pending | None:
+    found: _Pending | None = session.info.get(_PENDING)
+    if found is None or found.transaction is not session.get_transaction():
+        return None
+    return found
 
 
 def _created_here(session: Session) -> set[tuple[int, str, str]]:
-    return session.info.setdefault(_CREATED, set())  # type: ignore[no-any-return]
+    return _pending(session).created
 
 
-@event.listens_for(Session, "after_commit")
-def _remember_accounts(session: Session) -> None:
-    seen = session.info.pop(_SEEN, None)
-    session.info.pop(_CREATED, None)
-    if seen:
-        engine = session.get_bind()
-        with _known_lock:
-            _known_ids.setdefault(engine, {}).update(seen)  # type: ignore[arg-type]
+def commit(session: Session) -> None:
+    """Commit the session's transaction with what the ledger left for its end.
+
+    Deferred debits (`post(defer_debit=True)`) are applied first, in lock order, inside
+    the transaction; after the commit the account ids it read are kept for later
+    postings. `wallet.actions._base.commit` is the one caller: every action commits
+    through it.
+    """
+    pending = _current(session)
+    if pending is not None and pending.deferred:
+        deferred, pending.deferred = pending.deferred, {}
+        for account_id, (_name, amount) in sorted(deferred.items(),
+                                                  key=lambda kv: lock_order(kv[0], kv[1][0])):
+            run(session, _CHANGE, {"w_account": account_id, "w_delta": -amount})
+    session.commit()
+    session.info.pop(_PENDING, None)
+    seen = {} if pending is None else {k: v for k, v in pending.seen.items()
+                                       if k not in pending.created}
+    ids = kept(session, _ACCOUNT_IDS, maxsize=_KEEP_AT_MOST) if seen else None
+    for key, account_id in (seen.items() if ids is not None else ()):
+        ids.put(key, account_id)
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_accounts(session: Session) -> None:
-    session.info.pop(_SEEN, None)
-    session.info.pop(_CREATED, None)
+def _refuse_unapplied(session: Session) -> None:
+    """A commit that did not go through `commit` while debits wait: refuse it, loudly,
+    rather than commit a transfer whose debit was never applied."""
+    pending = _current(session)
+    if pending is not None and pending.deferred:
+        raise RuntimeError("a deferred ledger debit is pending: commit through"
+                           " wallet.actions._base.commit (or atomic)")
 
 
-# Debits of accounts that may go negative need no check, so `move_reading(defer_debit=True)`
-# leaves them to the moment before the commit: the hot rows (one issuer's receivable,
-# debited by every honour of its notes) are then locked only for the commit itself.
-_DEFERRED = "wallet.deferred_debits"
-
-
-@event.listens_for(Session, "before_commit")
-def _apply_deferred(session: Session) -> None:
-    deferred: dict[int, tuple[str, int]] | None = session.info.pop(_DEFERRED, None)
-    for account_id, (_name, amount) in sorted((deferred or {}).items(),
-                                              key=lambda kv: lock_order(kv[0], kv[1][0])):
-        run(session, _CHANGE, {"w_account": account_id, "w_delta": -amount})
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _drop_deferred(session: Session, transaction: Any) -> None:
-    if transaction.parent is None:  # the whole transaction ended (a rollback: undone)
-        session.info.pop(_DEFERRED, None)
+def _guard(session: Session) -> None:
+    if not event.contains(session, "before_commit", _refuse_unapplied):
+        event.listen(session, "before_commit", _refuse_unapplied)
 
 
 def _pair(session: Session, *, org_id: int, posting: ledger.Posting) -> tuple[int, int]:
     """Ids of the posting's two accounts: known, or read in one query (created if new)."""
     keys = [(org_id, posting.source, posting.currency),
             (org_id, posting.destination, posting.currency)]
-    with _known_lock:
-        known = _known_ids.get(session.get_bind(), {})  # type: ignore[call-overload]
-        ids = [known.get(key) for key in keys]
-    if ids[0] is not None and ids[1] is not None:
-        return ids[0], ids[1]
+    known = kept(session, _ACCOUNT_IDS, maxsize=_KEEP_AT_MOST)
+    if known is not None:
+        source, destination = known.get(keys[0]), known.get(keys[1])
+        if source is not None and destination is not None:
+            return source, destination
     found = {name: int(id_) for id_, name in run(session, _PAIR, {
         "org_id": org_id, "currency": posting.currency,
         "names": [posting.source, posting.destination]})}
-    created = _created_here(session)
-    seen = session.info.setdefault(_SEEN, {})
+    pending = _pending(session)
+    created, seen = pending.created, pending.seen
     for key in keys:
         name = key[1]
         if name not in found:
@@ -180,35 +191,27 @@ def _pair(session: Session, *, org_id: int, posting: ledger.Posting) -> tuple[in
     return found[posting.source], found[posting.destination]
 
 
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A posting recorded, or found recorded before under its key (an idempotent replay)."""
+
+    transfer: Transfer
+    created: bool
+    balance: int | None  # the destination's balance right after (None: a replay)
+
+
 def post(session: Session, *, org_id: int, posting: ledger.Posting,
-         at: datetime | None = None) -> tuple[Transfer, bool]:
-    """Record `posting` once; return (transfer, created).
+         at: datetime | None = None, defer_debit: bool = False) -> Posted:
+    """Record `posting` once.
 
     Replaying its idempotency key with the same request returns the original transfer
     and moves nothing; with a different request it raises `IdempotencyConflict`. A
     debit that would take a non-negative account below zero raises `InsufficientFunds`
     (the caller rolls back, which also removes the transfer row).
-    """
-    new_id, values, _balance = _record(session, org_id=org_id, posting=posting, at=at)
-    if new_id is None:
-        return _replayed(session, org_id=org_id, posting=posting, values=values), False
-    # The row is exactly what was inserted: no need to read it back.
-    return Transfer(id=new_id, **values), True
-
-
-def move(session: Session, *, org_id: int, posting: ledger.Posting,
-         at: datetime | None = None) -> bool:
-    """`post`, for callers that need no transfer object back: True when newly recorded."""
-    return move_reading(session, org_id=org_id, posting=posting, at=at) is not None
-
-
-def move_reading(session: Session, *, org_id: int, posting: ledger.Posting,
-                 at: datetime | None = None, defer_debit: bool = False) -> int | None:
-    """`move`, returning the destination's balance right after it (None: recorded before).
 
     `defer_debit`: the source may go negative (`receivable:*`, `external`) and nothing in
-    this transaction reads its balance afterwards: its row is updated just before the
-    commit (in the same transaction), so its lock is held only for the commit.
+    this transaction reads its balance afterwards: its row is updated by `commit`, just
+    before the COMMIT of this transaction, so its lock is held only for the commit.
     """
     if defer_debit and (not ledger.may_go_negative(posting.source)
                         or session.in_nested_transaction()):
@@ -216,9 +219,10 @@ def move_reading(session: Session, *, org_id: int, posting: ledger.Posting,
     new_id, values, balance = _record(session, org_id=org_id, posting=posting, at=at,
                                       defer_debit=defer_debit)
     if new_id is None:
-        _replayed(session, org_id=org_id, posting=posting, values=values)
-        return None
-    return balance
+        replayed = _replayed(session, org_id=org_id, posting=posting, values=values)
+        return Posted(replayed, False, None)
+    # The row is exactly what was inserted: no need to read it back.
+    return Posted(Transfer(id=new_id, **values), True, balance)
 
 
 def _record(session: Session, *, org_id: int, posting: ledger.Posting,
@@ -235,7 +239,7 @@ def _record(session: Session, *, org_id: int, posting: ledger.Posting,
         "amount": posting.amount, "currency": posting.currency, "kind": posting.kind,
         "idempotency_key": posting.key, "request_hash": ledger.fingerprint(posting.request),
         "memo": posting.memo[:300], "ref": posting.ref[:300],
-        "created_at": at or datetime.now(UTC),
+        "created_at": at or clock.now(),
     }
     # The two updates in lock order (a deferred debit waits for the commit).
     steps = sorted([(source, posting.source, -posting.amount),
@@ -243,25 +247,22 @@ def _record(session: Session, *, org_id: int, posting: ledger.Posting,
                    key=lambda step: lock_order(step[0], step[1]))
     if defer_debit:
         steps = [step for step in steps if step[0] != source]
-    balances: dict[int, int] = {}
-    if session.get_bind().dialect.name == "postgresql":
-        (first, name, delta), steps = steps[0], steps[1:]
-        params = {f"t_{column}": value for column, value in values.items()}
-        new_id, moved = run(session, _RECORD_AND_MOVE,
-                            {**params, "w_account": first, "w_delta": delta}).one()
-        if new_id is not None:
-            balances[first] = _moved(moved, name)
-    else:
-        new_id = insert_ignore(session, _TRANSFER, values, ("org_id", "idempotency_key"))
+    # The transfer's INSERT and the first update: one statement on PostgreSQL.
+    (first, name, delta), steps = steps[0], steps[1:]
+    new_id, moved = dialect_of(session).record_and_move(
+        session, _TRANSFER, values, conflict=_TRANSFER_KEY, move=_CHANGE,
+        params={"w_account": first, "w_delta": delta})
     if new_id is None:
         return None, values, 0
+    balances = {first: _moved(moved, name)}
     for account_id, name, delta in steps:
         balances[account_id] = _moved(run(session, _CHANGE, {
             "w_account": account_id, "w_delta": delta}).scalar(), name)
     if defer_debit:
-        deferred = session.info.setdefault(_DEFERRED, {})
+        deferred = _pending(session).deferred
         name, owed = deferred.get(source, (posting.source, 0))
         deferred[source] = (name, owed + posting.amount)
+        _guard(session)
     _expire_loaded(session, source, destination)
     return int(new_id), values, balances[destination]
 
@@ -303,7 +304,7 @@ def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posti
     """
     if not postings:
         return 0
-    when = at or datetime.now(UTC)
+    when = at or clock.now()
     ids = _account_ids(session, org_id=org_id,
                        names={(p.source, p.currency) for p in postings}
                        | {(p.destination, p.currency) for p in postings})
@@ -319,30 +320,30 @@ def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posti
         })
         deltas[src] -= p.amount
         deltas[dst] += p.amount
-    connection = session.connection()
     for chunk in chunks(rows):
-        connection.execute(sa.insert(Transfer.__table__), list(chunk))
-    table = Account.__table__
-    update = (sa.update(table).where(table.c.id == sa.bindparam("account_id"))
-              .values(balance=table.c.balance + sa.bindparam("delta")))
+        run(session, _INSERT_TRANSFER, list(chunk))
     names = {account_id: name for (name, _currency), account_id in ids.items()}
     params = [{"account_id": k, "delta": v}
               for k, v in sorted(deltas.items(), key=lambda kv: lock_order(kv[0], names[kv[0]]))
               if v]
     try:
         for chunk in chunks(params):
-            connection.execute(update, list(chunk))
+            run(session, _ADD_TO_BALANCE, list(chunk))
     except IntegrityError as exc:
         raise InsufficientFunds("a batch posting would overdraw an account") from exc
     return len(rows)
 
 
+_INSERT_TRANSFER = sa.insert(_TRANSFER)
+_ADD_TO_BALANCE = (sa.update(_ACCOUNT).where(_ACCOUNT.c.id == sa.bindparam("account_id"))
+                   .values(balance=_ACCOUNT.c.balance + sa.bindparam("delta")))
 WHOLE_SCAN_AT = 500
 
 
 def _account_ids(session: Session, *, org_id: int,
                  names: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    table = Account.__table__
+    table = _ACCOUNT
+    seam = dialect_of(session)
     wanted = sorted(names)
     found: dict[tuple[str, str], int] = {}
 
@@ -358,11 +359,11 @@ def _account_ids(session: Session, *, org_id: int,
                 # the organisation's accounts beats thousands of lookups, and does not
                 # depend on statistics the planner may not have yet for fresh rows.
                 wanted_names = set(group)
-                found.update({(name, currency): int(id_) for id_, name in session.execute(scope)
+                found.update({(name, currency): int(id_) for id_, name in run(session, scope)
                               if name in wanted_names})
                 continue
             for chunk in chunks(group):
-                rows = session.execute(scope.where(in_values(session, table.c.name, chunk)))
+                rows = run(session, scope.where(seam.in_(table.c.name, chunk)))
                 found.update({(name, currency): int(id_) for id_, name in rows})
 
     load(wanted)
@@ -422,13 +423,13 @@ def account_names(session: Session, *, ids: Iterable[int]) -> dict[int, str]:
 def invariant_inputs(session: Session, *,
                      org_id: int) -> tuple[list[ledger.AccountState], dict[str, int]]:
     """Gather what `core.ledger.check_invariants` needs for one organisation."""
-    transfer = Transfer.__table__
-    incoming = dict(session.execute(
-        sa.select(transfer.c.to_account_id, sa.func.sum(transfer.c.amount))
+    transfer = _TRANSFER
+    incoming = dict(run(
+        session, sa.select(transfer.c.to_account_id, sa.func.sum(transfer.c.amount))
         .where(transfer.c.org_id == org_id).group_by(transfer.c.to_account_id)
     ).all())
-    outgoing = dict(session.execute(
-        sa.select(transfer.c.from_account_id, sa.func.sum(transfer.c.amount))
+    outgoing = dict(run(
+        session, sa.select(transfer.c.from_account_id, sa.func.sum(transfer.c.amount))
         .where(transfer.c.org_id == org_id).group_by(transfer.c.from_account_id)
     ).all())
     states = [
@@ -440,8 +441,8 @@ def invariant_inputs(session: Session, *,
     ]
     note = Note.__table__
     outstanding = {
-        currency: int(total) for currency, total in session.execute(
-            sa.select(note.c.currency, sa.func.sum(note.c.amount))
+        currency: int(total) for currency, total in run(
+            session, sa.select(note.c.currency, sa.func.sum(note.c.amount))
             .where(note.c.org_id == org_id, note.c.state == "active")
             .group_by(note.c.currency)
         ).all()
@@ -471,4 +472,4 @@ def total_moved(session: Session, *, org_id: int, currency: str, source: str | N
         query = query.where(a_to.c.name == destination)
     if kind is not None:
         query = query.where(t.c.kind == kind)
-    return int(session.execute(query).scalar_one())
+    return int(run(session, query).scalar_one())

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import math
-import threading
-import time
-import weakref
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from wallet.models import Nonce, Note, Person, StatusList
-from wallet.store._sql import insert_ignore, run
+from wallet.store._dialect import dialect_of, run
+from wallet.store._process import due
 
 # DESIGN §6 status values by note state; a reclaimed note is as dead as a revoked one.
 STATUS_OF_STATE = {"active": 0, "revoked": 1, "reclaimed": 1, "redeemed": 3}
+_NOTE: sa.Table = Note.__table__  # type: ignore[attr-defined]
 
 
 def status_list(session: Session, *, org_id: int, number: int) -> StatusList | None:
@@ -35,13 +31,13 @@ class LockedList(NamedTuple):
     used: int
 
 
-_LIST = StatusList.__table__
-_LOCK_NEWEST = (sa.select(_LIST.c.number, _LIST.c.size)
-                .where(_LIST.c.org_id == sa.bindparam("org_id"))
-                .order_by(_LIST.c.number.desc()).limit(1).with_for_update())
-_LOCK_NUMBER = (sa.select(_LIST.c.number, _LIST.c.size)
-                .where(_LIST.c.org_id == sa.bindparam("org_id"),
-                       _LIST.c.number == sa.bindparam("number")).with_for_update())
+_LIST: sa.Table = StatusList.__table__  # type: ignore[attr-defined]
+_NEWEST = (sa.select(_LIST.c.number, _LIST.c.size)
+           .where(_LIST.c.org_id == sa.bindparam("org_id"))
+           .order_by(_LIST.c.number.desc()).limit(1))
+_NUMBER = (sa.select(_LIST.c.number, _LIST.c.size)
+           .where(_LIST.c.org_id == sa.bindparam("org_id"),
+                  _LIST.c.number == sa.bindparam("number")))
 _USED = (sa.select(sa.func.count()).select_from(Note.__table__)
          .where(Note.__table__.c.org_id == sa.bindparam("org_id"),
                 Note.__table__.c.status_list == sa.bindparam("number")))
@@ -50,16 +46,17 @@ _USED = (sa.select(sa.func.count()).select_from(Note.__table__)
 def lock_list(session: Session, *, org_id: int, number: int | None = None) -> LockedList | None:
     """Status list `number` (None: the newest), locked until the transaction ends.
 
-    PostgreSQL takes the row lock (`FOR UPDATE`); SQLite, where every transaction holds
-    the database's write lock from `BEGIN IMMEDIATE`, needs nothing more. The notes
-    are counted after the lock, in a statement of its own: at READ COMMITTED it sees
-    every note of a transaction that held the lock before. A list another transaction
-    is creating is not seen (None) until that one commits.
+    The seam's row lock (`FOR UPDATE` where the database needs one; a database whose
+    transactions each hold the write lock from their BEGIN needs nothing more). The
+    notes are counted after the lock, in a statement of its own: at READ COMMITTED it
+    sees every note of a transaction that held the lock before. A list another
+    transaction is creating is not seen (None) until that one commits.
     """
+    seam = dialect_of(session)
     if number is None:
-        row = run(session, _LOCK_NEWEST, {"org_id": org_id}).first()
+        row = run(session, seam.for_update(_NEWEST), {"org_id": org_id}).first()
     else:
-        row = run(session, _LOCK_NUMBER, {"org_id": org_id, "number": number}).first()
+        row = run(session, seam.for_update(_NUMBER), {"org_id": org_id, "number": number}).first()
     if row is None:
         return None
     used = run(session, _USED, {"org_id": org_id, "number": row.number}).scalar_one()
@@ -68,15 +65,15 @@ def lock_list(session: Session, *, org_id: int, number: int | None = None) -> Lo
 
 def open_list(session: Session, *, org_id: int, number: int, size: int, now: datetime) -> None:
     """Create status list `number` unless it exists (safe under concurrency)."""
-    insert_ignore(session, StatusList.__table__,  # type: ignore[arg-type]
-                  {"org_id": org_id, "number": number, "size": size, "created_at": now},
-                  ("org_id", "number"))
+    dialect_of(session).insert_ignore(
+        session, _LIST, {"org_id": org_id, "number": number, "size": size, "created_at": now},
+        ("org_id", "number"))
 
 
 def insert_note(session: Session, values: dict[str, Any]) -> int | None:
     """Insert a note unless its status index is taken; return its id or None."""
-    return insert_ignore(session, Note.__table__, values,  # type: ignore[arg-type]
-                         ("org_id", "status_list", "status_idx"))
+    return dialect_of(session).insert_ignore(session, _NOTE, values,
+                                             ("org_id", "status_list", "status_idx"))
 
 
 def non_valid_entries(session: Session, *, org_id: int, number: int) -> list[tuple[int, int]]:
@@ -105,7 +102,6 @@ class Redeemed(NamedTuple):
     currency: str
 
 
-_NOTE = Note.__table__
 _REDEEM = (
     sa.update(_NOTE)
     .where(_NOTE.c.org_id == sa.bindparam("w_org"), _NOTE.c.jti == sa.bindparam("w_jti"),
@@ -130,10 +126,9 @@ def redeem(session: Session, *, org_id: int, jti: str, status_idx: int, at: date
 def set_state(session: Session, *, note_id: int, from_state: str, to_state: str,
               values: dict[str, Any]) -> bool:
     """Move a note from one state to another exactly once; tell whether this call did."""
-    table = Note.__table__
-    result = session.execute(
-        sa.update(table).where(table.c.id == note_id, table.c.state == from_state)
-        .values(state=to_state, **values))
+    result = run(session, sa.update(_NOTE).where(_NOTE.c.id == note_id,
+                                                 _NOTE.c.state == from_state)
+                 .values(state=to_state, **values))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
@@ -166,10 +161,8 @@ def active_signed_since(session: Session, *, org_id: int, kid: str,
 # nonce has expired can never matter again and are deleted when a nonce is spent, at most
 # this often per organisation and process (a DELETE on every spend would double them).
 PURGE_EVERY_SECONDS = 60.0
-_purged: weakref.WeakKeyDictionary[Any, dict[int, float]] = weakref.WeakKeyDictionary()
-_purged_lock = threading.Lock()
 
-_NONCE = Nonce.__table__
+_NONCE: sa.Table = Nonce.__table__  # type: ignore[attr-defined]
 _NONCE_PURGE = sa.delete(_NONCE).where(_NONCE.c.org_id == sa.bindparam("org_id"),
                                        _NONCE.c.expires_at < sa.bindparam("now"))
 _NONCE_SPENDER = sa.select(_NONCE.c.consumed_by).where(
@@ -191,31 +184,16 @@ def spend_nonce(session: Session, *, org_id: int, value: str, expires_at: dateti
     retrying) gets its row back. A concurrent spender waits for the first one's commit
     and then finds the row taken (or inserts it, when the first one rolled back).
     """
-    engine = session.get_bind()
-    if _purge_due(engine, org_id):
+    if due(session, "nonces.purge", org_id, every=PURGE_EVERY_SECONDS):
         run(session, _NONCE_PURGE, {"org_id": org_id, "now": now})
-    row = run(session, _spend_statement(engine.dialect.name), {
+    spent = dialect_of(session).upsert(session, _NONCE, {
         "org_id": org_id, "value": value, "created_at": now, "expires_at": expires_at,
-        "consumed_at": now, "consumed_by": consumer}).first()
-    return row is not None
+        "consumed_at": now, "consumed_by": consumer},
+        conflict=("value",), keep=("consumed_at",), when=_same_spender)
+    return spent is not None
 
 
-@functools.cache
-def _spend_statement(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(_NONCE)
-    return (stmt.on_conflict_do_update(
-        index_elements=["value"], set_={"consumed_at": _NONCE.c.consumed_at},
-        where=sa.and_(_NONCE.c.org_id == stmt.excluded.org_id,
-                      _NONCE.c.consumed_by == stmt.excluded.consumed_by))
-        .returning(_NONCE.c.id))
-
-
-def _purge_due(engine: Any, org_id: int) -> bool:
-    clock = time.monotonic()
-    with _purged_lock:
-        last = _purged.setdefault(engine, {})
-        if clock - last.get(org_id, -math.inf) < PURGE_EVERY_SECONDS:
-            return False
-        last[org_id] = clock
-        return True
+def _same_spender(spending: Any) -> sa.ColumnElement[bool]:
+    """The row already spent is the same organisation's, by the same consumer."""
+    return sa.and_(_NONCE.c.org_id == spending.org_id,
+                   _NONCE.c.consumed_by == spending.consumed_by)

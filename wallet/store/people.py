@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from wallet import clock
 from wallet.models import (
     ApiToken,
     AuditEvent,
@@ -20,8 +18,13 @@ from wallet.models import (
     Organization,
     Person,
 )
-from wallet.store._sql import run
+from wallet.store._dialect import dialect_of, run
+from wallet.store._process import due, kept
 
+_PERSON: sa.Table = Person.__table__  # type: ignore[attr-defined]
+_MEMBERSHIP: sa.Table = Membership.__table__  # type: ignore[attr-defined]
+_INVITATION: sa.Table = Invitation.__table__  # type: ignore[attr-defined]
+_TOKEN: sa.Table = ApiToken.__table__  # type: ignore[attr-defined]
 _ORG_BY_SLUG = select(Organization).where(Organization.slug == sa.bindparam("slug"))
 
 
@@ -31,10 +34,9 @@ def org_by_slug(session: Session, *, slug: str) -> Organization | None:
 
 
 # Organisations are never deleted and their slugs never change, so once an id is read
-# from committed state it stays right: on PostgreSQL `org_id_of` reads in autocommit
-# (committed by definition) and keeps what it read, per engine (a process's database).
-_org_ids: weakref.WeakKeyDictionary[Engine, dict[str, int]] = weakref.WeakKeyDictionary()
-_org_ids_lock = threading.Lock()
+# from committed state it stays right: `org_id_of` reads it through the seam's read of
+# committed state and, when that read was one, keeps it for the app's database.
+_ORG_IDS = "people.org-ids"
 _ORG_ID = sa.select(Organization.__table__.c.id).where(
     Organization.__table__.c.slug == sa.bindparam("slug"))
 
@@ -44,22 +46,18 @@ def org_id_of(session: Session, *, slug: str) -> int | None:
 
     For the anonymous nonce endpoint, which otherwise touches no table: after the first
     call per process, PostgreSQL is not asked again. SQLite reads in the session's
-    transaction each time (which might see an organisation it has not committed yet).
+    transaction each time (which might see an organisation it has not committed yet,
+    so nothing read there is kept).
     """
-    engine = session.get_bind()
-    if engine.dialect.name != "postgresql":
-        found = run(session, _ORG_ID, {"slug": slug}).scalar()
-        return None if found is None else int(found)
-    with _org_ids_lock:
-        known = _org_ids.get(engine, {}).get(slug)  # type: ignore[call-overload]
+    ids = kept(session, _ORG_IDS)
+    known = None if ids is None else ids.get(slug)
     if known is not None:
-        return int(known)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        found = connection.execute(_ORG_ID, {"slug": slug}).scalar()
+        return int(known)  # type: ignore[call-overload]
+    found, committed = dialect_of(session).read_committed(session, _ORG_ID, {"slug": slug})
     if found is None:
         return None
-    with _org_ids_lock:
-        _org_ids.setdefault(engine, {})[slug] = int(found)  # type: ignore[arg-type]
+    if committed and ids is not None:
+        ids.put(slug, int(found))
     return int(found)
 
 
@@ -79,17 +77,16 @@ def set_first_password(session: Session, *, person_id: int, password_hash: str) 
     A conditional update: two invitations of two organisations accepted at once cannot
     both set it (the second would silently replace the first one's password).
     """
-    done = session.execute(sa.update(Person.__table__)
-                           .where(Person.__table__.c.id == person_id,
-                                  Person.__table__.c.password_hash.is_(None))
-                           .values(password_hash=password_hash))
+    done = run(session, sa.update(_PERSON)
+               .where(_PERSON.c.id == person_id, _PERSON.c.password_hash.is_(None))
+               .values(password_hash=password_hash))
     return bool(done.rowcount)
 
 
 def set_password(session: Session, *, person_id: int, password_hash: str) -> None:
     """Replace an account's password hash."""
-    session.execute(sa.update(Person.__table__).where(Person.__table__.c.id == person_id)
-                    .values(password_hash=password_hash))
+    run(session, sa.update(_PERSON).where(_PERSON.c.id == person_id)
+        .values(password_hash=password_hash))
 
 
 def membership(session: Session, *, org_id: int, person_id: int) -> Membership | None:
@@ -105,9 +102,12 @@ def lock_membership(session: Session, *, membership_id: int) -> Membership:
     Anything that decides on employment dates and then writes (a grant) takes this lock,
     so that a concurrent termination is ordered before or after it, never in between.
     """
-    return session.exec(select(Membership).where(Membership.id == membership_id)
-                        .with_for_update()
-                        .execution_options(populate_existing=True)).one()
+    locked = dialect_of(session).for_update(_MEMBERSHIP_BY_ID)
+    return session.exec(locked, params={"id": membership_id}).one()
+
+
+_MEMBERSHIP_BY_ID = (select(Membership).where(Membership.id == sa.bindparam("id"))
+                     .execution_options(populate_existing=True))
 
 
 def memberships_of(session: Session, *, person_id: int,
@@ -123,22 +123,20 @@ def memberships_of(session: Session, *, person_id: int,
 
 def confirm_membership(session: Session, *, membership_id: int, now: datetime) -> None:
     """Mark a membership confirmed by its person (idempotent: the first time stays)."""
-    session.execute(sa.update(Membership.__table__)
-                    .where(Membership.__table__.c.id == membership_id,
-                           Membership.__table__.c.confirmed_at.is_(None))
-                    .values(confirmed_at=now))
+    run(session, sa.update(_MEMBERSHIP)
+        .where(_MEMBERSHIP.c.id == membership_id, _MEMBERSHIP.c.confirmed_at.is_(None))
+        .values(confirmed_at=now))
 
 
 def unconfirm_other_memberships(session: Session, *, person_id: int,
                                 keep_membership_id: int) -> list[int]:
     """Return a person's other memberships to unconfirmed; the org ids affected."""
-    table = Membership.__table__
-    rows = session.execute(sa.update(table)
-                           .where(table.c.person_id == person_id,
-                                  table.c.id != keep_membership_id,
-                                  table.c.confirmed_at.is_not(None))
-                           .values(confirmed_at=None)
-                           .returning(table.c.org_id)).all()
+    table = _MEMBERSHIP
+    rows = run(session, sa.update(table)
+               .where(table.c.person_id == person_id, table.c.id != keep_membership_id,
+                      table.c.confirmed_at.is_not(None))
+               .values(confirmed_at=None)
+               .returning(table.c.org_id)).all()
     return [int(r[0]) for r in rows]
 
 
@@ -158,12 +156,11 @@ def add_invitation(session: Session, *, membership: Membership, purpose: str,
                    now: datetime) -> Invitation:
     """Record a new invitation; earlier unused ones of the membership and purpose stop."""
     assert membership.id is not None
-    table = Invitation.__table__
-    session.execute(sa.update(table)
-                    .where(table.c.membership_id == membership.id,
-                           table.c.purpose == purpose, table.c.used_at.is_(None),
-                           table.c.expires_at > now)
-                    .values(expires_at=now))
+    table = _INVITATION
+    run(session, sa.update(table)
+        .where(table.c.membership_id == membership.id, table.c.purpose == purpose,
+               table.c.used_at.is_(None), table.c.expires_at > now)
+        .values(expires_at=now))
     return add(session, Invitation(org_id=membership.org_id, person_id=membership.person_id,
                                    membership_id=membership.id, purpose=purpose,
                                    token_hash=token_hash, expires_at=expires_at,
@@ -184,11 +181,11 @@ def invitation(session: Session, *, token_hash: str) -> tuple[
 
 def use_invitation(session: Session, *, invitation_id: int, now: datetime) -> bool:
     """Spend an invitation exactly once (a conditional update); False when it cannot be."""
-    table = Invitation.__table__
-    done = session.execute(sa.update(table)
-                           .where(table.c.id == invitation_id, table.c.used_at.is_(None),
-                                  table.c.expires_at > now)
-                           .values(used_at=now))
+    table = _INVITATION
+    done = run(session, sa.update(table)
+               .where(table.c.id == invitation_id, table.c.used_at.is_(None),
+                      table.c.expires_at > now)
+               .values(used_at=now))
     return bool(done.rowcount)
 
 
@@ -235,8 +232,7 @@ def touch_token(session: Session, *, token: ApiToken, now: datetime,
     """Record that a token was used, at most once per `every` seconds; True if written."""
     if token.last_used_at is not None and (now - token.last_used_at).total_seconds() < every:
         return False
-    session.execute(sa.update(ApiToken.__table__).where(ApiToken.__table__.c.id == token.id)
-                    .values(last_used_at=now))
+    run(session, sa.update(_TOKEN).where(_TOKEN.c.id == token.id).values(last_used_at=now))
     token.last_used_at = now
     return True
 
@@ -310,17 +306,13 @@ def attempt_succeeded(session: Session, *, attempt_id: int, email: str, address:
 # Attempts older than the throttle's window never matter again: deleted at most this
 # often per process (as spent nonces are), not on every sign-in.
 PURGE_EVERY_SECONDS = 60.0
-_attempts_purged: weakref.WeakKeyDictionary[Any, datetime] = weakref.WeakKeyDictionary()
 
 
 def purge_attempts(session: Session, *, before: datetime, now: datetime) -> None:
     """Delete attempts older than `before`, at most once a minute per process (by `now`)."""
-    engine = session.get_bind()
-    with _org_ids_lock:
-        last = _attempts_purged.get(engine)
-        if last is not None and 0 <= (now - last).total_seconds() < PURGE_EVERY_SECONDS:
-            return
-        _attempts_purged[engine] = now
+    if not due(session, "attempts.purge", None, every=PURGE_EVERY_SECONDS,
+               at=now.timestamp()):
+        return
     run(session, sa.delete(_ATTEMPT).where(_ATTEMPT.c.created_at < before))
 
 
@@ -333,9 +325,9 @@ def bump_config(session: Session, *, org_id: int) -> None:
     """Record that the organisation's signing keys or trust list changed.
 
     Call it in the transaction that changes them: every process then reloads both on the
-    next request that reads the organisation (see `wallet.federation.Directory`).
+    next request that reads the organisation (see `wallet.directory.Directory`).
     """
-    session.execute(_BUMP_CONFIG, {"w_id": org_id})
+    run(session, _BUMP_CONFIG, {"w_id": org_id})
 
 
 def audit(session: Session, *, org_id: int | None, actor: str, action: str,
@@ -343,7 +335,7 @@ def audit(session: Session, *, org_id: int | None, actor: str, action: str,
     """Append one audit event (who did what, when) in the caller's transaction."""
     run(session, _AUDIT_INSERT, {
         "org_id": org_id, "actor": actor, "action": action, "target": target[:300],
-        "details": details or {}, "created_at": datetime.now(UTC)})
+        "details": details or {}, "created_at": clock.now()})
 
 
 _AUDIT_INSERT = sa.insert(AuditEvent.__table__)  # type: ignore[arg-type]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +9,8 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from wallet.models import WebSession
-from wallet.store._sql import run
+from wallet.store._dialect import run
+from wallet.store._process import due
 
 _T = WebSession.__table__
 _LOAD = sa.select(_T).where(_T.c.key_hash == sa.bindparam("key_hash"),
@@ -70,8 +69,6 @@ def of_person(session: Session, *, person_id: int, now: datetime) -> list[dict[s
 # Expired rows can never be used again; they are deleted when a session is created, at
 # most this often per process (as spent nonces are), not on every request.
 PURGE_EVERY_SECONDS = 60.0
-_purged: weakref.WeakKeyDictionary[Any, datetime] = weakref.WeakKeyDictionary()
-_purged_lock = threading.Lock()
 
 
 def purge_expired(session: Session, *, now: datetime) -> bool:
@@ -80,11 +77,8 @@ def purge_expired(session: Session, *, now: datetime) -> bool:
     Timed by the caller's clock (`now`), so that a test's clock drives it too; a clock
     set back only delays the next purge.
     """
-    engine = session.get_bind()
-    with _purged_lock:
-        last = _purged.get(engine)
-        if last is not None and 0 <= (now - last).total_seconds() < PURGE_EVERY_SECONDS:
-            return False
-        _purged[engine] = now
+    if not due(session, "sessions.purge", None, every=PURGE_EVERY_SECONDS,
+               at=now.timestamp()):
+        return False
     run(session, sa.delete(_T).where(_T.c.expires_at <= now))
     return True

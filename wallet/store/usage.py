@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import date
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from wallet import clock
 from wallet.models import Price, UsageRecord
+from wallet.store._dialect import dialect_of
 
-PRICE = Price.__table__
+PRICE: sa.Table = Price.__table__  # type: ignore[attr-defined]
+_PRICE_KEY = ("org_id", "model")
+_PRICE_SET = ("input_per_mtok", "output_per_mtok", "currency", "source", "as_of", "updated_at")
 
 
 def prices(session: Session, *, org_id: int) -> list[Price]:
@@ -28,17 +31,10 @@ def price(session: Session, *, org_id: int, model: str) -> Price | None:
 def upsert_price(session: Session, *, org_id: int, model: str, input_per_mtok: int,
                  output_per_mtok: int, currency: str, source: str, as_of: date) -> None:
     """Set a model's price (`INSERT … ON CONFLICT DO UPDATE`, one statement)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql"
-              else sqlite.insert)
-    values: dict[str, Any] = {
-        "input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok,
-        "currency": currency, "source": source[:300], "as_of": as_of,
-        "updated_at": datetime.now(UTC)}
-    session.execute(
-        insert(PRICE).values(org_id=org_id, model=model, **values)
-        .on_conflict_do_update(index_elements=["org_id", "model"], set_=values))
+    dialect_of(session).upsert(session, PRICE, {
+        "org_id": org_id, "model": model, "input_per_mtok": input_per_mtok,
+        "output_per_mtok": output_per_mtok, "currency": currency, "source": source[:300],
+        "as_of": as_of, "updated_at": clock.now()}, conflict=_PRICE_KEY, update=_PRICE_SET)
 
 
 def record_by_key(session: Session, *, org_id: int, key: str) -> UsageRecord | None:

@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 from flask import Flask
 
-from wallet.actions._base import today
+from wallet import clock
 from wallet.core.money import format_display
 
 
@@ -21,7 +21,7 @@ def relative(day: date | datetime | None) -> str:
         return ""
     if isinstance(day, datetime):
         day = day.date()
-    delta = (day - today()).days
+    delta = (day - clock.today()).days
     if delta == 0:
         return "today"
     if delta == 1:

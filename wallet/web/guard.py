@@ -23,7 +23,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from wallet import db
 from wallet.actions import orgs as org_actions
 from wallet.actions import sessions as session_actions
-from wallet.actions._base import Actor, today, utcnow
+from wallet.actions._base import Actor, today
 from wallet.core.errors import Forbidden, NotFound, Unauthorized
 from wallet.models import ApiToken, Membership, Organization, Person
 from wallet.store import people
@@ -203,32 +203,9 @@ def api_principal(slug: str, *, service: bool = False, write: bool = False) -> P
     Session callers must also send the CSRF token in `X-CSRF-Token`: a cookie alone
     never authorises a state-changing API call.
     """
-    session_ = db.session()
     header = request.headers.get("Authorization", "")
     if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("use Authorization: Bearer <token>")
-        found = people.token_context(session_, token_hash=org_actions.token_hash(token.strip()))
-        if found is None:
-            raise Unauthorized("bearer token is not valid")
-        row, org, person, membership = found
-        now = utcnow()
-        if row.expires_at is not None and row.expires_at <= now:
-            raise Unauthorized(f"this bearer token expired at {row.expires_at:%Y-%m-%d %H:%M}"
-                               " UTC; create a new one")
-        if people.touch_token(session_, token=row, now=now):
-            session_.commit()  # authentication runs first: nothing else is pending yet
-        if org.slug != slug:
-            raise Forbidden("this token belongs to another organisation")
-        if service and row.kind != "service":
-            raise Forbidden("this endpoint needs a service token")
-        if person is not None:
-            if membership is None or membership.confirmed_at is None:
-                raise NotFound("no such organisation")
-            # Still employed, or within the alumni window (read-only unless `write`).
-            check_access(org, person, membership, write=write)
-        return Principal(org, person, row)
+        return _bearer(header, slug, service=service, write=write)
     person = current_person()
     if person is None:
         raise Unauthorized("send Authorization: Bearer <token> or sign in")
@@ -242,3 +219,20 @@ def api_principal(slug: str, *, service: bool = False, write: bool = False) -> P
     access = access_for(person, slug, write=write)
     return Principal(access.org, person, None)
 
+
+def _bearer(header: str, slug: str, *, service: bool, write: bool) -> Principal:
+    """The principal of an `Authorization: Bearer` header, checked for `slug`."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("use Authorization: Bearer <token>")
+    row, org, person, membership = org_actions.authenticate(db.session(), token=token)
+    if org.slug != slug:
+        raise Forbidden("this token belongs to another organisation")
+    if service and row.kind != "service":
+        raise Forbidden("this endpoint needs a service token")
+    if person is not None:
+        if membership is None or membership.confirmed_at is None:
+            raise NotFound("no such organisation")
+        # Still employed, or within the alumni window (read-only unless `write`).
+        check_access(org, person, membership, write=write)
+    return Principal(org, person, row)

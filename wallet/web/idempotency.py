@@ -1,33 +1,21 @@
-"""Run an API handler under an `Idempotency-Key` (IETF draft semantics).
+"""The API's side of `Idempotency-Key`: read the header and the body, answer what the
+action answered (`wallet.actions.idempotency.once`, which owns the transactions).
 
-Same key and body: the stored response, with `Idempotent-Replayed: true`. Same key,
-different body: 422 `idempotency_conflict`. Same key while the first request runs:
-409 `idempotency_in_flight`. Successful and client-error responses are stored; a
-server-side or upstream failure (5xx, e.g. `issuer_unavailable`) releases the key so
-that a retry with the same key runs again.
-
-The claim, the handler's writes and the stored response share one transaction unless
-the handler commits on the way (honour does, before it calls another organisation):
-the response is stored exactly when the work is, and a short handler costs one commit.
-A duplicate that arrives meanwhile waits on the claim's unique key, then replays the
-stored response or, while the first request is still out on the network, gets 409.
+A replayed answer carries `Idempotent-Replayed: true`; problem answers (4xx, stored like
+any other) are `application/problem+json`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Response, request
 
 from wallet import db
-from wallet.actions._base import utcnow
+from wallet.actions import idempotency
 from wallet.core.errors import Malformed, WalletError
-from wallet.core.ledger import fingerprint
-from wallet.store import idempotency
 from wallet.web import boundary
 from wallet.web.errors import from_error
 
@@ -45,54 +33,29 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def run(*, org_id: int, scope: str,
-        handler: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]) -> Response:
-    """Call `handler(body)` at most once per (scope, Idempotency-Key) and request body."""
+def request_key() -> str:
+    """The request's Idempotency-Key, or `Malformed` (the rule the OpenAPI document states)."""
     key = request.headers.get(HEADER, "")
-    if KEY_RE.fullmatch(key) is None:  # the rule the OpenAPI document states
+    if KEY_RE.fullmatch(key) is None:
         raise Malformed(f"send an {HEADER} header (1-200 visible ASCII characters, such"
                         " as a UUID)")
+    return key
+
+
+def run(*, org_id: int, scope: str,
+        handler: Callable[[dict[str, Any]], idempotency.Reply]) -> Response:
+    """Call `handler(body)` at most once per (scope, Idempotency-Key) and request body."""
+    key = request_key()
     body = json_body()
-    session = db.session()
-    lease = timedelta(seconds=int(current_app.config["WALLET_IDEMPOTENCY_LEASE_SECONDS"]))
-    request_hash = fingerprint(body)
-    stored = idempotency.claim(session, org_id=org_id, scope=scope, key=key,
-                               request_hash=request_hash, now=utcnow(), lease=lease)
-    if stored is not None:
-        session.rollback()
-        mimetype = "application/problem+json" if stored.status >= 400 else "application/json"
-        replay = Response(stored.body, status=stored.status, mimetype=mimetype)
-        replay.headers["Idempotent-Replayed"] = "true"
-        return replay
-    try:
-        status, payload = handler(body)
-    except WalletError as err:
-        session.rollback()
-        if err.status >= 500:
-            idempotency.release(session, org_id=org_id, scope=scope, key=key)
-            session.commit()
-            raise
-        response = from_error(err)
-        _finish(org_id, scope, key, request_hash, response.status_code,
-                response.get_data(as_text=True))
-        return response
-    except BaseException:
-        session.rollback()
-        idempotency.release(session, org_id=org_id, scope=scope, key=key)
-        session.commit()
-        raise
-    text = json.dumps(payload)
-    try:
-        _finish(org_id, scope, key, request_hash, status, text)
-    except BaseException:
-        session.rollback()  # the handler's uncommitted work goes with the answer
-        raise
-    return Response(text, status=status, mimetype="application/json")
+    answer = idempotency.once(db.session(), idempotency.Keyed(org_id, scope, key, body),
+                              lambda: handler(body), problem=_problem)
+    mimetype = "application/problem+json" if answer.status >= 400 else "application/json"
+    response = Response(answer.body, status=answer.status, mimetype=mimetype)
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
-def _finish(org_id: int, scope: str, key: str, request_hash: str, status: int,
-            body: str) -> None:
-    session = db.session()
-    idempotency.finish(session, org_id=org_id, scope=scope, key=key,
-                       request_hash=request_hash, status=status, body=body)
-    session.commit()
+def _problem(err: WalletError) -> str:
+    """The problem+json text of a refusal, as the API answers it."""
+    return from_error(err).get_data(as_text=True)

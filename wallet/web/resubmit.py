@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from flask import current_app, request, session
 
-from wallet.actions._base import utcnow
+from wallet import clock
 
 PENDING = "_form_keys"  # form id -> the key its next submission carries
 RECORDED = "_form_done"  # [form id, key, fingerprint, epoch seconds, description], oldest first
@@ -46,7 +46,7 @@ class Recorded:
 
     def ago(self) -> str:
         """How long ago, in words ("just now", "3 minutes ago")."""
-        seconds = max(int(utcnow().timestamp()) - self.at, 0)
+        seconds = max(clock.unix() - self.at, 0)
         if seconds < 60:
             return "just now"
         minutes = seconds // 60
@@ -94,7 +94,7 @@ def recent(fid: str) -> list[Recorded]:
 
 def remember(fid: str, *, key: str, fingerprint: str, description: str) -> None:
     """Note a recorded submission; the form's next render gets a fresh key."""
-    now = int(utcnow().timestamp())
+    now = clock.unix()
     rows = [[r.form_id, r.key, r.fingerprint, r.at, r.description] for r in _records()
             if not (r.form_id == fid and r.key == key)]
     rows.append([fid, key, fingerprint, now, description[:MAX_DESCRIPTION]])
@@ -106,7 +106,7 @@ def remember(fid: str, *, key: str, fingerprint: str, description: str) -> None:
 
 def _records() -> list[Recorded]:
     window = int(current_app.config["WALLET_RESUBMIT_WINDOW_SECONDS"])
-    oldest = int(utcnow().timestamp()) - window
+    oldest = clock.unix() - window
     found = []
     for row in session.get(RECORDED) or []:
         try:

@@ -6,8 +6,9 @@ from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from wallet import db
-from wallet.actions import federation as fed
 from wallet.actions import keys as key_actions
+from wallet.actions import settlement as settlement_actions
+from wallet.actions import trust as trust_actions
 from wallet.core import jose
 from wallet.core.errors import Conflict, IdempotencyConflict, WalletError
 from wallet.core.money import format_display, parse_amount
@@ -33,7 +34,7 @@ def trust(slug: str) -> Response | tuple[str, int]:
         if isinstance(done, Response):
             return done
         status, pending = done
-    entries = fed.trust_list(db.session(), slug=slug)
+    entries = trust_actions.listing(db.session(), slug=slug)
     return render_template("admin/trust.html", access=access, form=form, entries=entries,
                            keys_of=_keys_of, small_form=RotateForm(), pending=pending,
                            issuer=key_actions.issuer_id(access.org)), status
@@ -43,7 +44,7 @@ def _trust_add(slug: str, form: TrustForm) -> Response | tuple[int, list[dict[st
     """Trust (or, once confirmed, re-trust) and redirect; or a status and the changes an
     explicit confirmation would make (an issuer trusted already is never replaced silently)."""
     try:
-        done = fed.trust_add(db.session(), slug=slug, issuer=form.issuer.data or "",
+        done = trust_actions.add(db.session(), slug=slug, issuer=form.issuer.data or "",
                              cap=form.cap.data or None,
                              currencies=(form.currencies.data or "USD").split(","),
                              replace=request.form.get("replace") == "1", actor=guard.actor())
@@ -69,7 +70,7 @@ def trust_remove(slug: str) -> Response:
     guard.org_access(slug, admin=True)
     if RotateForm().validate_on_submit():
         try:
-            fed.trust_remove(db.session(), slug=slug, issuer=request.form.get("issuer", ""),
+            trust_actions.remove(db.session(), slug=slug, issuer=request.form.get("issuer", ""),
                              actor=guard.actor())
         except WalletError as err:
             flash(err.message, "error")
@@ -85,7 +86,7 @@ def trust_refresh(slug: str) -> Response:
     guard.org_access(slug, admin=True)
     if RotateForm().validate_on_submit():
         try:
-            results = fed.trust_refresh(db.session(), slug=slug, actor=guard.actor(),
+            results = trust_actions.refresh(db.session(), slug=slug, actor=guard.actor(),
                                         issuer=request.form.get("issuer") or None)
         except WalletError as err:
             flash(err.message, "error")
@@ -115,7 +116,7 @@ def settlement(slug: str) -> Response | tuple[str, int]:
             if isinstance(done, Response):
                 return done
             status = done
-    lines = fed.settlement(db.session(), slug=slug)
+    lines = settlement_actions.lines(db.session(), slug=slug)
     return render_template("admin/settlement.html", access=access, lines=lines,
                            form=form), status
 
@@ -123,7 +124,7 @@ def settlement(slug: str) -> Response | tuple[str, int]:
 def _record_settlement(slug: str, form: SettleForm, currency: str) -> Response | int:
     """Record the payment and redirect, or put the refusal next to the form (a status)."""
     try:
-        created = fed.record_settlement(
+        created = settlement_actions.record(
             db.session(), slug=slug, counterparty=form.counterparty.data or "",
             direction=form.direction.data, amount=form.amount.data or "",
             reference=form.reference.data or "",

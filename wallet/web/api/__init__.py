@@ -1,4 +1,4 @@
-"""The JSON API under /api/v1 (DESIGN §7). Errors are problem+json (errors.py)."""
+"""The JSON API under /api/v1 (docs/protocol.md). Errors are problem+json (errors.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from wallet import db
 from wallet.actions import wallets
 from wallet.core.errors import Forbidden
 from wallet.core.money import format_amount
+from wallet.models import Person
 from wallet.web import guard
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -26,14 +27,20 @@ def summary_json(summary: wallets.Summary) -> dict[str, Any]:
     }
 
 
+def person_of(principal: guard.Principal, why: str = "a service token has no wallet") -> Person:
+    """The engineer behind an API call, or `Forbidden` for a service token."""
+    if principal.person is None:
+        raise Forbidden(why)
+    return principal.person
+
+
 @bp.get("/orgs/<slug>/me")
 def me(slug: str) -> dict[str, Any]:
     """The caller's balances at this organisation."""
     principal = guard.api_principal(slug)
-    if principal.person is None:
-        raise Forbidden("a service token has no wallet")
-    summary = wallets.summary(db.session(), org=principal.org, person=principal.person)
-    return {"email": principal.person.email, "balance": summary_json(summary)}
+    person = person_of(principal)
+    summary = wallets.summary(db.session(), org=principal.org, person=person)
+    return {"email": person.email, "balance": summary_json(summary)}
 
 
 # Each capability registers its routes on `bp` from its own module.

@@ -1,23 +1,23 @@
-"""API: export notes, verify, nonces, reissue (DESIGN §7)."""
+"""API: export notes, verify, nonces, reissue (docs/protocol.md)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import Response, request
 from werkzeug.exceptions import BadRequest
 
 from wallet import db
-from wallet.actions import keys as key_actions
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import notes as note_actions
+from wallet.actions import signing
 from wallet.actions.verify import verify_as
 from wallet.core import notes
-from wallet.core.errors import Forbidden, Malformed
+from wallet.core.errors import Malformed
 from wallet.core.money import format_amount
 from wallet.models import Note, Person
 from wallet.web import guard, idempotency, ratelimit
-from wallet.web.api import bp
+from wallet.web.api import bp, person_of
 
 
 def note_json(row: Note) -> dict[str, Any]:
@@ -32,34 +32,31 @@ def note_json(row: Note) -> dict[str, Any]:
 
 
 @bp.post("/orgs/<slug>/me/notes")
-def export_note(slug: str) -> Any:
+def export_note(slug: str) -> Response:
     """Export part of the caller's wallet as a note bound to `holder_jwk`."""
     principal = guard.api_principal(slug)
-    if principal.person is None:
-        raise Forbidden("a service token has no wallet")
-    person = principal.person
+    person = person_of(principal)
     assert principal.org.id is not None
-
-    def handler(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        if set(body) - {"amount", "currency", "holder_jwk"}:
-            raise Malformed("body members are amount, currency (optional) and holder_jwk")
-        row = note_actions.export(db.session(), slug=slug, email=person.email,
-                                  amount=body.get("amount"), currency=body.get("currency"),
-                                  holder_jwk=body.get("holder_jwk"), actor=principal.actor,
-                                  request_key=request.headers.get(idempotency.HEADER))
-        return 201, note_json(row)
-
     return idempotency.run(org_id=principal.org.id, scope=f"me/notes:{person.id}",
-                           handler=handler)
+                           handler=lambda body: _export(slug, principal, person, body))
+
+
+def _export(slug: str, principal: guard.Principal, person: Person,
+            body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    if set(body) - {"amount", "currency", "holder_jwk"}:
+        raise Malformed("body members are amount, currency (optional) and holder_jwk")
+    row = note_actions.export(db.session(), slug=slug, email=person.email,
+                              amount=body.get("amount"), currency=body.get("currency"),
+                              holder_jwk=body.get("holder_jwk"), actor=principal.actor,
+                              request_key=idempotency.request_key())
+    return 201, note_json(row)
 
 
 @bp.get("/orgs/<slug>/me/notes")
 def my_notes(slug: str) -> dict[str, Any]:
     """The caller's notes at this organisation."""
     principal = guard.api_principal(slug)
-    if principal.person is None:
-        raise Forbidden("a service token has no wallet")
-    views = note_actions.of_person(db.session(), org=principal.org, person=principal.person)
+    views = note_actions.of_person(db.session(), org=principal.org, person=person_of(principal))
     return {"notes": [note_json(v.row) | {"state": v.display_state} for v in views]}
 
 
@@ -115,5 +112,5 @@ def nonces(slug: str) -> tuple[dict[str, Any], int]:
     caller = _caller(slug)
     value, expires = nonce_actions.new_nonce(
         db.session(), slug=slug, person_id=caller.id if caller is not None else None)
-    return {"nonce": value, "audience": key_actions.issuer_id_of(slug),
+    return {"nonce": value, "audience": signing.issuer_id_of(slug),
             "expires_at": int(expires.timestamp()), "bound": caller is not None}, 201

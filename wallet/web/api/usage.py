@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Response
 
 from wallet import db
 from wallet.actions import usage as usage_actions
@@ -26,27 +26,29 @@ def usage(slug: str) -> Response:
     """Debit one usage record from an engineer's wallet."""
     principal = guard.api_principal(slug, service=True)
     assert principal.org.id is not None
-    def handle(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        unknown = sorted(set(body) - FIELDS)
-        missing = sorted(FIELDS - set(body))
-        if missing or unknown:
-            raise Malformed("the body must hold exactly person, model, input_tokens and"
-                            " output_tokens" + (f" (missing: {', '.join(missing)})" if missing
-                                                else f" (unknown: {', '.join(unknown)})"))
-        person = body["person"]
-        if not isinstance(person, str) or not person.strip():
-            raise Malformed("person must be the engineer's email address")
-        # `run` has validated the header before calling us; the same key names the
-        # usage record and its ledger transfer, so even a lost answer debits once.
-        key = request.headers[idempotency.HEADER].strip()
-        result = usage_actions.record_usage(
-            db.session(), slug=slug, email=person, model=body["model"],
-            input_tokens=_whole(body["input_tokens"]),
-            output_tokens=_whole(body["output_tokens"]),
-            idempotency_key=key, actor=principal.actor)
-        return 201, usage_actions.usage_json(result, email=person.strip().lower())
+    return idempotency.run(org_id=principal.org.id, scope="usage",
+                           handler=lambda body: _record(slug, principal, body))
 
-    return idempotency.run(org_id=principal.org.id, scope="usage", handler=handle)
+
+def _record(slug: str, principal: guard.Principal,
+            body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    unknown = sorted(set(body) - FIELDS)
+    missing = sorted(FIELDS - set(body))
+    if missing or unknown:
+        raise Malformed("the body must hold exactly person, model, input_tokens and"
+                        " output_tokens" + (f" (missing: {', '.join(missing)})" if missing
+                                            else f" (unknown: {', '.join(unknown)})"))
+    person = body["person"]
+    if not isinstance(person, str) or not person.strip():
+        raise Malformed("person must be the engineer's email address")
+    # The same key names the usage record and its ledger transfer, so even a lost answer
+    # debits once.
+    result = usage_actions.record_usage(
+        db.session(), slug=slug, email=person, model=body["model"],
+        input_tokens=_whole(body["input_tokens"]),
+        output_tokens=_whole(body["output_tokens"]),
+        idempotency_key=idempotency.request_key().strip(), actor=principal.actor)
+    return 201, usage_actions.usage_json(result, email=person.strip().lower())
 
 
 def _whole(value: object) -> object:

@@ -7,7 +7,8 @@ from typing import Any
 from flask import current_app, render_template
 
 from wallet import db
-from wallet.actions import federation as fed
+from wallet.actions import bring as bring_actions
+from wallet.actions import honour as honour_actions
 from wallet.actions import keys as key_actions
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import wallets
@@ -40,7 +41,7 @@ def bring(slug: str) -> tuple[str, int]:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise _Refused(wallet_form.wallet, "This is not a wallet file.") from None
-            result = fed.bring_wallet(
+            result = bring_actions.bring_wallet(
                 session, slug=slug, email=access.person.email, wallet_text=text,
                 passphrase=wallet_form.passphrase.data or "",
                 consumer=f"portal:{access.person.id}:{wallet_form.idempotency_key.data}"[:250])
@@ -51,7 +52,7 @@ def bring(slug: str) -> tuple[str, int]:
                 raise _Refused(pres_form.presentations, "Paste the JSON exactly as"
                                " 'wallet note present' printed it.") from None
             items = body.get("presentations") if isinstance(body, dict) else body
-            result = fed.honour(
+            result = honour_actions.honour(
                 session, slug=slug, email=access.person.email, presentations=items,
                 consumer=f"portal:{access.person.id}:{pres_form.idempotency_key.data}"[:250])
     except _Refused as refused:

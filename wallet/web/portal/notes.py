@@ -7,6 +7,7 @@ from flask import Response, flash, redirect, render_template, url_for
 from markupsafe import Markup
 
 from wallet import db
+from wallet.actions import honour as honour_actions
 from wallet.actions import notes as note_actions
 from wallet.actions import wallets
 from wallet.core import jose
@@ -32,15 +33,13 @@ def _my_note(slug: str, jti: str) -> tuple[guard.Access, Note]:
 @guard.login_required
 def notes(slug: str) -> str:
     """My notes at this organisation and notes I brought in from elsewhere."""
-    from wallet.actions import federation as fed
-
     access = guard.org_access(slug)
     session = db.session()
     return render_template("portal/notes.html", access=access,
                            notes=note_actions.of_person(session, org=access.org,
                                                         person=access.person),
-                           honoured=fed.receipts_for(session, org=access.org,
-                                                     person=access.person))
+                           honoured=honour_actions.receipts_for(session, org=access.org,
+                                                                person=access.person))
 
 
 @bp.get("/notes/<jti>/download")
