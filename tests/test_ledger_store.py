@@ -17,7 +17,7 @@ from tests import support
 from wallet import db
 from wallet.actions import ledger as ledger_actions
 from wallet.actions import orgs
-from wallet.actions._base import Actor
+from wallet.actions._base import Actor, commit
 from wallet.core import ledger as rules
 from wallet.core.errors import AmountInvalid, IdempotencyConflict, InsufficientFunds
 from wallet.models import Transfer
@@ -289,20 +289,21 @@ def _count_statements(app: Flask) -> list[str]:
 
 def test_known_accounts_are_not_read_again(app: Flask) -> None:
     """A posting between accounts seen in a committed transaction reads no account row
-    (ids are kept by the commit helper, `ledger.commit`, once the transaction committed)."""
+    (ids are kept by the commit helper, `actions._base.commit`, once the transaction
+    committed)."""
     org_id = _org(app)
     posting = rules.Posting("external", "pool", 1_000_000, "USD", "fund", "k-read-1")
     with app.app_context():
         s = db.session()
         ledger.post(s, org_id=org_id, posting=posting)
-        ledger.commit(s)
+        commit(s)
         ledger.post(s, org_id=org_id, posting=rules.Posting(  # seen by a SELECT, committed
             "external", "pool", 1_000_000, "USD", "fund", "k-read-2"))
-        ledger.commit(s)
+        commit(s)
         statements = _count_statements(app)
         ledger.post(s, org_id=org_id, posting=rules.Posting(
             "external", "pool", 1_000_000, "USD", "fund", "k-read-3"))
-        ledger.commit(s)
+        commit(s)
         assert not [q for q in statements if q.lstrip().upper().startswith("SELECT")]
         # PostgreSQL: the transfer's INSERT and the first update are one statement.
         one_trip = db.engine().dialect.name == "postgresql"
@@ -330,11 +331,11 @@ def test_an_account_created_in_an_undone_transaction_is_not_remembered(
             ledger.post(s, org_id=org_id, posting=rules.Posting(
                 "external", "pool", 1_000_000, "USD", "fund", "k-undone-2"))
             savepoint.rollback()
-            ledger.commit(s)  # the outer transaction commits without the accounts
+            commit(s)  # the outer transaction commits without the accounts
         assert s.exec(sa.select(sa.func.count()).select_from(Transfer)).one()[0] == 0
         ledger.post(s, org_id=org_id, posting=rules.Posting(
             "external", "pool", 2_000_000, "USD", "fund", "k-undone-3"))
-        ledger.commit(s)
+        commit(s)
         assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 2_000_000
 
 
@@ -360,7 +361,7 @@ def test_a_deferred_debit_is_applied_at_commit_and_dropped_on_rollback(app: Flas
 
         assert credit("d-2") == 2_000_000
         assert credit("d-3") == 4_000_000
-        ledger.commit(s)  # the helper applies the debits inside the transaction
+        commit(s)  # the helper applies the debits inside the transaction
         assert receivable() == -4_000_000
         assert ledger.balance(s, org_id=org_id, name="pool", currency="USD") == 4_000_000
         s.commit()

@@ -37,7 +37,9 @@ class Actor:
 def commit(session: Session) -> None:
     """The one way an action commits: what the ledger left for the end of the
     transaction (deferred debits) is applied inside it, then COMMIT."""
-    ledger_store.commit(session)
+    pending = ledger_store.before_commit(session)
+    session.commit()
+    ledger_store.after_commit(session, pending)
 
 
 @contextmanager

@@ -129,13 +129,12 @@ def _created_here(session: Session) -> set[tuple[int, str, str]]:
     return _pending(session).created
 
 
-def commit(session: Session) -> None:
-    """Commit the session's transaction with what the ledger left for its end.
+def before_commit(session: Session) -> _Pending | None:
+    """Apply what the ledger left for the end of this transaction, inside it: deferred
+    debits (`post(defer_debit=True)`), in lock order. Returns what `after_commit` keeps.
 
-    Deferred debits (`post(defer_debit=True)`) are applied first, in lock order, inside
-    the transaction; after the commit the account ids it read are kept for later
-    postings. `wallet.actions._base.commit` is the one caller: every action commits
-    through it.
+    `wallet.actions._base.commit` is the one caller: it runs this, COMMITs, then
+    `after_commit`.
     """
     pending = _current(session)
     if pending is not None and pending.deferred:
@@ -143,7 +142,11 @@ def commit(session: Session) -> None:
         for account_id, (_name, amount) in sorted(deferred.items(),
                                                   key=lambda kv: lock_order(kv[0], kv[1][0])):
             run(session, _CHANGE, {"w_account": account_id, "w_delta": -amount})
-    session.commit()
+    return pending
+
+
+def after_commit(session: Session, pending: _Pending | None) -> None:
+    """After the COMMIT: keep the account ids the transaction read (not those it made)."""
     session.info.pop(_PENDING, None)
     seen = {} if pending is None else {k: v for k, v in pending.seen.items()
                                        if k not in pending.created}
