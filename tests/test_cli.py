@@ -99,11 +99,13 @@ def test_demo_twice_changes_nothing_the_second_time(app: Flask,
     second = run_cli(app, capsys, "demo", "--password", "demo-password-x")
     assert second.exit_code == 0
     assert "nothing changed" in second.out
-    # 18,000.00 vested - 5,500.00 spent - 1,750.00 exported as two notes.
+    # 18,000.00 vested - 5,500.00 spent - 1,750.00 exported as two notes, and the gateway's
+    # calls (wallet.actions.demo.ADA_CALLS): 0.08895 + 0.03654 + 0.1338 captured, 2.7288 held.
     r = run_cli(app, capsys, "balance", "--org", "acme", "--email", "ada@example.test", "--json")
     acme = json.loads(r.out)
-    assert (acme["available"], acme["unvested"], acme["spent"], acme["outstanding_notes"]) == (
-        "10750.00", "30000.00", "5500.00", "500.00")
+    assert (acme["available"], acme["unvested"], acme["spent"], acme["outstanding_notes"],
+            acme["held"], acme["holds_open"]) == (
+        "10747.01191", "30000.00", "5500.25929", "500.00", "2.7288", 1)
     assert acme["next_vesting"]["amount"] == "1000.00"
     r = run_cli(app, capsys, "balance", "--org", "globex", "--email", "ada@example.test", "--json")
     assert json.loads(r.out)["available"] == "1250.00"  # the note honoured at globex

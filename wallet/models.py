@@ -483,6 +483,7 @@ class Price(SQLModel, table=True):
     model: str = Field(max_length=100)
     input_per_mtok: int = _micros()
     output_per_mtok: int = _micros()
+    cached_input_per_mtok: int | None = _micros(nullable=True, default=None)
     currency: str = Field(default="USD", max_length=3)
     source: str = Field(default="", max_length=300)
     as_of: date
@@ -502,12 +503,53 @@ class UsageRecord(SQLModel, table=True):
     model: str = Field(max_length=100)
     input_tokens: int = Field(sa_type=sa.BigInteger)
     output_tokens: int = Field(sa_type=sa.BigInteger)
+    cached_input_tokens: int = Field(default=0, sa_type=sa.BigInteger,
+                                     sa_column_kwargs={"server_default": "0"})
     cost: int = _micros()
     currency: str = Field(max_length=3)
     price_snapshot: dict[str, Any] = Field(sa_type=sa.JSON)
     idempotency_key: str = Field(max_length=250)
     transfer_id: int = _fk("transfer.id")
     created_at: datetime = _ts()
+
+
+class Hold(SQLModel, table=True):
+    """Credit reserved for one model call (`wallet.core.holds`), settled exactly once.
+
+    The state moves `open -> captured | voided | expired` by one conditional update each,
+    so a hold is captured, voided or released at most once, whoever asks twice.
+    """
+
+    __tablename__ = "hold"
+    __table_args__ = (
+        sa.UniqueConstraint("public_id"),
+        sa.UniqueConstraint("org_id", "idempotency_key"),
+        sa.CheckConstraint("amount > 0", name="positive"),
+        sa.CheckConstraint("state IN ('open', 'captured', 'voided', 'expired')", name="state"),
+        sa.Index("ix_hold_state_expires", "state", "expires_at"),
+        sa.Index("ix_hold_org_person_state", "org_id", "person_id", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    public_id: str = Field(max_length=40)
+    org_id: int = _fk("organization.id")
+    person_id: int = _fk("person.id")
+    model: str | None = Field(default=None, max_length=100)
+    amount: int = _micros()
+    currency: str = Field(max_length=3)
+    state: str = Field(default="open", max_length=10)
+    price_snapshot: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    reference: str = Field(default="", max_length=200)
+    idempotency_key: str = Field(max_length=250)
+    expires_at: datetime = _ts()
+    created_at: datetime = _ts()
+    closed_at: datetime | None = _ts(nullable=True)
+    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cached_input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cost: int | None = _micros(nullable=True, default=None)
+    released: int | None = _micros(nullable=True, default=None)
+    overrun: int | None = _micros(nullable=True, default=None)
 
 
 metadata = SQLModel.metadata

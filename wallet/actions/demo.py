@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from wallet import clock
 from wallet.actions import grants as grant_actions
+from wallet.actions import holds as hold_actions
 from wallet.actions import honour as honour_actions
 from wallet.actions import keys as key_actions
 from wallet.actions import ledger as ledger_actions
@@ -24,7 +25,7 @@ from wallet.actions import notes as note_actions
 from wallet.actions import orgs as org_actions
 from wallet.actions import trust as trust_actions
 from wallet.actions import usage as usage_actions
-from wallet.actions._base import Actor
+from wallet.actions._base import Actor, atomic
 from wallet.core import jose, notes, walletfile
 from wallet.core.money import format_display
 from wallet.core.vesting import add_months
@@ -79,6 +80,7 @@ def load(session: Session, *, password: str, if_empty: bool = False) -> Report:
                                actor=cli, memo="demo funding").created:
             report.did(f"Funded {slug}'s pool with {amount} USD")
     _grant_ada(session, report)
+    _gateway_calls_for_ada(session, report)
     _keys_and_trust(session, report)
     _notes_for_ada(session, report, password=password)
     if not report.changed:
@@ -119,6 +121,37 @@ def _grant_ada(session: Session, report: Report) -> None:
             output_tokens=tokens_out, idempotency_key=key, actor=cli)
         if used.created:
             report.did(f"Recorded ada's usage of {model}: {format_display(used.record.cost)}")
+
+
+# Calls through the gateway (docs/gateway.md): each a hold for its worst case, then the
+# exact capture; the last is still in flight (held for an hour, then released).
+ADA_CALLS = (
+    ("demo-call-ada-1", "claude-sonnet-4", (40_000, 4_096), (31_200, 12_000, 1_850)),
+    ("demo-call-ada-2", "gpt-4o", (16_000, 2_048), (9_800, 0, 1_204)),
+    ("demo-call-ada-3", "claude-sonnet-4", (60_000, 8_192), (58_000, 50_000, 6_320)),
+    ("demo-call-ada-4", "claude-opus-4", (100_000, 16_384), None),
+)
+
+
+def _gateway_calls_for_ada(session: Session, report: Report) -> None:
+    cli = Actor.cli()
+    for key, model, (max_in, max_out), usage in ADA_CALLS:
+        with atomic(session):
+            placed = hold_actions.place(session, slug=ACME, body={
+                "person": ADA, "model": model, "max_input_tokens": max_in,
+                "max_output_tokens": max_out, "ttl_seconds": 3600,
+                "reference": f"demo {key}"}, idempotency_key=key, actor=cli)
+            if placed.created and usage is None:
+                report.did(f"Ada has a {model} call in flight:"
+                           f" {format_display(placed.hold.amount)} held")
+            if usage is None or placed.hold.state != "open":
+                continue
+            done = hold_actions.capture(session, slug=ACME, hold_id=placed.hold.public_id,
+                                        body={"input_tokens": usage[0],
+                                              "cached_input_tokens": usage[1],
+                                              "output_tokens": usage[2]}, actor=cli)
+        report.did(f"Ada's {model} call through the gateway cost"
+                   f" {format_display(done.hold.cost or 0)}")
 
 
 def _keys_and_trust(session: Session, report: Report) -> None:

@@ -12,12 +12,16 @@ the organisation's currency:
 | pool | balance of `pool` |
 | unvested | sum of `unvested:*` balances (a contingent liability) |
 | available | sum of `wallet:*` balances (owed to current and former engineers) |
+| held | sum of `held:*` balances (reserved for model calls in progress) |
 | spent | balance of `spent` |
+| overrun | minus the balance of `overrun` (compute the employer absorbed: see below) |
 | outstanding notes | balance of `notes_outstanding` |
 | payable | sum of `payable:*` balances (owed to other organisations) |
 | receivable | minus the sum of `receivable:*` balances (owed to us) |
 
-`liability` = available + outstanding notes + payable: what the organisation owes now.
+`liability` = available + held + outstanding notes + payable: what the organisation owes
+now (held credit is still the engineers' until a capture spends it). An overrun is a call
+that cost more than its hold and than the engineer's wallet could cover.
 """
 
 from __future__ import annotations
@@ -46,11 +50,13 @@ class Liabilities:
     outstanding_notes: int
     payable: int
     receivable: int
+    held: int = 0
+    overrun: int = 0
 
     @property
     def liability(self) -> int:
-        """What the organisation owes now: wallets, outstanding notes and payables."""
-        return self.available + self.outstanding_notes + self.payable
+        """What the organisation owes now: wallets, holds, outstanding notes, payables."""
+        return self.available + self.held + self.outstanding_notes + self.payable
 
 
 def liabilities(session: Session, *, org: Organization) -> Liabilities:
@@ -76,4 +82,6 @@ def liabilities(session: Session, *, org: Organization) -> Liabilities:
         outstanding_notes=held.get("notes_outstanding", 0),
         payable=held.get("payable", 0),
         receivable=-held.get("receivable", 0),
+        held=held.get("held", 0),
+        overrun=-held.get("overrun", 0),
     )

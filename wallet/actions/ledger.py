@@ -11,6 +11,7 @@ from wallet.core import ledger as rules
 from wallet.core.errors import Malformed
 from wallet.core.money import Money, parse_money
 from wallet.models import Organization, Transfer
+from wallet.store import holds as hold_store
 from wallet.store import ledger, people
 
 MAX_KEY_LENGTH = 200
@@ -61,7 +62,8 @@ def check(session: Session, *, slug: str | None = None) -> dict[str, list[str]]:
     report: dict[str, list[str]] = {}
     for org in orgs:
         states, outstanding = ledger.invariant_inputs(session, org_id=_id(org))
-        report[org.slug] = rules.check_invariants(states, outstanding)
+        report[org.slug] = rules.check_invariants(
+            states, outstanding, hold_store.open_totals(session, org_id=_id(org)))
     session.rollback()  # read-only: end the transaction now
     return report
 

@@ -25,6 +25,7 @@ from wallet.core.money import format_display
 from wallet.core.usage import Price, format_tokens, tokens_for
 from wallet.models import Note, Organization, Person, Tranche
 from wallet.store import grants as grant_store
+from wallet.store import holds as hold_store
 from wallet.store import ledger
 
 
@@ -91,6 +92,8 @@ class Summary:
     next_vest: NextVest | None = None
     chart: VestingChart | None = None
     buys: tuple[Buy, ...] = field(default=())
+    held: int = 0  # reserved by open holds (calls in progress); not in `available`
+    holds_open: int = 0
 
 
 def summary(session: Session, *, org: Organization, person: Person,
@@ -109,8 +112,10 @@ def summary(session: Session, *, org: Organization, person: Person,
         .where(Note.org_id == org.id, Note.person_id == person.id, Note.state == "active",
                Note.currency == currency)
     ).one()
-    spent = ledger.total_moved(session, org_id=org.id, currency=currency,
-                               source=rules.wallet(person.id), destination=rules.SPENT)
+    spent = sum(ledger.total_moved(session, org_id=org.id, currency=currency, source=source,
+                                   destination=rules.SPENT)
+                for source in (rules.wallet(person.id), rules.held(person.id)))
+    open_holds = hold_store.open_of(session, org_id=org.id, person_id=person.id)
     available = ledger.balance(session, org_id=org.id, name=rules.wallet(person.id),
                                currency=currency)
     tranches = grant_store.tranches_of(session, org_id=org.id, person_id=person.id)
@@ -131,6 +136,8 @@ def summary(session: Session, *, org: Organization, person: Person,
         next_vest=next_vest,
         chart=vesting_chart(tranches, start=start, today=day, currency=currency),
         buys=buys(available, usage_actions.catalogue(session, org=org)),
+        held=sum(h.amount for h in open_holds if h.currency == currency),
+        holds_open=len(open_holds),
     )
 
 

@@ -25,6 +25,7 @@ from wallet.cli import federation as _federation  # noqa: F401  isort: skip
 from wallet.cli import keys as _keys  # noqa: F401  isort: skip
 from wallet.cli import notes as _notes  # noqa: F401  isort: skip
 from wallet.cli import grants as _grants  # noqa: F401  isort: skip
+from wallet.cli import holds as _holds  # noqa: F401  isort: skip
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

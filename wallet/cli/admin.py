@@ -225,7 +225,10 @@ def fund(session: Session, slug: str, amount: str, currency: str | None,
 @json_option
 @with_session
 def balance(session: Session, slug: str, email: str, as_json: bool) -> None:
-    """Show a person's available, unvested, spent and outstanding credit."""
+    """Show a person's available, held, unvested, spent and outstanding credit.
+
+    Available is what the wallet can spend now: credit held for calls in progress
+    is not in it."""
     organisation = org_or_404(session, slug)
     _m, who = member_or_404(session, organisation, email)
     s = wallets.summary(session, org=organisation, person=who)
@@ -239,10 +242,13 @@ def balance(session: Session, slug: str, email: str, as_json: bool) -> None:
             "spent": format_amount(s.spent),
             "outstanding_notes": format_amount(s.outstanding_notes),
             "outstanding_count": s.outstanding_count,
+            "held": format_amount(s.held), "holds_open": s.holds_open,
         })
         return
     rows: list[tuple[str, Any]] = [
         ("Available", format_display(s.available, s.currency)),
+        ("Held", f"{format_display(s.held, s.currency)} for {s.holds_open} call(s) in"
+                 " progress" if s.holds_open else format_display(0, s.currency)),
         ("Unvested", format_display(s.unvested, s.currency)
          + ("" if nxt is None else f" (next {format_display(nxt[1], s.currency)} on "
                                    f"{nxt[0].isoformat()})")),

@@ -9,8 +9,11 @@ currency. Accounts are named by kind and owner:
     pool                funded, not yet granted
     unvested:<person>   granted, waiting for its vesting date
     wallet:<person>     the engineer's available balance
+    held:<person>       reserved for model calls in flight (the sum of open holds)
     notes_outstanding   exported as notes, not yet redeemed, revoked or reclaimed
     spent               consumed on compute
+    overrun             compute a hold under-estimated and the wallet could not cover,
+                        absorbed by the employer; may go negative
     breakage            expired notes booked as the issuer's income
     payable:<issuer>    we owe this organisation for notes it redeemed with us
     receivable:<issuer> this organisation owes us for its notes we honoured; may go negative
@@ -32,17 +35,23 @@ POOL = "pool"
 NOTES_OUTSTANDING = "notes_outstanding"
 SPENT = "spent"
 BREAKAGE = "breakage"
+OVERRUN = "overrun"
 
-NEGATIVE_KINDS = frozenset({"external", "receivable"})
+NEGATIVE_KINDS = frozenset({"external", "receivable", "overrun"})
 KINDS = frozenset(
-    {"external", "pool", "unvested", "wallet", "notes_outstanding", "spent", "breakage",
-     "payable", "receivable"}
+    {"external", "pool", "unvested", "wallet", "held", "notes_outstanding", "spent",
+     "breakage", "overrun", "payable", "receivable"}
 )
 
 
 def wallet(person_id: int) -> str:
     """Name the available-balance account of a person."""
     return f"wallet:{person_id}"
+
+
+def held(person_id: int) -> str:
+    """Name the account holding a person's open holds."""
+    return f"held:{person_id}"
 
 
 def unvested(person_id: int) -> str:
@@ -129,12 +138,15 @@ class AccountState:
 def check_invariants(
     accounts: Iterable[AccountState],
     outstanding_notes: Mapping[str, int],
+    open_holds: Mapping[tuple[str, str], int] | None = None,
 ) -> list[str]:
     """Return every broken invariant of one organisation's ledger (empty when sound).
 
     `outstanding_notes` maps currency → total of notes still outstanding in the
-    organisation's note records.
+    organisation's note records; `open_holds` maps (`held:<person>`, currency) → total
+    of that person's open holds in the hold records.
     """
+    accounts = list(accounts)
     problems: list[str] = []
     totals: dict[str, int] = {}
     notes_account: dict[str, int] = {}
@@ -155,6 +167,14 @@ def check_invariants(
     for currency, total in sorted(totals.items()):
         if total != 0:
             problems.append(f"balances in {currency} sum to {total}, not zero")
+    held_accounts = {(a.name, a.currency): a.transfer_balance for a in accounts
+                     if kind_of(a.name) == "held"}
+    holds = open_holds or {}
+    for name, currency in sorted(set(held_accounts) | set(holds)):
+        booked, recorded = held_accounts.get((name, currency), 0), holds.get((name, currency), 0)
+        if booked != recorded:
+            problems.append(f"{name} ({currency}) is {booked} but that person's open holds"
+                            f" total {recorded}")
     for currency in sorted(set(notes_account) | set(outstanding_notes)):
         booked = notes_account.get(currency, 0)
         recorded = outstanding_notes.get(currency, 0)

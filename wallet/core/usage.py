@@ -19,12 +19,15 @@ from datetime import date
 from typing import Any
 
 from wallet.core.errors import AmountInvalid, Malformed, shown
+from wallet.core.holds import Tokens
 from wallet.core.money import MAX_MICROS, format_amount, parse_amount
 
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are per million tokens
 MAX_TOKENS = 10**12  # per record, input and output each
 MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}")
 _PRICE_KEYS = frozenset({"input", "output", "as_of", "source"})
+_OPTIONAL_PRICE_KEYS = frozenset({"cached_input"})
+ROUNDING = "up to the next micro"  # the one rounding rule, recorded with every capture
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +41,27 @@ class Price:
     as_of: date
     source: str
     custom: bool  # set by the organisation (False: the shipped default)
+    cached_input_per_mtok: int | None = None  # None: cached input costs as much as input
 
     def snapshot(self) -> dict[str, str]:
         """The price as stored with a usage record and shown in API answers."""
-        return {"model": self.model, "input_per_mtok": format_amount(self.input_per_mtok),
-                "output_per_mtok": format_amount(self.output_per_mtok),
-                "currency": self.currency, "as_of": self.as_of.isoformat(),
-                "source": self.source}
+        shown = {"model": self.model, "input_per_mtok": format_amount(self.input_per_mtok),
+                 "output_per_mtok": format_amount(self.output_per_mtok),
+                 "currency": self.currency, "as_of": self.as_of.isoformat(),
+                 "source": self.source}
+        if self.cached_input_per_mtok is not None:
+            shown["cached_input_per_mtok"] = format_amount(self.cached_input_per_mtok)
+        return shown
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, str]) -> Price:
+        """The price a snapshot recorded (a hold prices its capture with it)."""
+        cached = snapshot.get("cached_input_per_mtok")
+        return cls(model=snapshot["model"], input_per_mtok=parse_amount(snapshot["input_per_mtok"]),
+                   output_per_mtok=parse_amount(snapshot["output_per_mtok"]),
+                   currency=snapshot["currency"], as_of=date.fromisoformat(snapshot["as_of"]),
+                   source=snapshot["source"], custom=False,
+                   cached_input_per_mtok=None if cached is None else parse_amount(cached))
 
 
 def usage_cost(input_tokens: int, output_tokens: int, input_per_mtok: int,
@@ -59,6 +76,19 @@ def cost_at(price: Price, input_tokens: int, output_tokens: int) -> int:
     cost = usage_cost(input_tokens, output_tokens, price.input_per_mtok, price.output_per_mtok)
     if cost > MAX_MICROS:
         raise AmountInvalid("this usage would cost more than 10^12 units")
+    return cost
+
+
+def call_cost(price: Price, tokens: Tokens) -> int:
+    """What one call's tokens cost at `price`: cached input tokens at the cached price
+    (the input price when the catalogue has none), rounded up to the next micro once."""
+    cached = (price.input_per_mtok if price.cached_input_per_mtok is None
+              else price.cached_input_per_mtok)
+    numerator = (tokens.uncached_input * price.input_per_mtok + tokens.cached_input * cached
+                 + tokens.output * price.output_per_mtok)
+    cost = -(-numerator // TOKENS_PER_PRICE_UNIT)
+    if cost > MAX_MICROS:
+        raise AmountInvalid("this call would cost more than 10^12 units")
     return cost
 
 
@@ -111,12 +141,16 @@ def parse_catalogue(doc: Any) -> tuple[Price, ...]:
     currency = doc.get("currency", "USD")
     entries = []
     for model, item in sorted(doc["models"].items()):
-        if not isinstance(item, dict) or set(item) != _PRICE_KEYS:
-            raise Malformed(f"price of {model}: needs exactly input, output, as_of, source")
+        if (not isinstance(item, dict) or not set(item) >= _PRICE_KEYS
+                or set(item) - _PRICE_KEYS - _OPTIONAL_PRICE_KEYS):
+            raise Malformed(f"price of {model}: needs exactly input, output, as_of, source"
+                            " (and optionally cached_input)")
+        cached = item.get("cached_input")
         entries.append(Price(
             model=check_model(model), input_per_mtok=parse_amount(item["input"]),
             output_per_mtok=parse_amount(item["output"]), currency=currency,
-            as_of=_day(model, item["as_of"]), source=str(item["source"]), custom=False))
+            as_of=_day(model, item["as_of"]), source=str(item["source"]), custom=False,
+            cached_input_per_mtok=None if cached is None else parse_amount(cached)))
     return tuple(entries)
 
 

@@ -24,6 +24,8 @@ def summary_json(summary: wallets.Summary) -> dict[str, Any]:
         "unvested": format_amount(summary.unvested),
         "spent": format_amount(summary.spent),
         "outstanding_notes": format_amount(summary.outstanding_notes),
+        "held": format_amount(summary.held),
+        "holds_open": summary.holds_open,
     }
 
 
