@@ -155,6 +155,12 @@ class MNote:
     state: str = "active"  # active, revoked, redeemed
     credited: bool = False  # honoured (credited) at the other organisation
 
+    @property
+    def exp(self) -> int:
+        """When the note expires (its `exp` claim): the clock moves, so notes expire."""
+        payload = self.token.split("~", 1)[0].split(".")[1]
+        return int(jose.json_object(jose.b64url_decode(payload))["exp"])
+
 
 @dataclass
 class Attempt:
@@ -519,6 +525,8 @@ class Journeys(RuleBasedStateMachine):
         The verifier may hold the issuer's status list from before a revocation, so a
         revoked note is refused by the verifier or, when asked, by the issuer.
         """
+        if clock.unix() >= note.exp:
+            return "none", {"expired"}  # the signed claims are checked first
         if verifier == note.issuer:
             return "none", {"policy_rejected"}  # decided before any network call
         if note.state == "revoked":
