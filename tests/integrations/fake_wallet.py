@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -179,7 +180,7 @@ def _problem(status: int, code: str, detail: str) -> dict[str, Any]:
 class Served:
     """The fake wallet on http://127.0.0.1:<port> until `close()`."""
 
-    def __init__(self, wallet: FakeWallet) -> None:
+    def __init__(self, wallet: FakeWallet, port: int = 0) -> None:
         self.wallet = wallet
 
         class Handler(BaseHTTPRequestHandler):
@@ -187,6 +188,10 @@ class Served:
 
             def log_message(self, *args: Any) -> None:
                 """Quiet."""
+
+            def setup(self) -> None:
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -220,7 +225,7 @@ class Served:
 
             do_GET = do_POST = _serve
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -231,3 +236,17 @@ class Served:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
+
+
+def main() -> None:
+    """`python -m tests.integrations.fake_wallet PORT EMAIL=MICROS...` serves until killed
+    (bench/litellm_hook.py --wallet fake: the adapter's cost without the app's)."""
+    import sys
+
+    port = int(sys.argv[1])
+    balances = {k: int(v) for k, v in (a.split("=", 1) for a in sys.argv[2:])}
+    Served(FakeWallet(balances=balances), port)._thread.join()
+
+
+if __name__ == "__main__":
+    main()

@@ -63,6 +63,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import ssl
 import time
 from collections.abc import Mapping
@@ -232,13 +233,7 @@ def _positive_int(value: object) -> int | None:
 
 def _limits(model_group: str) -> tuple[str, int | None]:
     """The model LiteLLM knows the group by (for counting) and its configured output cap."""
-    router = None
-    try:
-        from litellm.proxy import proxy_server
-
-        router = getattr(proxy_server, "llm_router", None)
-    except Exception:  # outside the proxy (tests, scripts): no router
-        router = None
+    router = getattr(_proxy_server(), "llm_router", None)
     if router is not None:
         info = getattr(router, "get_model_listing_info", None)
         found = info(model_group) if info is not None else None
@@ -252,6 +247,20 @@ def _limits(model_group: str) -> tuple[str, int | None]:
             if params.get("model"):
                 return str(params.get("base_model") or params["model"]), cap
     return model_group, None
+
+
+_PROXY_SERVER: list[Any] = []
+
+
+def _proxy_server() -> Any:
+    """LiteLLM's proxy_server module (its router), or None outside the proxy; tried once."""
+    if not _PROXY_SERVER:
+        try:
+            from litellm.proxy import proxy_server
+        except Exception:  # outside the proxy (tests, scripts): no router
+            proxy_server = None  # type: ignore[assignment]
+        _PROXY_SERVER.append(proxy_server)
+    return _PROXY_SERVER[0]
 
 
 def _model_output_cap(model: str) -> int | None:
@@ -419,9 +428,15 @@ class _PROXY_WalletBudget(CustomLogger):  # LiteLLM runs "_PROXY_" classes on no
         verify: ssl.SSLContext | bool = True
         if s.ca_file:
             verify = ssl.create_default_context(cafile=s.ca_file)
-        client = httpx.AsyncClient(
-            base_url=s.url, timeout=httpx.Timeout(s.timeout), verify=verify, trust_env=False,
+        # TCP_NODELAY: h11 writes a request's head and body separately, and Nagle's
+        # algorithm would hold the body until the wallet's delayed ACK (up to 40 ms).
+        transport = httpx.AsyncHTTPTransport(
+            verify=verify, trust_env=False,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=64),
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        client = httpx.AsyncClient(
+            base_url=s.url, timeout=httpx.Timeout(s.timeout), trust_env=False,
+            transport=transport,
             headers={"Authorization": f"Bearer {s.token}", "User-Agent": "wallet-litellm"})
         self._clients = {k: v for k, v in self._clients.items() if not v[0].is_closed()}
         self._clients[id(loop)] = (loop, client)
