@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -41,13 +42,23 @@ def adapter() -> ModuleType:
         raise  # unreachable: skip and fail raise
 
 
+def _has_proxy_extra(python: Path) -> bool:
+    """Whether that venv has the proxy's own dependencies (plain `litellm` has the command
+    too, which then fails at start)."""
+    if not python.exists():
+        return True  # not a venv layout: let the proxy say what is wrong
+    done = subprocess.run([str(python), "-c", "import fastapi, uvicorn, backoff"],
+                          capture_output=True, timeout=60, check=False)
+    return done.returncode == 0
+
+
 def litellm_command() -> str:
     """The proxy's `litellm` command: $WALLET_TEST_LITELLM, .venv-litellm, or beside python."""
     candidates = [os.environ.get(LITELLM_ENV) or "", str(ROOT / ".venv-litellm/bin/litellm"),
                   str(Path(sys.executable).parent / "litellm")]
     for candidate in filter(None, candidates):
         found = shutil.which(candidate)
-        if found:
+        if found and _has_proxy_extra(Path(found).parent / "python"):
             return found
-    _missing("no `litellm` proxy command was found")
+    _missing("no `litellm` command with LiteLLM's proxy extra was found")
     raise AssertionError("unreachable")
