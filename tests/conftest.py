@@ -1,6 +1,6 @@
 """Fixtures: every database test runs on SQLite and on PostgreSQL, each with its own
 freshly migrated database; every test that builds an app ends with the ledger
-invariants of DESIGN §4 checked.
+invariants (docs/ledger.md, "Invariants") checked.
 
 PostgreSQL runs when WALLET_TEST_POSTGRES_URL is set (`.ci/run` sets it). In CI
 (CI=true) a missing or unreachable PostgreSQL fails the run instead of skipping.

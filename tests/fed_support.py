@@ -1,4 +1,5 @@
-"""Helpers for the federation tests (DESIGN §8): keys, trust, balances, notes, honour calls.
+"""Helpers for the federation tests (docs/federation.md): keys, trust, balances, notes,
+honour calls.
 
 Everything runs on ONE app with several organisations; the issuer side is reached
 through `LocalTransport`, i.e. through the real routes, so only the socket is skipped.
@@ -362,7 +363,7 @@ def status_value(client: FlaskClient, note: Exported, slug: str = "acme") -> int
 
 
 def assert_sound(app: Flask) -> None:
-    """Every organisation's ledger keeps the invariants of DESIGN §4."""
+    """Every organisation's ledger keeps its invariants (docs/ledger.md, "Invariants")."""
     support.assert_ledger_sound(app)
 
 

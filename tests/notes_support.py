@@ -280,7 +280,8 @@ def independently_verified(client: FlaskClient, token: str, *, slug: str = "acme
                             algorithms=["EdDSA"], issuer=issuer,
                             options={"require": ["iss", "iat", "nbf", "exp", "jti"]})
     with warnings.catch_warnings():
-        # joserfc flags the name "EdDSA" as deprecated by RFC 9864; DESIGN §6 signs with it.
+        # joserfc flags the name "EdDSA" as deprecated by RFC 9864; notes are signed with it
+        # (docs/protocol.md §2 "JOSE rules (every signed thing)").
         warnings.filterwarnings("ignore", message="EdDSA is deprecated")
         decoded = jose_jwt.decode(compact, KeySet.import_key_set(served), algorithms=["EdDSA"])
     jose_jwt.JWTClaimsRegistry(iss={"essential": True, "value": issuer},

@@ -51,7 +51,8 @@ def test_config(db_url: str, tmp_path: Path, **overrides: Any) -> dict[str, Any]
 
 
 def assert_ledger_sound(app: Flask) -> None:
-    """Fail the test if any organisation breaks an invariant of DESIGN §4."""
+    """Fail the test if any organisation breaks a ledger invariant (docs/ledger.md,
+    "Invariants")."""
     from wallet import db
     from wallet.actions import ledger as ledger_actions
 

@@ -1,4 +1,4 @@
-"""The CLI contract (DESIGN §10): one line on stderr, exit 0 / 1 / 2."""
+"""The CLI contract (docs/protocol.md §8 "Error codes"): one line on stderr, exit 0 / 1 / 2."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""`wallet note inspect | verify | present` (DESIGN §10): output, exit codes 0/1/2, one
-line on stderr for every refusal. Tests marked "pure" need no app and no database."""
+"""`wallet note inspect | verify | present`: output, exit codes 0/1/2 (docs/protocol.md §8
+"Error codes"), one line on stderr for every refusal. Tests marked "pure" need no app and
+no database."""
 
 from __future__ import annotations
 
@@ -152,7 +153,7 @@ def test_inspect_refuses_unreadable_or_non_token_input(
 def test_inspect_of_something_that_is_not_a_token_is_bad_input(
         offline: Offline, capsys: pytest.CaptureFixture[str]) -> None:
     # Inspect verifies nothing, so a file that holds no token is bad input (exit 2),
-    # not a failed verification (exit 1) — DESIGN §10.
+    # not a failed verification (exit 1) — docs/protocol.md §8 "Error codes".
     r = run_cli(None, capsys, "note", "inspect", str(offline.file("junk.txt", "hello world\n")))
     assert r.exit_code == 2, (r.exit_code, r.err)
     _one_line(r.err, "malformed")

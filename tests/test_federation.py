@@ -1,4 +1,5 @@
-"""Honouring notes across organisations on one instance (DESIGN §8), on both databases.
+"""Honouring notes across organisations on one instance (docs/federation.md), on both
+databases.
 
 acme issues, globex (and initech) honour. The issuer is reached through the real routes
 in-process (`LocalTransport`), so every check of a remote peer runs.

@@ -1,4 +1,6 @@
-"""Fault injection between verifier and issuer (DESIGN §8 step 5), on both databases.
+"""Fault injection between verifier and issuer, on both databases.
+
+The cases and what each must leave behind: docs/federation.md, "When things fail".
 
 Faults wrap the real in-process transport at `app.extensions["wallet.transport"]`, and two
 tests use the real `HttpTransport` against sockets on 127.0.0.1 (refused, and too slow).

@@ -1,4 +1,5 @@
-"""Exactly-once redemption under contention (DESIGN §8 step 3), on both databases.
+"""Exactly-once redemption under contention (docs/federation.md, "Exactly once"), on both
+databases.
 
 For a note, 64 honour attempts race: two verifier organisations (globex, initech),
 two processes (multiprocessing "spawn", each building its own app on the same

@@ -1,5 +1,5 @@
-"""Signing keys (DESIGN §5, §10): lifecycle through the actions and the CLI, the keystore
-on disk and in the database, and key material that never leaks."""
+"""Signing keys: lifecycle through the actions and the CLI, the keystore on disk and in the
+database, and key material that never leaks (docs/keys.md, "Storage" and "Lifecycle")."""
 
 from __future__ import annotations
 

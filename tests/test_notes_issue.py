@@ -1,6 +1,9 @@
-"""Issuing credit notes (DESIGN §6, §7): export through the action, the API and the CLI,
-the issuer's records, status lists, revocation, alumni, and independent verification of
-everything issued here in PyJWT and joserfc against the served JWKS."""
+"""Issuing credit notes: export through the action, the API and the CLI, the issuer's
+records, status lists, revocation, alumni, and independent verification of everything
+issued here in PyJWT and joserfc against the served JWKS.
+
+Formats and routes: docs/protocol.md §3 "The credit note", §6 "Issuer documents" and
+§7 "API routes"."""
 
 from __future__ import annotations
 

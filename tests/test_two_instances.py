@@ -1,4 +1,6 @@
-"""Two real app processes on loopback with separate databases (DESIGN §8), both backends.
+"""Two real app processes on loopback with separate databases, both backends.
+
+The exchange they run is docs/federation.md, "The exchange".
 
 Instance A serves acme, instance B serves globex; each is `wallet serve` (gunicorn) on its
 own port with its own database, keystore and instance folder. Everything is set up with

@@ -1,10 +1,10 @@
 """Configuration: defaults, then `WALLET_*` environment variables, then the test dict.
 
-DESIGN §9. Everything is optional for the embedded default: the SQLite database, the
-session secret and the key passphrase live in the instance folder, the secrets generated
-on first run. Production (`WALLET_ENV=production`) refuses to start unless the base URL
-is https and both secrets come from the environment, look like no development value and
-estimate at 128 bits or more (`estimated_bits`).
+See docs/operations.md, "Configuration". Everything is optional for the embedded default:
+the SQLite database, the session secret and the key passphrase live in the instance
+folder, the secrets generated on first run. Production (`WALLET_ENV=production`) refuses
+to start unless the base URL is https and both secrets come from the environment, look
+like no development value and estimate at 128 bits or more (`estimated_bits`).
 """
 
 from __future__ import annotations

@@ -220,8 +220,8 @@ class Account(SQLModel, table=True):
     __tablename__ = "account"
     __table_args__ = (
         sa.UniqueConstraint("org_id", "name", "currency"),
-        # DESIGN §4: only `external` and `receivable:*` may go negative. The database
-        # refuses the rest even if application code were wrong.
+        # docs/ledger.md, "Invariants": only `external` and `receivable:*` may go negative.
+        # The database refuses the rest even if application code were wrong.
         sa.CheckConstraint("allow_negative OR balance >= 0", name="nonnegative"),
     )
 
@@ -289,7 +289,8 @@ class SigningKey(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("org_id", "kid"),
         sa.CheckConstraint("state IN ('active', 'retired', 'revoked')", name="state"),
-        # Exactly one active key per organisation (DESIGN §5), enforced by the database.
+        # Exactly one active key per organisation (docs/keys.md, "Lifecycle"), enforced by
+        # the database.
         sa.Index(
             "uq_signing_key_one_active",
             "org_id",

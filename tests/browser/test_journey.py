@@ -1,4 +1,7 @@
-"""The demo, end to end, clicked through like a person would (DESIGN §1, §8; issue 6).
+"""The demo, end to end, clicked through like a person would (issue 6).
+
+The same walk is docs/user-guide.md; the exchange behind it is docs/federation.md,
+"The exchange".
 
 Ada exports part of her acme wallet as a note in a new `.ccwallet`, signs in again, brings
 it to globex and sees her globex balance grow by exactly that amount; the acme admin
@@ -159,7 +162,8 @@ def test_demo_journey(page: Page, live_server: LiveServer, shoot: Any, tmp_path:
 
     # Its issuer's verify page now refuses it: acme's own records say it was redeemed.
     # (Globex's page may still say valid while its cached copy of acme's status list is
-    # fresh, ttl <= 300 s, DESIGN §6; honouring always asks acme's redeem endpoint.)
+    # fresh, ttl <= 300 s, docs/protocol.md §6 "Issuer documents"; honouring always asks
+    # acme's redeem endpoint.)
     page.goto("/orgs/acme/verify")
     page.get_by_label("Note", exact=True).fill(note)
     page.get_by_role("button", name="Verify").click()

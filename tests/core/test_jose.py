@@ -330,7 +330,8 @@ def test_sign_refuses_other_algorithms() -> None:
     ({"alg": "EdDSA", "x5c": ["MIIB"]}, "malformed"),
 ])
 def test_header_refusals(header: dict[str, Any], code: str) -> None:
-    """DESIGN §6: EdDSA/Ed25519 only; no `crit`; issuer tokens carry no key or key URL."""
+    """docs/protocol.md §2 "JOSE rules (every signed thing)": EdDSA/Ed25519 only; no `crit`;
+    issuer tokens carry no key or key URL."""
     token = _raw_token(header, {"a": 1})
     with pytest.raises(WalletError) as exc:
         jose.parse(token, typ=None)
@@ -397,7 +398,7 @@ def test_kid_of() -> None:
         assert _code(exc) == "unknown_key"
 
 
-# -- size (DESIGN §6: nothing over 16 KiB) ---------------------------------------------------
+# -- size (docs/protocol.md §2 "JOSE rules (every signed thing)": nothing over 16 KiB) -------
 
 
 def _token_of_length(length: int) -> str:

@@ -1,4 +1,4 @@
-"""Money: the only parser of amounts (DESIGN §3)."""
+"""Money: the only parser of amounts (docs/protocol.md §1 "Amounts")."""
 
 from __future__ import annotations
 

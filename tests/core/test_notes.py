@@ -2,8 +2,9 @@
 (PyJWT and joserfc), a hand-computed sd_hash, and a generated tamper corpus in which
 every case must fail with its exact error code and nothing but a WalletError may escape.
 
-Formats: DESIGN §6 (SD-JWT VC without disclosures; RFC 9901 §4.3 KB-JWT); keys and their
-lifecycle: DESIGN §5; error codes: DESIGN §7.
+Formats: docs/protocol.md §3 "The credit note" (SD-JWT VC without disclosures) and §4
+"Presentations (holder binding)" (RFC 9901 §4.3 KB-JWT); keys and their lifecycle:
+docs/keys.md, "Lifecycle"; error codes: docs/protocol.md §8 "Error codes".
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ def test_issue_then_verify() -> None:
 
 
 def test_note_format_matches_design() -> None:
-    """DESIGN §6, decoded with the standard library: header, claims, trailing "~"."""
+    """docs/protocol.md §3 "The credit note", decoded with the standard library: header,
+    claims, trailing "~"."""
     assert NOTE.endswith("~") and NOTE.count("~") == 1
     h, p, s = NOTE_JWT.split(".")
     header = json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
@@ -275,7 +277,8 @@ def test_sd_hash_by_hand() -> None:
 
 
 def test_boundaries_that_still_verify() -> None:
-    """The last second of every window still verifies (60 s skew, DESIGN §6)."""
+    """The last second of every window still verifies (60 s skew, docs/protocol.md §5
+    "Verification, in order")."""
     cases: list[tuple[str, Callable[[], object]]] = [
         ("expires in 1 s", lambda: notes.verify(NOTE, resolve=resolve, now=EXP + 59)),
         ("iat 60 s ahead", lambda: notes.verify(NOTE, resolve=resolve, now=IAT - 60)),
@@ -330,7 +333,8 @@ def _sample_notes() -> Iterator[tuple[str, Ed25519PrivateKey]]:
 
 
 def _joserfc_decode(token: str, jwk: dict[str, Any], alg: str = "EdDSA") -> Any:
-    # joserfc warns that the name "EdDSA" is deprecated by RFC 9864; DESIGN §6 signs with it.
+    # joserfc warns that the name "EdDSA" is deprecated by RFC 9864; notes are signed with it
+    # (docs/protocol.md §2 "JOSE rules (every signed thing)").
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*RFC 9864")
         return jose_jwt.decode(token, OKPKey.import_key(jwk), algorithms=[alg])
@@ -448,7 +452,8 @@ def _note_cases() -> Iterator[Case]:
     claims = _claims()
     pad = "x" * jose.MAX_TOKEN_BYTES
 
-    # Serialisation and size (DESIGN §6).
+    # Serialisation and size (docs/protocol.md §2 "JOSE rules (every signed thing)" and
+    # §3 "The credit note").
     yield Case("not a string", NOTE.encode(), "malformed")
     yield Case("none", None, "malformed")
     yield Case("empty", "", "malformed")
@@ -481,7 +486,7 @@ def _note_cases() -> Iterator[Case]:
                f"{h}.{p}.{jose.b64url_encode(jose.b64url_decode(s)[:63])}~", "bad_signature")
     yield Case("signature empty", f"{h}.{p}.~", "bad_signature")
 
-    # Header (RFC 7515 §4.1, DESIGN §6).
+    # Header (RFC 7515 §4.1, docs/protocol.md §2 "JOSE rules (every signed thing)").
     yield Case("KB-JWT header swapped onto a note", f"{kb_header}.{p}.{s}~", "malformed")
     yield Case("KB-JWT header, re-signed",
                _sign({"alg": "EdDSA", "typ": "kb+jwt"}, claims) + "~", "malformed")
@@ -514,7 +519,8 @@ def _note_cases() -> Iterator[Case]:
         b'{"alg":"EdDSA","typ":"dc+sd-jwt","kid":"' + _kid(SECOND_KEY).encode() + b'","kid":"'
         + _kid(ISSUER_KEY).encode() + b'"}', claims) + "~", "malformed")
 
-    # Keys (DESIGN §5): looked up by kid only in the issuer's own JWKS.
+    # Keys (docs/keys.md, "Lifecycle"): looked up by kid only in the issuer's own JWKS
+    # (docs/protocol.md §2 "JOSE rules (every signed thing)").
     yield Case("kid of another published key", _note(kid=_kid(SECOND_KEY)), "bad_signature")
     yield Case("kid unknown", _note(kid=_kid(UNPUBLISHED_KEY)), "unknown_key")
     yield Case("signed by an unpublished key", _note(key=UNPUBLISHED_KEY, kid=_kid(ISSUER_KEY)),
@@ -543,7 +549,8 @@ def _note_cases() -> Iterator[Case]:
     yield Case("nbf in the future", _resigned(nbf=NOW + 61), "not_yet_valid")
     yield Case("iat in the future", _resigned(iat=NOW + 61), "not_yet_valid")
 
-    # Claims (DESIGN §6), each re-signed with the real key so only the claim is wrong.
+    # Claims (docs/protocol.md §3 "The credit note"), each re-signed with the real key so
+    # only the claim is wrong.
     yield Case("extra claim", _resigned(sub="someone"), "malformed")
     for name in sorted(claims):
         yield Case(f"missing {name}", _sign(_header(), _claims(**{name: _DROP})) + "~",
@@ -602,7 +609,7 @@ def _note_cases() -> Iterator[Case]:
     yield Case("payload not UTF-8", _sign(_header(), b'{"iss":"\xff"}') + "~", "malformed")
     yield Case("trailing garbage in payload", _sign(_header(), body + b"x") + "~", "malformed")
 
-    # Amounts (DESIGN §3): a properly signed note with a bad amount.
+    # Amounts (docs/protocol.md §1 "Amounts"): a properly signed note with a bad amount.
     nan = json.dumps({**claims, "amount": {"value": float("nan"), "currency": "USD"}})
     assert "NaN" in nan
     yield Case("amount NaN token", _sign(_header(), nan.encode()) + "~", "malformed")
@@ -701,8 +708,9 @@ _CHECK_OF = {
 
 
 def test_checks_report_each_check_once_in_order() -> None:
-    """Every refusal's report: checks in DESIGN order, each once, all passed but the last,
-    and the last one is the check the error code belongs to."""
+    """Every refusal's report: checks in the order of docs/protocol.md §5 "Verification, in
+    order", each once, all passed but the last, and the last one is the check the error
+    code belongs to."""
     problems = []
     for case in CORPUS:
         checks: notes.Checks = []
@@ -819,7 +827,8 @@ def _ref_point_ok(raw: bytes) -> bool:
 
 
 def _ref_claims_code(c: dict[str, Any]) -> str | None:
-    """DESIGN §6 claim shapes; the amount's value is judged after the signature."""
+    """Claim shapes of docs/protocol.md §3 "The credit note"; the amount's value is judged
+    after the signature."""
     if set(c) != {"iss", "vct", "jti", "iat", "nbf", "exp", "amount", "cnf", "status"} \
             or c["vct"] != "urn:compute-credits:note:1" \
             or not isinstance(c["iss"], str) or not c["iss"].startswith(("https://", "http://")):
@@ -865,8 +874,9 @@ _RAW_KEYS: dict[str, tuple[Ed25519PublicKey, int | None, int | None]] = {
 
 
 def _reference_code(token: str) -> str:
-    """An independent model of note verification, stage by stage in DESIGN order, up to
-    the signature (a flipped character always breaks the signature or something before)."""
+    """An independent model of note verification, stage by stage in the order of
+    docs/protocol.md §5 "Verification, in order", up to the signature (a flipped character
+    always breaks the signature or something before)."""
     parts = token.split(".")
     if len(parts) != 3:
         return "malformed"

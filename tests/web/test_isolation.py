@@ -12,7 +12,8 @@ from tests import support
 from tests.support import World
 
 # Public by design: anyone may read an issuer's metadata, keys and status lists, use its
-# public verification page and API, and ask it for a nonce (DESIGN §7).
+# public verification page and API, and ask it for a nonce (docs/protocol.md §6 "Issuer
+# documents" and §7 "API routes").
 PUBLIC = {
     "wellknown.metadata", "wellknown.jwks", "wellknown.status_list", "public.verify_page",
     "api.verify", "api.nonces", "api.redeem", "api.reissue", "api.openapi", "static",

@@ -1,5 +1,7 @@
-"""The public verify endpoint (DESIGN §6, §7): the report, nonces, any JSON in, and a
-tamper corpus generated here, each case rejected with exactly the expected code."""
+"""The public verify endpoint: the report, nonces, any JSON in, and a tamper corpus
+generated here, each case rejected with exactly the expected code.
+
+Contract: docs/protocol.md §5 "Verification, in order" and §7 "API routes"."""
 
 from __future__ import annotations
 
@@ -198,7 +200,7 @@ def test_any_json_body_gets_a_report(ctx: Ctx, subtests: pytest.Subtests) -> Non
 
 
 def test_json_null_is_json_and_gets_a_report(ctx: Ctx) -> None:
-    # DESIGN §7: 200 with the report "for any input that is JSON" — `null` is JSON.
+    # docs/protocol.md §7 "API routes": "200 report for any JSON" — `null` is JSON.
     r = ctx.client.post(VERIFY, data="null", content_type="application/json")
     assert r.status_code == 200, r.get_data(as_text=True)
     assert ns.codes(r.get_json()) == ["malformed"]

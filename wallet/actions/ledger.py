@@ -57,7 +57,10 @@ def pool(session: Session, *, org: Organization) -> Money:
 
 
 def check(session: Session, *, slug: str | None = None) -> dict[str, list[str]]:
-    """Check DESIGN §4's invariants for one or every organisation; map slug → problems."""
+    """Check the ledger invariants for one or every organisation; map slug → problems.
+
+    The invariants are listed in docs/ledger.md, "Invariants".
+    """
     orgs = [org_or_404(session, slug)] if slug else people.orgs(session)
     report: dict[str, list[str]] = {}
     for org in orgs:

@@ -1,4 +1,6 @@
-"""Presentation nonces: issued without storing anything, spent exactly once (DESIGN §7).
+"""Presentation nonces: issued without storing anything, spent exactly once.
+
+The contract is docs/protocol.md §4 "Presentations (holder binding)".
 
 The format and its MAC are in `wallet.core.nonces`; spent nonces are rows
 (`wallet.store.notes.spend_nonce`). The MAC key is derived from the instance secret

@@ -1,4 +1,6 @@
-"""Credit notes at their issuer: export, revoke, reclaim, status lists (DESIGN §6).
+"""Credit notes at their issuer: export, revoke, reclaim, status lists.
+
+Formats: docs/protocol.md §3 "The credit note" and §6 "Issuer documents".
 
 Exporting is one transaction: debit `wallet:p → notes_outstanding` (refused when the
 wallet holds less), claim a random free index in a status list (a unique constraint

@@ -1,6 +1,7 @@
-"""The `wallet` command line (DESIGN §10): thin commands over `wallet.actions`.
+"""The `wallet` command line: thin commands over `wallet.actions`.
 
-Exit codes: 0 success, 1 a verification (or ledger check) failed, 2 bad usage or input.
+Exit codes: 0 success, 1 a verification (or ledger check) failed, 2 bad usage or input
+(docs/protocol.md §8 "Error codes").
 Every failure is one line on stderr; tracebacks only with WALLET_DEBUG=1.
 """
 

@@ -1,6 +1,6 @@
 """One error hierarchy for the whole project, each error with a stable code.
 
-The codes are part of the external contract (DESIGN.md §7, docs/protocol.md). Every
+The codes are part of the external contract (docs/protocol.md §8 "Error codes"). Every
 adapter maps a `WalletError` exactly once: to RFC 9457 problem+json in the API, to a
 flash message in the portal, to one line on stderr and an exit code in the CLI.
 """

@@ -1,8 +1,9 @@
 """Parse a bulk-grant CSV into validated rows, all or nothing.
 
-DESIGN.md: UTF-8 CSV with header `email,amount,start,cliff_months,every,months` (every is
-month or quarter; empty every and months mean immediate); errors name the file's line
-numbers. The caller decodes the bytes; this module sees text only.
+docs/grants.md, "Bulk grants from CSV": UTF-8 CSV with header
+`email,amount,start,cliff_months,every,months` (every is month or quarter; empty every
+and months mean immediate); errors name the file's line numbers. The caller decodes the
+bytes; this module sees text only.
 
 Every row is checked before anything is returned, and every problem is counted and
 reported as (line, reason) in one `RowsInvalid`, so a payroll clerk fixes the whole file in

@@ -1,7 +1,7 @@
 """Compact JWS with EdDSA over Ed25519 (RFC 7515, RFC 8037), JWKs and RFC 7638 thumbprints.
 
 Hand-written on `cryptography` on purpose: one algorithm, strict parsing, fast. What a
-verifier refuses (DESIGN §6):
+verifier refuses (docs/protocol.md §2 "JOSE rules (every signed thing)"):
 
 - anything over 16 KiB (`too_large`), JWS JSON serialisation, `alg` other than `EdDSA`
   or its RFC 9864 name `Ed25519` — including `none` (`unsupported_alg`);

@@ -1,4 +1,4 @@
-"""Posting rules and invariants of the double-entry ledger (DESIGN.md §4).
+"""Posting rules and invariants of the double-entry ledger (docs/ledger.md).
 
 Every business event becomes one or more `Posting`s: a movement of an exact amount from
 one account to another, with a kind and an idempotency key. Balances move `source` down
@@ -78,7 +78,7 @@ def kind_of(name: str) -> str:
 
 
 def may_go_negative(name: str) -> bool:
-    """Tell whether DESIGN §4 lets this account's balance go below zero."""
+    """Tell whether this account's balance may go below zero (docs/ledger.md, "Accounts")."""
     return kind_of(name) in NEGATIVE_KINDS
 
 

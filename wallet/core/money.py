@@ -1,9 +1,9 @@
 """Money in integer micros: the only place amounts are parsed and formatted.
 
-DESIGN.md §3: inside, an amount is an integer of micros (1/1,000,000 of the unit); on the
-wire and in files it is a decimal string with at most six fraction digits plus an ISO 4217
-currency. Floats never enter: a float, an exponent, a sign, a zero amount or anything over
-10^12 units is `amount_invalid`.
+docs/protocol.md §1 "Amounts": inside, an amount is an integer of micros (1/1,000,000 of
+the unit); on the wire and in files it is a decimal string with at most six fraction
+digits plus an ISO 4217 currency. Floats never enter: a float, an exponent, a sign, a zero
+amount or anything over 10^12 units is `amount_invalid`.
 """
 
 from __future__ import annotations

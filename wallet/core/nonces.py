@@ -1,4 +1,6 @@
-"""Presentation nonces that a verifier can check without having stored them (DESIGN §7).
+"""Presentation nonces that a verifier can check without having stored them.
+
+The contract is docs/protocol.md §4 "Presentations (holder binding)".
 
 A nonce is `base64url(expires ‖ random ‖ tag)`: the expiry as 8 big-endian bytes of Unix
 seconds, 16 random bytes, and the first 16 bytes of HMAC-SHA256 over the organisation id,
@@ -26,7 +28,7 @@ import hmac
 from wallet.core import jose
 from wallet.core.errors import MalformedToken
 
-RANDOM_BYTES = 16  # 128 bits of unpredictability, as DESIGN §6 asks of a nonce
+RANDOM_BYTES = 16  # 128 random bits (docs/protocol.md §4 "Presentations (holder binding)")
 TAG_BYTES = 16
 _EXPIRES_BYTES = 8
 _RAW_BYTES = _EXPIRES_BYTES + RANDOM_BYTES + TAG_BYTES

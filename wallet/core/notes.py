@@ -39,7 +39,7 @@ from wallet.core.money import Money, parse_money_json
 VCT = "urn:compute-credits:note:1"
 NOTE_TYP = "dc+sd-jwt"
 KB_TYP = "kb+jwt"
-SKEW = 60  # seconds of clock difference tolerated (DESIGN §6)
+SKEW = 60  # seconds of clock skew tolerated (docs/protocol.md §5 "Verification, in order")
 KB_MAX_AGE = 300  # a KB-JWT's iat must be within the last 5 minutes
 MIN_NONCE_CHARS = 22  # 22 base64url characters carry 132 bits
 NOTE_CLAIMS = frozenset({"iss", "vct", "jti", "iat", "nbf", "exp", "amount", "cnf", "status"})
@@ -69,7 +69,7 @@ class IssuerKeys:
     keys: Mapping[str, KeyInfo]
 
     def for_token(self, kid: str, iat: int) -> jose.PublicKey:
-        """Return the key `kid` if it could have signed at `iat` (DESIGN §5)."""
+        """Return the key `kid` if it could have signed at `iat` (docs/keys.md, "Lifecycle")."""
         info = self.keys.get(kid)
         if info is None:
             raise UnknownKey(f"{self.issuer} publishes no key {kid[:64]!r}")

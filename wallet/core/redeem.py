@@ -1,4 +1,6 @@
-"""The redemption protocol between two organisations (DESIGN §8), as pure functions.
+"""The redemption protocol between two organisations, as pure functions.
+
+The contract is docs/protocol.md §10 "Redeeming between organisations".
 
 Verifier B asks issuer A to redeem notes with a request JWS signed by B's org key:
 

@@ -2,7 +2,7 @@
 
 `status_list: {"bits": 2, "lst": base64url(zlib(bytes))}`, entries packed least
 significant bit first: with 2 bits, entry 0 is bits 0-1 of byte 0, entry 3 bits 6-7.
-Values (DESIGN §6): 0 valid, 1 revoked, 2 suspended, 3 redeemed.
+Values (docs/protocol.md §6 "Issuer documents"): 0 valid, 1 revoked, 2 suspended, 3 redeemed.
 
 Sizes. Every entry an issuer hands out may turn non-zero (revoked, redeemed), and each
 non-zero entry at a random index costs the token about 2.5 bytes (zlib, then base64url

@@ -1,4 +1,4 @@
-"""The portable wallet file (`*.ccwallet`, DESIGN §6).
+"""The portable wallet file (`*.ccwallet`, docs/protocol.md §9 "The portable wallet file").
 
 `{"format": "compute-credit-wallet/1", "holder_key": "<encrypted PKCS#8 PEM>",
 "holder_jwk": {…public…}, "notes": ["<note>", …]}` — self-contained: it makes sense on a

@@ -12,7 +12,8 @@ from wallet.models import Nonce, Note, Person, StatusList
 from wallet.store._dialect import dialect_of, run
 from wallet.store._process import due
 
-# DESIGN §6 status values by note state; a reclaimed note is as dead as a revoked one.
+# Status list values by note state (docs/protocol.md §6 "Issuer documents"); a reclaimed
+# note is as dead as a revoked one.
 STATUS_OF_STATE = {"active": 0, "revoked": 1, "reclaimed": 1, "redeemed": 3}
 _NOTE: sa.Table = Note.__table__  # type: ignore[attr-defined]
 
