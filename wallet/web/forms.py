@@ -189,6 +189,31 @@ class PersonForm(FlaskForm):
     start = DateField("Start date", validators=[Optional()])
 
 
+class TerminateForm(FlaskForm):
+    on = DateField("Last day of employment", validators=[DataRequired()])
+
+
+class GrantForm(OnceForm):
+    again_label = "Record another identical grant"
+    email = EmailField("Engineer's email", validators=[DataRequired(), Length(max=254)])
+    amount = StringField("Amount", validators=[DataRequired(), amount_valid],
+                         render_kw={"inputmode": "decimal", "placeholder": "48000.00"})
+    every = SelectField("Vesting", choices={"": "Immediately (no vesting)",
+                                            "month": "Monthly", "quarter": "Quarterly"},
+                        default="")
+    start = DateField("Start date", validators=[Optional()])
+    months = IntegerField("Over (months)", validators=[Optional(), NumberRange(1, 600)],
+                          render_kw={"inputmode": "numeric", "placeholder": "48"})
+    cliff_months = IntegerField("Cliff (months)", validators=[Optional(), NumberRange(0, 600)],
+                                render_kw={"inputmode": "numeric", "placeholder": "12"})
+    memo = StringField("Reference (optional)", validators=[Optional(), Length(max=300)])
+
+
+class ImportForm(FlaskForm):
+    file = FileField("Grants file (CSV, UTF-8)", validators=[FileRequired()],
+                     render_kw={"accept": ".csv,text/csv"})
+
+
 class TokenForm(FlaskForm):
     label = StringField("Label", validators=[Optional(), Length(max=100)],
                         render_kw={"placeholder": "laptop CLI"})
@@ -197,6 +222,19 @@ class TokenForm(FlaskForm):
         validators=[Optional(), NumberRange(min=1, max=3650,
                                             message="Between 1 and 3650 days, or empty.")],
         render_kw={"inputmode": "numeric", "placeholder": "90"})
+
+
+class PriceForm(FlaskForm):
+    model = StringField("Model", validators=[DataRequired(), Length(max=100)],
+                        render_kw={"placeholder": "gpt-4o", "autocomplete": "off"})
+    input_price = StringField("Input, per million tokens",
+                              validators=[DataRequired(), amount_valid],
+                              render_kw={"inputmode": "decimal", "placeholder": "2.50"})
+    output_price = StringField("Output, per million tokens",
+                               validators=[DataRequired(), amount_valid],
+                               render_kw={"inputmode": "decimal", "placeholder": "10.00"})
+    source = StringField("Source (optional)", validators=[Optional(), Length(max=300)],
+                         render_kw={"placeholder": "vendor price page, contract"})
 
 
 class ExportForm(OnceForm):

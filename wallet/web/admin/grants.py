@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, url_for
-from flask_wtf import FlaskForm
-from flask_wtf.file import FileField, FileRequired
 from werkzeug.wrappers import Response
-from wtforms import DateField, EmailField, IntegerField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from wallet import db
 from wallet.actions import grants as grant_actions
@@ -23,32 +19,11 @@ from wallet.core.errors import (
 from wallet.core.money import format_display
 from wallet.web import guard
 from wallet.web.admin import bp
-from wallet.web.forms import OnceForm, amount_valid
+from wallet.web.forms import GrantForm, ImportForm
 from wallet.web.paging import page_number
 
 PAGE_SIZE = 100
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # the app's MAX_CONTENT_LENGTH
-
-
-class GrantForm(OnceForm):
-    again_label = "Record another identical grant"
-    email = EmailField("Engineer's email", validators=[DataRequired(), Length(max=254)])
-    amount = StringField("Amount", validators=[DataRequired(), amount_valid],
-                         render_kw={"inputmode": "decimal", "placeholder": "48000.00"})
-    every = SelectField("Vesting", choices={"": "Immediately (no vesting)",
-                                            "month": "Monthly", "quarter": "Quarterly"},
-                        default="")
-    start = DateField("Start date", validators=[Optional()])
-    months = IntegerField("Over (months)", validators=[Optional(), NumberRange(1, 600)],
-                          render_kw={"inputmode": "numeric", "placeholder": "48"})
-    cliff_months = IntegerField("Cliff (months)", validators=[Optional(), NumberRange(0, 600)],
-                                render_kw={"inputmode": "numeric", "placeholder": "12"})
-    memo = StringField("Reference (optional)", validators=[Optional(), Length(max=300)])
-
-
-class ImportForm(FlaskForm):
-    file = FileField("Grants file (CSV, UTF-8)", validators=[FileRequired()],
-                     render_kw={"accept": ".csv,text/csv"})
 
 
 @bp.route("/grants", methods=["GET", "POST"])

@@ -4,10 +4,7 @@ issue a password reset link."""
 from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, url_for
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
-from wtforms import DateField
-from wtforms.validators import DataRequired
 
 from wallet import db
 from wallet.actions import grants as grant_actions
@@ -19,11 +16,7 @@ from wallet.models import Person
 from wallet.store import people
 from wallet.web import guard
 from wallet.web.admin import bp
-from wallet.web.forms import PersonForm
-
-
-class TerminateForm(FlaskForm):
-    on = DateField("Last day of employment", validators=[DataRequired()])
+from wallet.web.forms import PersonForm, TerminateForm
 
 
 @bp.route("/people/<int(max=2147483647):person_id>/terminate", methods=["GET", "POST"])

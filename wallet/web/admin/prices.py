@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, url_for
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
-from wtforms import StringField
-from wtforms.validators import DataRequired, Length, Optional
 
 from wallet import db
 from wallet.actions import usage as usage_actions
@@ -14,20 +11,7 @@ from wallet.core.errors import AmountInvalid, WalletError
 from wallet.core.money import format_display
 from wallet.web import guard
 from wallet.web.admin import bp
-from wallet.web.forms import amount_valid
-
-
-class PriceForm(FlaskForm):
-    model = StringField("Model", validators=[DataRequired(), Length(max=100)],
-                        render_kw={"placeholder": "gpt-4o", "autocomplete": "off"})
-    input_price = StringField("Input, per million tokens",
-                              validators=[DataRequired(), amount_valid],
-                              render_kw={"inputmode": "decimal", "placeholder": "2.50"})
-    output_price = StringField("Output, per million tokens",
-                               validators=[DataRequired(), amount_valid],
-                               render_kw={"inputmode": "decimal", "placeholder": "10.00"})
-    source = StringField("Source (optional)", validators=[Optional(), Length(max=300)],
-                         render_kw={"placeholder": "vendor price page, contract"})
+from wallet.web.forms import PriceForm
 
 
 @bp.route("/prices", methods=["GET", "POST"])
