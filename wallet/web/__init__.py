@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from types import ModuleType
+
+from flask import Blueprint, Flask
 from flask_wtf.csrf import CSRFProtect
 
 csrf = CSRFProtect()
@@ -10,19 +12,7 @@ csrf = CSRFProtect()
 
 def init_app(app: Flask) -> None:
     """Register extensions, blueprints, error handlers and response headers."""
-    from wallet.web import (
-        admin,
-        api,
-        auth,
-        boundary,
-        errors,
-        filters,
-        guard,
-        headers,
-        portal,
-        public,
-        wellknown,
-    )
+    from wallet.web import api, boundary, errors, filters, guard, headers
 
     csrf.init_app(app)
     guard.init_app(app)
@@ -30,10 +20,46 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     headers.init_app(app)
     filters.init_app(app)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(wellknown.bp)
-    app.register_blueprint(public.bp)
-    app.register_blueprint(portal.bp)
-    app.register_blueprint(admin.bp)
-    app.register_blueprint(api.bp)
+    for blueprint, _modules in blueprints():
+        app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # bearer tokens; session callers must send X-CSRF-Token (guard)
+
+
+def blueprints() -> list[tuple[Blueprint, tuple[ModuleType, ...]]]:
+    """Every blueprint, in order of registration, with the modules that hold its views.
+
+    A view registers on its blueprint when its module is imported, and this is the one
+    place that imports them: a module not named here serves nothing. (They are imported
+    before the first app registers the blueprint, which takes no new route after that.)
+    """
+    from wallet.web import admin, api, auth, portal, public, wellknown
+    from wallet.web.admin import federation as admin_federation
+    from wallet.web.admin import grants as admin_grants
+    from wallet.web.admin import issued as admin_issued
+    from wallet.web.admin import keys as admin_keys
+    from wallet.web.admin import overview as admin_overview
+    from wallet.web.admin import people as admin_people
+    from wallet.web.admin import people_actions as admin_people_actions
+    from wallet.web.admin import prices as admin_prices
+    from wallet.web.api import federation as api_federation
+    from wallet.web.api import holds as api_holds
+    from wallet.web.api import me as api_me
+    from wallet.web.api import notes as api_notes
+    from wallet.web.api import openapi as api_openapi
+    from wallet.web.api import usage as api_usage
+    from wallet.web.portal import bring as portal_bring
+    from wallet.web.portal import dashboard as portal_dashboard
+    from wallet.web.portal import notes as portal_notes
+    from wallet.web.portal import tokens as portal_tokens
+    from wallet.web.portal import transactions as portal_transactions
+
+    return [
+        (auth.bp, (auth,)),
+        (wellknown.bp, (wellknown,)),
+        (public.bp, (public,)),
+        (portal.bp, (portal_dashboard, portal_tokens, portal_bring, portal_notes,
+                     portal_transactions)),
+        (admin.bp, (admin_overview, admin_people, admin_federation, admin_grants,
+                    admin_issued, admin_keys, admin_people_actions, admin_prices)),
+        (api.bp, (api_me, api_federation, api_holds, api_notes, api_openapi, api_usage)),
+    ]

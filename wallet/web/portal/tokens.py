@@ -1,0 +1,58 @@
+"""The engineer's personal API tokens: create, list, revoke."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from wallet import db
+from wallet.actions import orgs as org_actions
+from wallet.actions._base import utcnow
+from wallet.core.errors import WalletError
+from wallet.store import people
+from wallet.web import guard
+from wallet.web.forms import TokenForm
+from wallet.web.portal import bp
+
+
+@bp.route("/tokens", methods=["GET", "POST"])
+@guard.login_required
+def tokens(slug: str) -> tuple[str, int]:
+    """Personal API tokens: create (shown once, in this answer only), list, revoke."""
+    access = guard.org_access(slug, write=True)
+    form = TokenForm()
+    new_token, status = None, 200
+    if form.validate_on_submit():
+        try:
+            new_token, _row = org_actions.create_token(
+                db.session(), slug=slug, email=access.person.email,
+                label=form.label.data or "", expires_days=form.expires_days.data,
+                actor=guard.actor())
+        except WalletError as err:
+            form.label.errors = [*form.label.errors, err.message]
+            status = err.status
+        else:
+            form = TokenForm(formdata=None)  # a blank form under the new token
+    elif form.is_submitted():
+        status = 422
+    assert access.org.id is not None
+    rows = people.tokens_of(db.session(), org_id=access.org.id, person_id=access.person.id)
+    # The token goes out in this answer and nowhere else (not the session, not a log):
+    # the page is not cached, and a reload would ask before sending the form again.
+    return render_template("portal/tokens.html", access=access, form=form, rows=rows,
+                           new_token=new_token, now=utcnow()), status
+
+
+@bp.post("/tokens/<int(max=2147483647):token_id>/revoke")
+@guard.login_required
+def revoke_token(slug: str, token_id: int) -> Response:
+    """Revoke one of my tokens."""
+    guard.org_access(slug)
+    TokenForm().validate_on_submit()  # CSRF is checked globally; this keeps the form uniform
+    try:
+        org_actions.revoke_token(db.session(), slug=slug, token_id=token_id, actor=guard.actor())
+    except WalletError as err:
+        flash(err.message, "error")
+    else:
+        flash("Token revoked.", "success")
+    return redirect(request.referrer or url_for("portal.tokens", slug=slug))
