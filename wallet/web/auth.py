@@ -11,6 +11,7 @@ from wallet import db
 from wallet.actions import accounts
 from wallet.actions import sessions as session_actions
 from wallet.core.errors import RateLimited, Unauthorized, WalletError
+from wallet.models import Person
 from wallet.store import people
 from wallet.web import guard
 from wallet.web.forms import (
@@ -86,11 +87,9 @@ def logout() -> Response:
 def accept_invite(token: str) -> Page:
     """Join an organisation from its invitation: choose a first password, or confirm with
     the account's own (or while signed in as it)."""
-    session = db.session()
-    try:
-        found = accounts.link(session, token=token, purpose="join")
-    except Unauthorized as err:
-        return _dead_link(err)
+    found = _live_link(token, "join")
+    if not isinstance(found, accounts.Link):
+        return found
     me = guard.current_person()
     if me is not None and me.id != found.person.id:
         return render_template("invite.html", link=found, form=None, other=True), 403
@@ -99,10 +98,16 @@ def accept_invite(token: str) -> Page:
     if not form.validate_on_submit():
         return render_template("invite.html", link=found, form=form,
                                other=False), 422 if form.is_submitted() else 200
+    return _join(token, found, form, me)
+
+
+def _join(token: str, found: accounts.Link,
+          form: SetPasswordForm | JoinForm | JoinWithPasswordForm, me: Person | None) -> Page:
+    """Accept the invitation and start a session; or the page again with the refusal."""
     password = form.password.data if isinstance(form, SetPasswordForm | JoinWithPasswordForm) \
         else ""
     try:
-        person = accounts.accept_invitation(session, token=token, password=password or "",
+        person = accounts.accept_invitation(db.session(), token=token, password=password or "",
                                             address=guard.client_address(), signed_in=me)
     except WalletError as err:
         form.form_errors.append(err.message)
@@ -111,6 +116,14 @@ def accept_invite(token: str) -> Page:
     guard.start_session(person)  # new privileges, new session key
     flash(f"Welcome to {found.org.name}!", "success")
     return redirect(url_for("portal.dashboard", slug=found.org.slug))
+
+
+def _live_link(token: str, purpose: str) -> accounts.Link | tuple[str, int]:
+    """The invitation or reset link of `token`; or, used or expired, the page saying so."""
+    try:
+        return accounts.link(db.session(), token=token, purpose=purpose)
+    except Unauthorized as err:
+        return _dead_link(err)
 
 
 def _dead_link(err: Unauthorized) -> tuple[str, int]:
@@ -122,17 +135,15 @@ def _dead_link(err: Unauthorized) -> tuple[str, int]:
 @bp.route("/reset/<token>", methods=["GET", "POST"])
 def reset_password(token: str) -> Page:
     """Choose a new password from a reset link an administrator handed over."""
-    session = db.session()
-    try:
-        found = accounts.link(session, token=token, purpose="reset")
-    except Unauthorized as err:
-        return _dead_link(err)
+    found = _live_link(token, "reset")
+    if not isinstance(found, accounts.Link):
+        return found
     form = SetPasswordForm()
     if not form.validate_on_submit():
         return render_template("reset.html", link=found,
                                form=form), 422 if form.is_submitted() else 200
     try:
-        person = accounts.use_reset_link(session, token=token,
+        person = accounts.use_reset_link(db.session(), token=token,
                                          password=form.password.data or "")
     except WalletError as err:
         form.form_errors.append(err.message)

@@ -37,16 +37,22 @@ def verify_page(slug: str) -> tuple[str, int]:
     report, status = None, 200
     if form.validate_on_submit():
         ratelimit.limit("verify", guard.client_address())
-        text = (form.note.data or "").strip()
-        if not text and form.upload.data:
-            raw = form.upload.data.read(20_001)
-            text = raw.decode("utf-8", "replace").strip() if len(raw) <= 20_000 else ""
-            if not text:
-                form.upload.errors = ["Upload a note file of at most 20 KB."]
+        text = _note_text(form)
         if text:
             report = verify_as(session, slug=slug, body={"note": text})
-        elif not form.upload.errors:
-            form.note.errors = ["Paste a note, or upload its file."]
         status = 400 if form.errors else 200
     return render_template("public/verify.html", org=org, form=form, report=report,
                            labels=CHECK_LABELS, issuer=key_actions.issuer_id(org)), status
+
+
+def _note_text(form: VerifyForm) -> str:
+    """The pasted note, or the uploaded one; "" with the reason next to its field."""
+    text = (form.note.data or "").strip()
+    if not text and form.upload.data:
+        raw = form.upload.data.read(20_001)
+        text = raw.decode("utf-8", "replace").strip() if len(raw) <= 20_000 else ""
+        if not text:
+            form.upload.errors = ["Upload a note file of at most 20 KB."]
+    if not text and not form.upload.errors:
+        form.note.errors = ["Paste a note, or upload its file."]
+    return text

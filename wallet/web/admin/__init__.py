@@ -1,11 +1,35 @@
 """Administration pages: overview and funding, people, grants, notes, keys, trust, prices.
 
-This package holds the blueprint; the views are in its modules, which wallet/web/__init__.py
-imports (each module's routes register on `bp`).
+This package holds the blueprint and what its views share; the views are in its modules,
+which wallet/web/__init__.py imports (each module's routes register on `bp`).
 """
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, render_template
+
+from wallet import db
+from wallet.models import Membership, Person
+from wallet.store import people as people_store
+from wallet.web import guard
+from wallet.web.forms import PersonForm
 
 bp = Blueprint("admin", __name__, url_prefix="/orgs/<slug>/admin")
+
+
+def member(access: guard.Access, person_id: int) -> tuple[Membership, Person] | None:
+    """A member of the administered organisation, by person id; None if there is none."""
+    assert access.org.id is not None
+    session = db.session()
+    person = session.get(Person, person_id)
+    if person is None:
+        return None
+    membership = people_store.membership(session, org_id=access.org.id, person_id=person_id)
+    return None if membership is None else (membership, person)
+
+
+def members_page(access: guard.Access, form: PersonForm, **shown: str | None) -> str:
+    """The members page with `form`, and what else it shows once (an invitation link...)."""
+    assert access.org.id is not None
+    rows = people_store.members(db.session(), org_id=access.org.id)
+    return render_template("admin/people.html", access=access, form=form, rows=rows, **shown)

@@ -53,14 +53,19 @@ def _trust_add(slug: str, form: TrustForm) -> Response | tuple[int, list[dict[st
     except WalletError as err:
         form.issuer.errors = [err.message]
         return 400, None
-    name = done.entry.name or done.entry.issuer
-    flash({"added": f"Now trusting {name}. Compare the key fingerprints below with the"
-                    " issuer's administrators.",
-           "replaced": f"Replaced {name}'s policy and keys: "
-                       + "; ".join(str(c) for c in done.changes) + ".",
-           "unchanged": f"{name} is trusted already with this policy and these keys;"
-                        " nothing changed."}[done.outcome], "success")
+    flash(_trusted(done), "success")
     return redirect(url_for("admin.trust", slug=slug))
+
+
+def _trusted(done: trust_actions.Trusted) -> str:
+    """What trusting did, in words."""
+    name = done.entry.name or done.entry.issuer
+    return {"added": f"Now trusting {name}. Compare the key fingerprints below with the"
+                     " issuer's administrators.",
+            "replaced": f"Replaced {name}'s policy and keys: "
+                        + "; ".join(str(c) for c in done.changes) + ".",
+            "unchanged": f"{name} is trusted already with this policy and these keys;"
+                         " nothing changed."}[done.outcome]
 
 
 @bp.post("/trust/remove")
@@ -135,10 +140,15 @@ def _record_settlement(slug: str, form: SettleForm, currency: str) -> Response |
     except WalletError as err:
         form.amount.errors = [err.message]
         return 400
-    way = "paid to" if form.direction.data == "paid" else "received from"
-    amount = format_display(parse_amount(form.amount.data or ""), currency)
-    reference = f" ({form.reference.data.strip()})" if (form.reference.data or "").strip() else ""
-    form.recorded(f"{amount} {way} {form.counterparty.data}{reference}")
+    form.recorded(_settled(form, currency))
     flash("Settlement recorded." if created else "Already recorded; nothing changed.",
           "success")
     return redirect(url_for("admin.settlement", slug=slug))
+
+
+def _settled(form: SettleForm, currency: str) -> str:
+    """What a settlement recorded, in words (shown if the same one is sent again)."""
+    way = "paid to" if form.direction.data == "paid" else "received from"
+    amount = format_display(parse_amount(form.amount.data or ""), currency)
+    reference = f" ({form.reference.data.strip()})" if (form.reference.data or "").strip() else ""
+    return f"{amount} {way} {form.counterparty.data}{reference}"

@@ -19,6 +19,7 @@ from wallet.core.errors import (
 from wallet.core.money import format_display
 from wallet.web import guard
 from wallet.web.admin import bp
+from wallet.web.fields import add_error
 from wallet.web.forms import GrantForm, ImportForm
 from wallet.web.paging import page_number
 
@@ -56,18 +57,26 @@ def _create(slug: str, form: GrantForm) -> Response | int:
             months=form.months.data, cliff_months=form.cliff_months.data,
             request_key=form.idempotency_key.data or "", memo=form.memo.data or "",
             actor=guard.actor())
-    except (AmountInvalid, InsufficientFunds) as err:
-        form.amount.errors = [*form.amount.errors, err.message]
-        return 422
-    except (NotFound, Conflict) as err:
-        form.email.errors = [*form.email.errors, err.message]
-        return 422
-    except IdempotencyConflict:
+    except WalletError as err:
+        return _grant_refused(form, err)
+    return _granted(slug, form, result)
+
+
+def _grant_refused(form: GrantForm, err: WalletError) -> int:
+    """Put the action's refusal next to the field it is about; the answer's status."""
+    if isinstance(err, AmountInvalid | InsufficientFunds):
+        add_error(form.amount, err.message)
+    elif isinstance(err, NotFound | Conflict):
+        add_error(form.email, err.message)
+    elif isinstance(err, IdempotencyConflict):
         form.key_spent()
         return 409
-    except WalletError as err:
+    else:
         form.form_errors.append(err.message)
-        return 422
+    return 422
+
+
+def _granted(slug: str, form: GrantForm, result: grant_actions.GrantResult) -> Response:
     g = result.grant
     how = ("immediately" if g.every is None and result.vested_now == g.amount
            else f"vesting in {len(result.tranches)} tranche(s)")
@@ -88,31 +97,41 @@ def grants_import(slug: str) -> Response | tuple[str, int]:
     upload = ImportForm()
     problems: RowsInvalid | None = None
     if upload.validate_on_submit():
-        storage = upload.file.data
-        data = storage.read(MAX_UPLOAD_BYTES + 1)
-        name = (storage.filename or "grants.csv")[:100]
-        try:
-            result = grant_actions.import_grants(db.session(), slug=slug, data=data,
-                                                 filename=name, actor=guard.actor())
-        except RowsInvalid as err:
-            problems = err
-            listed = (f"the first {len(err.problems)} are listed below" if
-                      err.total > len(err.problems) else "listed below")
-            upload.file.errors = [*upload.file.errors,
-                                  f"Nothing was imported: {err.total:,} problem(s), {listed}."
-                                  " Fix the file and upload it again."]
-        except WalletError as err:
-            upload.file.errors = [*upload.file.errors,
-                                  f"Nothing was imported: {err.message}"]
-        else:
-            if result.created:
-                flash(f"Imported {result.count:,} grant(s) totalling "
-                      f"{format_display(result.total, result.currency)} from {name}.",
-                      "success")
-            else:
-                flash(f"{name} was already imported; nothing changed.", "info")
-            return redirect(url_for("admin.grants", slug=slug))
+        done = _import(slug, upload)
+        if isinstance(done, Response):
+            return done
+        problems = done
     return _page(access, GrantForm(), upload, problems), 422
+
+
+def _import(slug: str, upload: ImportForm) -> Response | RowsInvalid | None:
+    """Import and redirect; or the refused file's report (None: no report), its summary put
+    next to the file field."""
+    storage = upload.file.data
+    data = storage.read(MAX_UPLOAD_BYTES + 1)
+    name = (storage.filename or "grants.csv")[:100]
+    try:
+        result = grant_actions.import_grants(db.session(), slug=slug, data=data,
+                                             filename=name, actor=guard.actor())
+    except WalletError as err:
+        add_error(upload.file, _not_imported(err))
+        return err if isinstance(err, RowsInvalid) else None
+    if result.created:
+        flash(f"Imported {result.count:,} grant(s) totalling "
+              f"{format_display(result.total, result.currency)} from {name}.", "success")
+    else:
+        flash(f"{name} was already imported; nothing changed.", "info")
+    return redirect(url_for("admin.grants", slug=slug))
+
+
+def _not_imported(err: WalletError) -> str:
+    """Why nothing was imported, in words (a file's problems are listed below the form)."""
+    if not isinstance(err, RowsInvalid):
+        return f"Nothing was imported: {err.message}"
+    listed = (f"the first {len(err.problems)} are listed below" if
+              err.total > len(err.problems) else "listed below")
+    return (f"Nothing was imported: {err.total:,} problem(s), {listed}."
+            " Fix the file and upload it again.")
 
 
 def _page(access: guard.Access, form: GrantForm, upload: ImportForm,

@@ -13,6 +13,7 @@ from wallet.core.money import format_display
 from wallet.store import people
 from wallet.web import guard
 from wallet.web.admin import bp
+from wallet.web.fields import add_error
 from wallet.web.forms import FundForm
 
 
@@ -27,30 +28,37 @@ def overview(slug: str) -> Response | tuple[str, int]:
         if form.already_recorded():
             status = 409
         else:
-            try:
-                recorded = ledger_actions.fund(
-                    db.session(), slug=slug, amount=form.amount.data or "",
-                    idempotency_key=form.idempotency_key.data or "",
-                    memo=form.memo.data or "", actor=guard.actor())
-            except IdempotencyConflict:
-                form.key_spent()
-                status = 409
-            except WalletError as err:
-                form.amount.errors = [*form.amount.errors, err.message]
-            else:
-                t = recorded.transfer
-                form.recorded(f"pool funded with {format_display(t.amount, t.currency)}"
-                              + (f" ({t.memo})" if t.memo else ""))
-                if recorded.created:
-                    flash(f"Pool funded with {format_display(t.amount, t.currency)}.",
-                          "success")
-                else:
-                    flash("That funding was already recorded; nothing changed.", "info")
-                return redirect(url_for("admin.overview", slug=slug))
+            done = _fund(slug, form)
+            if isinstance(done, Response):
+                return done
+            status = done
     pool = ledger_actions.pool(db.session(), org=access.org)
     liabilities = finance.liabilities(db.session(), org=access.org)
     return render_template("admin/overview.html", access=access, form=form, pool=pool,
                            liabilities=liabilities), status
+
+
+def _fund(slug: str, form: FundForm) -> Response | int:
+    """Fund the pool and redirect, or put the refusal on the form (a status)."""
+    try:
+        recorded = ledger_actions.fund(
+            db.session(), slug=slug, amount=form.amount.data or "",
+            idempotency_key=form.idempotency_key.data or "",
+            memo=form.memo.data or "", actor=guard.actor())
+    except IdempotencyConflict:
+        form.key_spent()
+        return 409
+    except WalletError as err:
+        add_error(form.amount, err.message)
+        return 200
+    t = recorded.transfer
+    funded = format_display(t.amount, t.currency)
+    form.recorded(f"pool funded with {funded}" + (f" ({t.memo})" if t.memo else ""))
+    if recorded.created:
+        flash(f"Pool funded with {funded}.", "success")
+    else:
+        flash("That funding was already recorded; nothing changed.", "info")
+    return redirect(url_for("admin.overview", slug=slug))
 
 
 @bp.get("/audit")

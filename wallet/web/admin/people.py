@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, url_for
+from flask import flash, redirect, url_for
 from werkzeug.wrappers import Response
 
 from wallet import db
 from wallet.actions import orgs as org_actions
 from wallet.core.errors import NotFound, WalletError
-from wallet.models import Person
-from wallet.store import people
 from wallet.web import guard
-from wallet.web.admin import bp
+from wallet.web.admin import bp, member, members_page
+from wallet.web.fields import add_error
 from wallet.web.forms import PersonForm
 
 
@@ -22,23 +21,24 @@ def people_page(slug: str) -> Response | str:
     access = guard.org_access(slug, admin=True)
     form = PersonForm()
     invite_url = None
-    if form.validate_on_submit():
-        try:
-            added = org_actions.add_person(
-                db.session(), slug=slug, email=form.email.data or "", role=form.role.data,
-                start=form.start.data, name=form.name.data or "", actor=guard.actor())
-        except WalletError as err:
-            form.email.errors = [*form.email.errors, err.message]
-        else:
-            flash(f"{added.person.email} added.", "success")
-            if added.invite:
-                invite_url = url_for("auth.accept_invite", token=added.invite, _external=True)
-            else:
-                return redirect(url_for("admin.people_page", slug=slug))
-    assert access.org.id is not None
-    rows = people.members(db.session(), org_id=access.org.id)
-    return render_template("admin/people.html", access=access, form=form, rows=rows,
-                           invite_url=invite_url)
+    if form.validate_on_submit() and (added := _add(slug, form)) is not None:
+        if not added.invite:
+            return redirect(url_for("admin.people_page", slug=slug))
+        invite_url = url_for("auth.accept_invite", token=added.invite, _external=True)
+    return members_page(access, form, invite_url=invite_url)
+
+
+def _add(slug: str, form: PersonForm) -> org_actions.Added | None:
+    """Add the person (flashed); None when refused, the reason next to the email."""
+    try:
+        added = org_actions.add_person(
+            db.session(), slug=slug, email=form.email.data or "", role=form.role.data,
+            start=form.start.data, name=form.name.data or "", actor=guard.actor())
+    except WalletError as err:
+        add_error(form.email, err.message)
+        return None
+    flash(f"{added.person.email} added.", "success")
+    return added
 
 
 @bp.post("/people/<int(max=2147483647):person_id>/invite")
@@ -46,18 +46,14 @@ def people_page(slug: str) -> Response | str:
 def reinvite(slug: str, person_id: int) -> Response | str:
     """A fresh invitation link for a member who has not joined (confirmed) yet."""
     access = guard.org_access(slug, admin=True)
-    assert access.org.id is not None
-    person = db.session().get(Person, person_id)
-    if person is None or people.membership(db.session(), org_id=access.org.id,
-                                           person_id=person_id) is None:
+    found = member(access, person_id)
+    if found is None:
         raise NotFound("no such member")
     try:
-        token = org_actions.invite_again(db.session(), slug=slug, email=person.email,
+        token = org_actions.invite_again(db.session(), slug=slug, email=found[1].email,
                                          actor=guard.actor())
     except WalletError as err:
         flash(err.message, "error")
         return redirect(url_for("admin.people_page", slug=slug))
-    rows = people.members(db.session(), org_id=access.org.id)
-    return render_template("admin/people.html", access=access, form=PersonForm(), rows=rows,
-                           invite_url=url_for("auth.accept_invite", token=token,
-                                              _external=True))
+    return members_page(access, PersonForm(), invite_url=url_for(
+        "auth.accept_invite", token=token, _external=True))

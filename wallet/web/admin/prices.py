@@ -11,6 +11,7 @@ from wallet.core.errors import AmountInvalid, WalletError
 from wallet.core.money import format_display
 from wallet.web import guard
 from wallet.web.admin import bp
+from wallet.web.fields import add_error
 from wallet.web.forms import PriceForm
 
 
@@ -22,25 +23,30 @@ def prices(slug: str) -> Response | tuple[str, int] | str:
     form = PriceForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            entry = usage_actions.set_price(
-                db.session(), slug=slug, model=form.model.data or "",
-                input_price=form.input_price.data or "",
-                output_price=form.output_price.data or "", source=form.source.data or "",
-                actor=guard.actor())
-        except AmountInvalid as err:
-            form.input_price.errors = [*form.input_price.errors, err.message]
-            status = 422
-        except WalletError as err:
-            form.model.errors = [*form.model.errors, err.message]
-            status = 422
-        else:
-            flash(f"{entry.model}: {format_display(entry.input_per_mtok, entry.currency)} input,"
-                  f" {format_display(entry.output_per_mtok, entry.currency)} output per million"
-                  " tokens.", "success")
-            return redirect(url_for("admin.prices", slug=slug))
+        done = _set_price(slug, form)
+        if isinstance(done, Response):
+            return done
+        status = done
     elif form.is_submitted():
         status = 422
     entries = usage_actions.catalogue(db.session(), org=access.org)
     return render_template("admin/prices.html", access=access, form=form,
                            entries=entries), status
+
+
+def _set_price(slug: str, form: PriceForm) -> Response | int:
+    """Set the price and redirect, or put the refusal next to its field (a status)."""
+    try:
+        entry = usage_actions.set_price(
+            db.session(), slug=slug, model=form.model.data or "",
+            input_price=form.input_price.data or "",
+            output_price=form.output_price.data or "", source=form.source.data or "",
+            actor=guard.actor())
+    except WalletError as err:
+        add_error(form.input_price if isinstance(err, AmountInvalid) else form.model,
+                  err.message)
+        return 422
+    flash(f"{entry.model}: {format_display(entry.input_per_mtok, entry.currency)} input,"
+          f" {format_display(entry.output_per_mtok, entry.currency)} output per million"
+          " tokens.", "success")
+    return redirect(url_for("admin.prices", slug=slug))

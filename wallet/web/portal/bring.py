@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import current_app, render_template
 
 from wallet import db
@@ -12,9 +10,10 @@ from wallet.actions import honour as honour_actions
 from wallet.actions import keys as key_actions
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import wallets
-from wallet.core import jose
+from wallet.actions.honour import Honoured
 from wallet.core.errors import RateLimited, WalletError
 from wallet.web import guard
+from wallet.web.fields import FieldError, add_error, json_of
 from wallet.web.forms import BringPresentationsForm, BringWalletForm
 from wallet.web.portal import bp
 from wallet.web.ratelimit import FixedWindow
@@ -27,45 +26,11 @@ MAX_WALLET_BYTES = 4 * 1024 * 1024
 def bring(slug: str) -> tuple[str, int]:
     """Upload a .ccwallet with its passphrase (or paste presentations) and see each note's fate."""
     access = guard.org_access(slug, write=True)
-    session = db.session()
     wallet_form = BringWalletForm(prefix="w")
     pres_form = BringPresentationsForm(prefix="p")
-    result, status = None, 200
-    try:
-        if wallet_form.submit_ok():
-            _limit_bring_in(access.person.id)
-            data = wallet_form.wallet.data.read(MAX_WALLET_BYTES + 1)
-            if len(data) > MAX_WALLET_BYTES:
-                raise _Refused(wallet_form.wallet, "The file is larger than 4 MiB.")
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _Refused(wallet_form.wallet, "This is not a wallet file.") from None
-            result = bring_actions.bring_wallet(
-                session, slug=slug, email=access.person.email, wallet_text=text,
-                passphrase=wallet_form.passphrase.data or "",
-                consumer=f"portal:{access.person.id}:{wallet_form.idempotency_key.data}"[:250])
-        elif pres_form.submit_ok():
-            try:  # strict and bounded: no RecursionError, no NUL on its way to the database
-                body = jose.json_value((pres_form.presentations.data or "").encode())
-            except WalletError:
-                raise _Refused(pres_form.presentations, "Paste the JSON exactly as"
-                               " 'wallet note present' printed it.") from None
-            items = body.get("presentations") if isinstance(body, dict) else body
-            result = honour_actions.honour(
-                session, slug=slug, email=access.person.email, presentations=items,
-                consumer=f"portal:{access.person.id}:{pres_form.idempotency_key.data}"[:250])
-    except _Refused as refused:
-        refused.field.errors = [*refused.field.errors, refused.message]
-        status = 400
-    except WalletError as err:
-        target = wallet_form.passphrase if err.code == "bad_passphrase" else (
-            wallet_form.wallet if wallet_form.wallet.data else pres_form.presentations)
-        target.errors = [*target.errors, err.message]
-        status = 429 if isinstance(err, RateLimited) else 400
-    if result is not None and not result.credited:
-        status = 422
+    result, status = _brought(slug, access, wallet_form, pres_form)
     # Bound to the signed-in engineer: presentations made with it credit only them.
+    session = db.session()
     nonce, expires = nonce_actions.new_nonce(session, slug=access.org.slug,
                                              person_id=access.person.id)
     summary = wallets.summary(session, org=access.org, person=access.person)
@@ -73,6 +38,67 @@ def bring(slug: str) -> tuple[str, int]:
         "portal/bring.html", access=access, wallet_form=wallet_form, pres_form=pres_form,
         result=result, summary=summary, nonce=nonce, nonce_expires=expires,
         audience=key_actions.issuer_id(access.org)), status
+
+
+Brought = tuple[Honoured | None, int]
+
+
+def _brought(slug: str, access: guard.Access, wallet_form: BringWalletForm,
+             pres_form: BringPresentationsForm) -> Brought:
+    """Honour what was sent, if anything: the result and the status (422: nothing
+    credited); a refusal goes next to its field."""
+    try:
+        if wallet_form.submit_ok():
+            return _bring_wallet(slug, access, wallet_form)
+        if pres_form.submit_ok():
+            return _bring_presentations(slug, access, pres_form)
+    except WalletError as err:
+        return None, _refused(err, wallet_form, pres_form)
+    return None, 200
+
+
+def _bring_wallet(slug: str, access: guard.Access, form: BringWalletForm) -> Brought:
+    _limit_bring_in(access.person.id)
+    text = _wallet_text(form)
+    if isinstance(text, FieldError):
+        return None, text.show()
+    result = bring_actions.bring_wallet(
+        db.session(), slug=slug, email=access.person.email, wallet_text=text,
+        passphrase=form.passphrase.data or "",
+        consumer=f"portal:{access.person.id}:{form.idempotency_key.data}"[:250])
+    return result, 200 if result.credited else 422
+
+
+def _wallet_text(form: BringWalletForm) -> str | FieldError:
+    data = form.wallet.data.read(MAX_WALLET_BYTES + 1)
+    if len(data) > MAX_WALLET_BYTES:
+        return FieldError(form.wallet, "The file is larger than 4 MiB.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return FieldError(form.wallet, "This is not a wallet file.")
+
+
+def _bring_presentations(slug: str, access: guard.Access,
+                         form: BringPresentationsForm) -> Brought:
+    body = json_of(form.presentations,
+                   "Paste the JSON exactly as 'wallet note present' printed it.")
+    if isinstance(body, FieldError):
+        return None, body.show()
+    items = body.get("presentations") if isinstance(body, dict) else body
+    result = honour_actions.honour(
+        db.session(), slug=slug, email=access.person.email, presentations=items,
+        consumer=f"portal:{access.person.id}:{form.idempotency_key.data}"[:250])
+    return result, 200 if result.credited else 422
+
+
+def _refused(err: WalletError, wallet_form: BringWalletForm,
+             pres_form: BringPresentationsForm) -> int:
+    """Put an action's refusal next to the field it is about; the answer's status."""
+    target = wallet_form.passphrase if err.code == "bad_passphrase" else (
+        wallet_form.wallet if wallet_form.wallet.data else pres_form.presentations)
+    add_error(target, err.message)
+    return 429 if isinstance(err, RateLimited) else 400
 
 
 def _limit_bring_in(person_id: int | None) -> None:
@@ -89,9 +115,3 @@ def _limit_bring_in(person_id: int | None) -> None:
     except RateLimited:
         raise RateLimited("Too many wallet files brought in this minute; try again in a"
                           " minute.") from None
-
-
-class _Refused(Exception):
-    def __init__(self, field: Any, message: str) -> None:
-        super().__init__(message)
-        self.field, self.message = field, message

@@ -11,6 +11,7 @@ from wallet.actions._base import utcnow
 from wallet.core.errors import WalletError
 from wallet.store import people
 from wallet.web import guard
+from wallet.web.fields import add_error
 from wallet.web.forms import TokenForm
 from wallet.web.portal import bp
 
@@ -23,24 +24,35 @@ def tokens(slug: str) -> tuple[str, int]:
     form = TokenForm()
     new_token, status = None, 200
     if form.validate_on_submit():
-        try:
-            new_token, _row = org_actions.create_token(
-                db.session(), slug=slug, email=access.person.email,
-                label=form.label.data or "", expires_days=form.expires_days.data,
-                actor=guard.actor())
-        except WalletError as err:
-            form.label.errors = [*form.label.errors, err.message]
-            status = err.status
-        else:
+        new_token, status = _create(slug, access, form)
+        if new_token is not None:
             form = TokenForm(formdata=None)  # a blank form under the new token
     elif form.is_submitted():
         status = 422
+    return _page(access, form, new_token), status
+
+
+def _page(access: guard.Access, form: TokenForm, new_token: str | None) -> str:
+    """The tokens page; `new_token`: one just made, shown once."""
     assert access.org.id is not None
     rows = people.tokens_of(db.session(), org_id=access.org.id, person_id=access.person.id)
     # The token goes out in this answer and nowhere else (not the session, not a log):
     # the page is not cached, and a reload would ask before sending the form again.
     return render_template("portal/tokens.html", access=access, form=form, rows=rows,
-                           new_token=new_token, now=utcnow()), status
+                           new_token=new_token, now=utcnow())
+
+
+def _create(slug: str, access: guard.Access, form: TokenForm) -> tuple[str | None, int]:
+    """The new token and 200; or None and the status, the refusal put next to the label."""
+    try:
+        new_token, _row = org_actions.create_token(
+            db.session(), slug=slug, email=access.person.email,
+            label=form.label.data or "", expires_days=form.expires_days.data,
+            actor=guard.actor())
+    except WalletError as err:
+        add_error(form.label, err.message)
+        return None, err.status
+    return new_token, 200
 
 
 @bp.post("/tokens/<int(max=2147483647):token_id>/revoke")

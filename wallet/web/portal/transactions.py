@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import render_template, request
 
 from wallet import db
 from wallet.core import ledger as rules
+from wallet.models import Transfer
 from wallet.store import ledger as ledger_store
 from wallet.web import guard
 from wallet.web.paging import page_number
@@ -32,13 +35,17 @@ def transactions(slug: str) -> str:
                                   limit=PAGE + 1, offset=(page - 1) * PAGE)
     names = ledger_store.account_names(
         session, ids={r.from_account_id for r in rows} | {r.to_account_id for r in rows})
-    wallet_name = rules.wallet(access.person.id)
-    items = [{
-        "row": r, "source": names.get(r.from_account_id, "?"),
-        "destination": names.get(r.to_account_id, "?"),
-        # What the movement did to the available balance: in, out, or neither.
-        "sign": 1 if names.get(r.to_account_id) == wallet_name else (
-            -1 if names.get(r.from_account_id) == wallet_name else 0),
-    } for r in rows[:PAGE]]
+    items = [_item(r, names, rules.wallet(access.person.id)) for r in rows[:PAGE]]
     return render_template("portal/transactions.html", access=access, items=items, page=page,
                            has_next=len(rows) > PAGE, kind=kind, kinds=KINDS)
+
+
+def _item(row: Transfer, names: dict[int, str], wallet_name: str) -> dict[str, Any]:
+    """One transfer as the page lists it: its accounts by name, and what it did to the
+    available balance (`sign`: in 1, out -1, or neither 0)."""
+    return {
+        "row": row, "source": names.get(row.from_account_id, "?"),
+        "destination": names.get(row.to_account_id, "?"),
+        "sign": 1 if names.get(row.to_account_id) == wallet_name else (
+            -1 if names.get(row.from_account_id) == wallet_name else 0),
+    }
