@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -79,67 +79,76 @@ def from_error(err: WalletError) -> Response:
 
 def init_app(app: Flask) -> None:
     """Register the handlers."""
+    app.register_error_handler(WalletError, _wallet_error)
+    app.register_error_handler(CSRFError, _csrf)
+    app.register_error_handler(HTTPException, _http)
+    app.register_error_handler(sa.exc.DBAPIError, _database)
+    app.register_error_handler(Exception, _unexpected)
 
-    @app.errorhandler(WalletError)
-    def _wallet_error(err: WalletError) -> tuple[str, int] | Response:
-        if wants_json():
-            return from_error(err)
-        return render_template("error.html", title=err.title, message=err.message,
-                               status=err.status), err.status
 
-    @app.errorhandler(CSRFError)
-    def _csrf(err: CSRFError) -> tuple[str, int] | Response:
-        message = ("This form has expired or was not sent from this site."
-                   " Reload the page and try again.")
-        if wants_json():
-            return problem(400, "csrf_failed", message)
-        return render_template("error.html", title="Form expired", message=message,
-                               status=400), 400
+def _wallet_error(err: WalletError) -> tuple[str, int] | Response:
+    if wants_json():
+        return from_error(err)
+    return render_template("error.html", title=err.title, message=err.message,
+                           status=err.status), err.status
 
-    @app.errorhandler(HTTPException)
-    def _http(err: HTTPException) -> tuple[str, int, dict[str, str]] | Response:
-        status = err.code or 500
-        # Keep what HTTP asks of the status (Allow on a 405, Retry-After, ...).
-        headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
-        if wants_json():
-            code = _HTTP_CODES.get(status, "http_error")
-            detail = err.description if code != "http_error" else f"{err.name}: {err.description}"
-            answer = problem(status, code, detail)
-            answer.headers.update(headers)
-            return answer
-        return render_template("error.html", title=err.name, message=err.description,
-                               status=status), status, headers
 
-    @app.errorhandler(sa.exc.DBAPIError)
-    def _database(err: sa.exc.DBAPIError) -> tuple[str, int] | Response:
-        # A connection that died under a statement (a database restart or failover): the
-        # transaction is gone with it and SQLAlchemy has already discarded the pool's
-        # other connections. A retry is safe.
-        if isinstance(err, sa.exc.DataError):
-            # The database refused a value (a NUL, a number out of range) that the
-            # boundary should have refused first: the request's fault, but a gap to close.
-            db.session().rollback()
-            log.warning("database refused a value on %s %s: %s", request.method,
-                        request.path, type(err.orig).__name__)
-            return _wallet_error(Malformed("a value in this request cannot be stored;"
-                                           " nothing was changed"))
-        if not err.connection_invalidated:
-            return _unexpected(err)  # any other database error is a bug
-        log.warning("database connection lost on %s %s: %s", request.method, request.path,
-                    type(err.orig).__name__)
-        lost = DatabaseUnavailable("The database connection was lost. Nothing was changed;"
-                                   " please try again.")
-        answer = _wallet_error(lost)
-        response = answer if isinstance(answer, Response) else app.make_response(answer)
-        response.headers["Retry-After"] = "1"
-        return response
+def _csrf(err: CSRFError) -> tuple[str, int] | Response:
+    message = ("This form has expired or was not sent from this site."
+               " Reload the page and try again.")
+    if wants_json():
+        return problem(400, "csrf_failed", message)
+    return render_template("error.html", title="Form expired", message=message,
+                           status=400), 400
 
-    @app.errorhandler(Exception)
-    def _unexpected(err: Exception) -> tuple[str, int] | Response:
-        # Never a traceback to a user; the log keeps it (it never holds key material).
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        message = "Something went wrong on our side. Nothing was changed; please try again."
-        if wants_json():
-            return problem(500, "internal_error", message)
-        return render_template("error.html", title="Internal error", message=message,
-                               status=500), 500
+
+def _http(err: HTTPException) -> tuple[str, int, dict[str, str]] | Response:
+    status = err.code or 500
+    # Keep what HTTP asks of the status (Allow on a 405, Retry-After, ...).
+    headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
+    if wants_json():
+        code = _HTTP_CODES.get(status, "http_error")
+        detail = err.description if code != "http_error" else f"{err.name}: {err.description}"
+        answer = problem(status, code, detail)
+        answer.headers.update(headers)
+        return answer
+    return render_template("error.html", title=err.name, message=err.description,
+                           status=status), status, headers
+
+
+def _database(err: sa.exc.DBAPIError) -> tuple[str, int] | Response:
+    # A connection that died under a statement (a database restart or failover): the
+    # transaction is gone with it and SQLAlchemy has already discarded the pool's
+    # other connections. A retry is safe.
+    if isinstance(err, sa.exc.DataError):
+        return _unstorable(err)
+    if not err.connection_invalidated:
+        return _unexpected(err)  # any other database error is a bug
+    log.warning("database connection lost on %s %s: %s", request.method, request.path,
+                type(err.orig).__name__)
+    lost = DatabaseUnavailable("The database connection was lost. Nothing was changed;"
+                               " please try again.")
+    answer = _wallet_error(lost)
+    response = answer if isinstance(answer, Response) else current_app.make_response(answer)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _unstorable(err: sa.exc.DataError) -> tuple[str, int] | Response:
+    # The database refused a value (a NUL, a number out of range) that the boundary
+    # should have refused first: the request's fault, but a gap to close.
+    db.session().rollback()
+    log.warning("database refused a value on %s %s: %s", request.method,
+                request.path, type(err.orig).__name__)
+    return _wallet_error(Malformed("a value in this request cannot be stored;"
+                                   " nothing was changed"))
+
+
+def _unexpected(err: Exception) -> tuple[str, int] | Response:
+    # Never a traceback to a user; the log keeps it (it never holds key material).
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    message = "Something went wrong on our side. Nothing was changed; please try again."
+    if wants_json():
+        return problem(500, "internal_error", message)
+    return render_template("error.html", title="Internal error", message=message,
+                           status=500), 500

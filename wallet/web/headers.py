@@ -33,13 +33,16 @@ def init_app(app: Flask) -> None:
         if https:
             response.headers["Strict-Transport-Security"] = "max-age=63072000"
         if response.status_code == 401 and "WWW-Authenticate" not in response.headers:
-            # RFC 9110 §11.6.1: a 401 names a scheme; RFC 6750 §3: a token was sent
-            # and refused.
-            challenge = f'Bearer realm="{realm}"'
-            if request.headers.get("Authorization"):
-                challenge += ', error="invalid_token"'
-            response.headers["WWW-Authenticate"] = challenge
+            response.headers["WWW-Authenticate"] = _challenge(realm)
         if g.get("person") is not None or request.path.startswith("/api/"):
             # Pages and answers about a signed-in person are never cached.
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def _challenge(realm: str) -> str:
+    """RFC 9110 §11.6.1: a 401 names a scheme; RFC 6750 §3: a token was sent and refused."""
+    challenge = f'Bearer realm="{realm}"'
+    if request.headers.get("Authorization"):
+        challenge += ', error="invalid_token"'
+    return challenge

@@ -127,6 +127,10 @@ class ServerSessionInterface(SessionInterface):
             admin=session.admin, address=(request.remote_addr or "")[:64],
             user_agent=request.headers.get("User-Agent", "")[:200])
         store.create(record)
+        self._set_cookie(app, response, key, record)
+
+    def _set_cookie(self, app: Flask, response: Response, key: str,
+                    record: session_actions.Record) -> None:
         response.set_cookie(
             self.get_cookie_name(app), key, expires=record.absolute_at,
             httponly=self.get_cookie_httponly(app), domain=self.get_cookie_domain(app),
