@@ -53,10 +53,10 @@ def _rotate(slug: str, form: RotateKeyForm) -> None:
     except WalletError as err:
         flash(err.message, "error")
         return
-    retired = change.retired.kid[:12] + "…" if change.retired else None
-    form.recorded(f"new signing key {change.key.kid[:12]}… made"
+    retired = _short(change.retired.kid) if change.retired else None
+    form.recorded(f"new signing key {_short(change.key.kid)} made"
                   + (f", {retired} retired" if retired else ""))
-    flash(f"New active key {change.key.kid[:12]}…" + (f"; {retired} retired" if retired else ""),
+    flash(f"New active key {_short(change.key.kid)}" + (f"; {retired} retired" if retired else ""),
           "success")
 
 
@@ -84,6 +84,11 @@ def _revoke(slug: str, form: RevokeKeyForm) -> Response | None:
     except WalletError as err:
         form.compromised_at.errors = [err.message]
         return None
-    flash(f"Key {kid[:12]}… revoked; {change.notes_revoked} note(s) it signed"
+    flash(f"Key {_short(kid)} revoked; {change.notes_revoked} note(s) it signed"
           " since were revoked and their value returned to wallets.", "success")
     return redirect(url_for("admin.keys", slug=slug))
+
+
+def _short(kid: str) -> str:
+    """A key id as messages name it: its first 12 characters and an ellipsis."""
+    return f"{kid[:12]}…"
