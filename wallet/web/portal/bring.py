@@ -70,7 +70,7 @@ def _bring_wallet(slug: str, access: guard.Access, form: BringWalletForm) -> Bro
 
 
 def _wallet_text(form: BringWalletForm) -> str | FieldError:
-    data = form.wallet.data.read(MAX_WALLET_BYTES + 1)
+    data: bytes = form.wallet.data.read(MAX_WALLET_BYTES + 1)
     if len(data) > MAX_WALLET_BYTES:
         return FieldError(form.wallet, "The file is larger than 4 MiB.")
     try:

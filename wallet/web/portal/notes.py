@@ -102,7 +102,8 @@ def _export_to_new_wallet(slug: str, access: guard.Access, form: ExportForm) -> 
             amount=form.amount.data or "", passphrase=form.passphrase.data,
             actor=guard.actor(), request_key=form.idempotency_key.data)
     except WalletError as err:
-        return _refused(form, err)
+        _refused(form, err)
+        return None
     form.recorded(_exported(row))
     name = f"{access.org.slug}-{_short(row.jti)}.ccwallet"
     return flask.Response(wallet_text, mimetype="application/json", headers={
@@ -119,7 +120,8 @@ def _export_to_key(slug: str, access: guard.Access, form: ExportForm) -> Respons
                                   amount=form.amount.data or "", holder_jwk=jwk,
                                   actor=guard.actor(), request_key=form.idempotency_key.data)
     except WalletError as err:
-        return _refused(form, err)
+        _refused(form, err)
+        return None
     form.recorded(_exported(row))
     flash("Your note is ready: download it or scan its QR code.", "success")
     return redirect(url_for("portal.note_detail", slug=slug, jti=row.jti))
