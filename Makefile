@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# LiteLLM's proxy lives in a venv of its own (its pins clash with the test tools'); the
+# gateway tests start it from there. See docs/gateway.md.
+LITELLM_VENV  := .venv-litellm
+LITELLM_STAMP := $(LITELLM_VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
@@ -20,6 +24,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
+$(LITELLM_STAMP): pyproject.toml
+	@test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LITELLM_VENV)/bin/python -m pip install --quiet -e '.[litellm]'
+	@touch $(LITELLM_STAMP)
+
 venv: $(STAMP) ## create .venv and install the package with its test tools
 
 run: export WALLET_BASE_URL ?= http://$(HOST):$(PORT)
@@ -28,7 +38,7 @@ run: $(STAMP) ## bootstrap (venv, migrations, demo data) and serve on http://$(H
 	$(BIN)/wallet demo --if-empty
 	$(BIN)/wallet serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP) ## bootstrap and run the whole test suite (PostgreSQL too when WALLET_TEST_POSTGRES_URL is set)
+test: $(STAMP) $(LITELLM_STAMP) ## bootstrap and run the whole test suite (PostgreSQL too when WALLET_TEST_POSTGRES_URL is set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the suite without the browser and multi-process tests
@@ -50,7 +60,7 @@ screenshots: $(STAMP) ## refresh docs/images/ from the browser tests
 	WALLET_SCREENSHOTS=docs/images $(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
 
 clean: ## remove the venv and caches (keeps the local database, secrets and keys)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(LITELLM_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
 
 clean-instance: ## DELETE the local database, generated secrets and the keystore's private keys
 	rm -rf instance
