@@ -152,3 +152,22 @@ def test_bad_holds_are_clear_4xx_and_move_nothing(app: Flask, client: FlaskClien
     assert r.get_json()["code"] in (code, "amount_invalid")
     assert _me(app) == (10_000_000, 0)
     support.assert_ledger_sound(app)
+
+
+def test_the_portal_shows_calls_in_progress_and_spend_per_model(
+        app: Flask, client: FlaskClient, token: str) -> None:
+    hold = _hold(client, token, "p1", model="gpt-4o", max_input_tokens=1_000,
+                 max_output_tokens=1_000).get_json()
+    _send(client, token, f"{BASE}/{hold['id']}/capture", "p1c",
+          {"input_tokens": 1_000, "output_tokens": 500})  # 0.0025 + 0.005 = 0.0075
+    _hold(client, token, "p2", amount="1.25")
+    browser = app.test_client()
+    support.login(browser, ADA)
+    page = browser.get("/orgs/acme/wallet").get_data(as_text=True)
+    assert 'data-testid="held">1.25 USD' in page
+    assert "1 call in progress" in page
+    assert 'data-testid="spend-chart"' in page and "<code>gpt-4o</code>" in page
+    assert "0.0075 USD" in page
+    me = client.get("/api/v1/orgs/acme/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code in (403, 200)  # a service token has no wallet of its own
+    support.assert_ledger_sound(app)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -22,12 +22,14 @@ from wallet.actions import usage as usage_actions
 from wallet.actions.grants import vest_person
 from wallet.core import ledger as rules
 from wallet.core.money import format_display
+from wallet.core.spend import SpendChart, spend_chart
 from wallet.core.usage import Price, format_tokens, tokens_for
 from wallet.models import Note, Organization, Person, Tranche
 from wallet.store import grants as grant_store
 from wallet.store import holds as hold_store
 from wallet.store import ledger
 
+SPEND_DAYS = 14  # the portal's spend chart
 
 @dataclass(frozen=True, slots=True)
 class NextVest:
@@ -94,6 +96,7 @@ class Summary:
     buys: tuple[Buy, ...] = field(default=())
     held: int = 0  # reserved by open holds (calls in progress); not in `available`
     holds_open: int = 0
+    spend: SpendChart | None = None  # spend per model per day, the last 14 days
 
 
 def summary(session: Session, *, org: Organization, person: Person,
@@ -138,6 +141,10 @@ def summary(session: Session, *, org: Organization, person: Person,
         buys=buys(available, usage_actions.catalogue(session, org=org)),
         held=sum(h.amount for h in open_holds if h.currency == currency),
         holds_open=len(open_holds),
+        spend=spend_chart(hold_store.spend_by_model_and_day(
+            session, org_id=org.id, person_id=person.id,
+            since=clock.now() - timedelta(days=SPEND_DAYS)),
+            today=day, currency=currency, days=SPEND_DAYS),
     )
 
 
