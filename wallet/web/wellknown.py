@@ -1,4 +1,4 @@
-"""Public issuer documents: metadata, JWKS and status lists (DESIGN §7)."""
+"""Public issuer documents: metadata, JWKS and status lists (docs/protocol.md §6 "Issuer documents")."""
 
 from __future__ import annotations
 
