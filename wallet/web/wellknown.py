@@ -1,4 +1,7 @@
-"""Public issuer documents: metadata, JWKS and status lists (docs/protocol.md §6 "Issuer documents")."""
+"""Public issuer documents: metadata, JWKS and status lists.
+
+What each document holds: docs/protocol.md, §6 "Issuer documents".
+"""
 
 from __future__ import annotations
 
