@@ -33,9 +33,13 @@ $(LITELLM_STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv and install the package with its test tools
 
 run: export WALLET_BASE_URL ?= http://$(HOST):$(PORT)
-run: $(STAMP) ## bootstrap (venv, migrations, demo data) and serve on http://$(HOST):$(PORT)
+run: $(STAMP) ## bootstrap (venv, migrations, demo data), serve on http://$(HOST):$(PORT) with a job worker beside it
 	$(BIN)/wallet db upgrade
 	$(BIN)/wallet demo --if-empty
+	@# The worker runs in the background; Ctrl-C (or the server ending) stops it too.
+	@$(BIN)/wallet worker & worker=$$!; \
+	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
 	$(BIN)/wallet serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) $(LITELLM_STAMP) ## bootstrap and run the whole test suite (PostgreSQL too when WALLET_TEST_POSTGRES_URL is set)

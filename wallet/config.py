@@ -85,6 +85,12 @@ DEFAULTS: dict[str, Any] = {
     "WALLET_TRUST_REFRESH_SECONDS": 3600,
     "WALLET_IDEMPOTENCY_LEASE_SECONDS": 60,
     "WALLET_RESUBMIT_WINDOW_SECONDS": 600,  # a form sent again with the same values: refused
+    # Background jobs (wallet/jobs.py, `wallet worker`): Huey on Redis when a URL is set,
+    # else on an SQLite file (empty: jobs.sqlite3 in the instance folder); the queue's name
+    # keeps instances of different databases apart on one Redis.
+    "WALLET_REDIS_URL": "",
+    "WALLET_JOBS_FILE": "",
+    "WALLET_JOBS_QUEUE": "wallet",
 }
 
 _DEV_SECRET_MARKERS = ("dev", "change", "secret", "test", "example", "password")
