@@ -52,7 +52,7 @@ def test_cached_input_is_priced_apart_and_rounded_up_once() -> None:
     assert call_cost(uncached, Tokens(10, 0, 10)) == call_cost(uncached, Tokens(10, 0, 0))
 
 
-@pytest.mark.parametrize("value", [-1, 10**9 + 1, 1.0, "5", True, None])
+@pytest.mark.parametrize("value", [-1, 10**9 + 1, 1.5, "5", True, None])
 def test_token_counts_are_whole_numbers_within_bounds(value: object) -> None:
     with pytest.raises(Malformed):
         holds.used(value, 0)
@@ -88,3 +88,22 @@ def test_the_spend_chart_stacks_models_per_day_and_folds_the_rest_into_other() -
     today_bars = [b for b in chart.bars if b.day == today]
     assert min(b.y for b in today_bars) == chart.top  # the peak reaches the top
     assert spend_chart([(date(2026, 1, 1), "m", 5)], today=today, currency="USD") is None
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    (0, 0), (84084, 84084), (84084.0, 84084), (-3.0, -3), (2.0**53, 2**53),
+    (1.5, None), (2.0**53 + 2, None), (float("inf"), None), (float("nan"), None),
+    (True, None), (False, None), ("5", None), (None, None), ([5], None),
+])
+def test_a_whole_number_is_one_json_number_whatever_its_spelling(given: object,
+                                                                 expected: int | None) -> None:
+    assert holds.whole(given) == expected
+
+
+def test_integral_floats_count_and_fractions_do_not() -> None:
+    assert holds.worst_case(1000.0, 50) == holds.Tokens(1000, 50)
+    assert holds.check_ttl(60.0) == 60
+    with pytest.raises(Malformed, match="whole number"):
+        holds.used(10.5, 0)
+    with pytest.raises(Malformed, match="ttl_seconds"):
+        holds.check_ttl(0.5)

@@ -82,12 +82,17 @@ def test_a_cost_over_the_money_limit_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("tokens_in", "tokens_out"), [
-    (True, 1), (1, False), (1.0, 1), (1, 2.5), ("10", 1), (None, 1), (-1, 5), (5, -1),
+    (True, 1), (1, False), (1.5, 1), (1, 2.5), (2.0**60, 1), ("10", 1), (None, 1), (-1, 5), (5, -1),
     (0, 0), (10**12 + 1, 0), (0, 10**12 + 1),
 ])
 def test_token_counts_are_checked(tokens_in: object, tokens_out: object) -> None:
     with pytest.raises(Malformed):
         check_tokens(tokens_in, tokens_out)
+
+
+def test_an_integral_float_is_the_same_json_number() -> None:
+    """JSON has one number type: 1000.0 is 1000 (as JSON Schema's "integer" says)."""
+    assert check_tokens(1000.0, 2) == (1000, 2)
 
 
 def test_token_counts_at_the_bounds_pass() -> None:

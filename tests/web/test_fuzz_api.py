@@ -3,7 +3,7 @@
 Every operation runs the examples, coverage and fuzzing phases in positive and negative
 modes with every check on: no server error, every status, content type, header and body
 as documented, schema-valid requests accepted and schema-invalid ones refused. A
-personal token (ada at acme) and a service token (usage) authenticate the calls.
+personal token (ada at acme) and a service token (usage, holds) authenticate the calls.
 
 Sized for CI by `WALLET_FUZZ_EXAMPLES` (fuzzing examples per operation, default 40;
 about a minute for both databases) and `WALLET_FUZZ_SEED` (fixed by default, so a CI
@@ -129,7 +129,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schema.parametrize()
 def test_api_conforms_to_its_openapi_document(case: Any, fuzz_tokens: dict[str, str]) -> None:
-    token = fuzz_tokens["service" if case.path.endswith("/usage") else "personal"]
+    service = case.path.endswith("/usage") or "/holds" in case.path  # the gateway's routes
+    token = fuzz_tokens["service" if service else "personal"]
     _real_values(case.body)
     response = case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
     seen = f"{case.method} {case.path.rsplit('/', 1)[-1]} {response.status_code}"

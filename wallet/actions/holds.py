@@ -186,9 +186,12 @@ def capture(session: Session, *, slug: str, hold_id: str, body: dict[str, Any],
     return _closed(session, org, hold, email)
 
 
-def void(session: Session, *, slug: str, hold_id: str, actor: Actor) -> Closed:
+def void(session: Session, *, slug: str, hold_id: str, actor: Actor,
+         body: dict[str, Any] | None = None) -> Closed:
     """Release the whole hold (the call failed or was not made). Voiding a voided hold
-    answers the same; a captured or expired one is `conflict`."""
+    answers the same; a captured or expired one is `conflict`. The API's body is `{}`."""
+    if body:
+        raise Malformed(f"a void takes an empty body {{}} (got {', '.join(sorted(body))})")
     org, hold, email = _hold_of(session, slug, hold_id, actor)
     if hold.state == holds.VOIDED:
         return _closed(session, org, hold, email)

@@ -100,8 +100,10 @@ class Summary:
 
 
 def summary(session: Session, *, org: Organization, person: Person,
-            today: date | None = None) -> Summary:
-    """Return a person's balances at an organisation, vesting what is due first.
+            today: date | None = None, charts: bool = True) -> Summary:
+    """Return a person's balances at an organisation, vesting what is due first; with
+    `charts`, also the next tranche, the vesting and spend charts and what the balance
+    buys (the portal's pages; the API's balances leave them out).
 
     The lazy vesting commits its own transaction when something is due: call this
     outside an unfinished write.
@@ -115,12 +117,20 @@ def summary(session: Session, *, org: Organization, person: Person,
         .where(Note.org_id == org.id, Note.person_id == person.id, Note.state == "active",
                Note.currency == currency)
     ).one()
-    spent = sum(ledger.total_moved(session, org_id=org.id, currency=currency, source=source,
-                                   destination=rules.SPENT)
-                for source in (rules.wallet(person.id), rules.held(person.id)))
+    spent = ledger.total_moved(session, org_id=org.id, currency=currency,
+                               source=(rules.wallet(person.id), rules.held(person.id)),
+                               destination=rules.SPENT)
     open_holds = hold_store.open_of(session, org_id=org.id, person_id=person.id)
     available = ledger.balance(session, org_id=org.id, name=rules.wallet(person.id),
                                currency=currency)
+    unvested = ledger.balance(session, org_id=org.id, name=rules.unvested(person.id),
+                              currency=currency)
+    held = sum(h.amount for h in open_holds if h.currency == currency)
+    if not charts:
+        return Summary(currency=currency, available=available, unvested=unvested,
+                       spent=int(spent), outstanding_notes=int(outstanding[0]),
+                       outstanding_count=int(outstanding[1]), held=held,
+                       holds_open=len(open_holds))
     tranches = grant_store.tranches_of(session, org_id=org.id, person_id=person.id)
     start = grant_store.first_start(session, org_id=org.id, person_id=person.id)
     upcoming = [t for t in tranches if t.state == "pending" and t.due_on > day]
@@ -131,15 +141,14 @@ def summary(session: Session, *, org: Organization, person: Person,
     return Summary(
         currency=currency,
         available=available,
-        unvested=ledger.balance(session, org_id=org.id, name=rules.unvested(person.id),
-                                currency=currency),
+        unvested=unvested,
         spent=int(spent),
         outstanding_notes=int(outstanding[0]),
         outstanding_count=int(outstanding[1]),
         next_vest=next_vest,
         chart=vesting_chart(tranches, start=start, today=day, currency=currency),
         buys=buys(available, usage_actions.catalogue(session, org=org)),
-        held=sum(h.amount for h in open_holds if h.currency == currency),
+        held=held,
         holds_open=len(open_holds),
         spend=spend_chart(hold_store.spend_by_model_and_day(
             session, org_id=org.id, person_id=person.id,

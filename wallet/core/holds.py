@@ -75,10 +75,32 @@ def settle(*, held: int, cost: int, available: int) -> Settled:
     return Settled(cost, from_hold, held - from_hold, from_wallet, extra - from_wallet)
 
 
+def settle_within(*, held: int, cost: int) -> Settled | None:
+    """The split of a capture whose cost the hold covers (`cost <= held`), which never
+    involves the wallet, so it needs no balance; None for a cost above the hold (then
+    `settle` with the wallet's balance)."""
+    return settle(held=held, cost=cost, available=0) if cost <= held else None
+
+
+def whole(value: object) -> int | None:
+    """A JSON whole number as an int, else None. `84084.0` is the same JSON number as
+    `84084` (JSON Schema's "integer" admits both), so an integral float counts; a
+    fraction, a bool, a string or a float past 2^53 (no longer exact) does not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return None
+
+
 def check_count(name: str, value: object) -> int:
-    """A token count: a whole number 0..10^9 (not bool, float or string)."""
-    if not isinstance(value, int) or isinstance(value, bool):
+    """A token count: a whole number 0..10^9 (not bool, fraction or string)."""
+    number = whole(value)
+    if number is None:
         raise Malformed(f"{name} must be a whole number (got {shown(value)})")
+    value = number
     if value < 0:
         raise Malformed(f"{name} must not be negative (got {value})")
     if value > MAX_TOKENS:
@@ -112,18 +134,21 @@ def check_ttl(value: object) -> int:
     """Seconds a hold stays open: 1..3600, 600 when not given."""
     if value is None:
         return DEFAULT_TTL
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TTL:
+    seconds = whole(value)
+    if seconds is None or not 1 <= seconds <= MAX_TTL:
         raise Malformed(f"ttl_seconds must be a whole number of seconds from 1 to {MAX_TTL}"
                         f" (got {shown(value)})")
-    return value
+    return seconds
 
 
 def check_reference(value: object) -> str:
-    """The gateway's own reference for the call (free text, at most 200 characters)."""
+    """The gateway's own reference for the call: printable ASCII (an id, not prose), at
+    most 200 characters."""
     if value is None:
         return ""
-    if not isinstance(value, str) or len(value) > MAX_REFERENCE or not value.isprintable():
-        raise Malformed(f"reference must be printable text of at most {MAX_REFERENCE}"
+    if not isinstance(value, str) or len(value) > MAX_REFERENCE or not (
+            value.isascii() and value.isprintable()):
+        raise Malformed(f"reference must be printable ASCII of at most {MAX_REFERENCE}"
                         " characters")
     return value
 

@@ -19,7 +19,7 @@ from datetime import date
 from typing import Any
 
 from wallet.core.errors import AmountInvalid, Malformed, shown
-from wallet.core.holds import Tokens
+from wallet.core.holds import Tokens, whole
 from wallet.core.money import MAX_MICROS, format_amount, parse_amount
 
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are per million tokens
@@ -93,11 +93,13 @@ def call_cost(price: Price, tokens: Tokens) -> int:
 
 
 def check_tokens(input_tokens: object, output_tokens: object) -> tuple[int, int]:
-    """Validate token counts: whole numbers (not bool/float/str), 0..10^12, not both 0."""
+    """Validate token counts: whole numbers (not bool, fraction or string; 5.0 is 5, as in
+    JSON), 0..10^12, not both 0."""
     counts = []
-    for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise Malformed(f"{name} must be a whole number (got {shown(value)})")
+    for name, given in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        value = whole(given)
+        if value is None:
+            raise Malformed(f"{name} must be a whole number (got {shown(given)})")
         if value < 0:
             raise Malformed(f"{name} must not be negative (got {value})")
         if value > MAX_TOKENS:

@@ -460,16 +460,20 @@ def _describe(name: str) -> str:
         kind, name)
 
 
-def total_moved(session: Session, *, org_id: int, currency: str, source: str | None = None,
+def total_moved(session: Session, *, org_id: int, currency: str,
+                source: str | tuple[str, ...] | None = None,
                 destination: str | None = None, kind: str | None = None) -> int:
-    """Sum the transfers from `source` and/or to `destination` (optionally of one kind)."""
+    """Sum the transfers from `source` (one account, or any of several) and/or to
+    `destination` (optionally of one kind)."""
     t = Transfer.__table__
     a_from, a_to = Account.__table__.alias("src"), Account.__table__.alias("dst")
     query = (sa.select(sa.func.coalesce(sa.func.sum(t.c.amount), 0))
              .select_from(t.join(a_from, a_from.c.id == t.c.from_account_id)
                           .join(a_to, a_to.c.id == t.c.to_account_id))
              .where(t.c.org_id == org_id, t.c.currency == currency))
-    if source is not None:
+    if isinstance(source, tuple):
+        query = query.where(a_from.c.name.in_(source))
+    elif source is not None:
         query = query.where(a_from.c.name == source)
     if destination is not None:
         query = query.where(a_to.c.name == destination)

@@ -55,9 +55,9 @@ def void_hold(slug: str, hold_id: str) -> Response:
     principal = guard.api_principal(slug, service=True)
     assert principal.org.id is not None
 
-    def void(_body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def void(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         closed = hold_actions.void(db.session(), slug=slug, hold_id=hold_id,
-                                   actor=principal.actor)
+                                   actor=principal.actor, body=body)
         return 200, hold_actions.as_json(closed)
 
     return idempotency.run(org_id=principal.org.id, scope=f"holds/{hold_id[:60]}/void",

@@ -19,6 +19,8 @@ def summary_json(summary: wallets.Summary) -> dict[str, Any]:
         "unvested": format_amount(summary.unvested),
         "spent": format_amount(summary.spent),
         "outstanding_notes": format_amount(summary.outstanding_notes),
+        "held": format_amount(summary.held),  # reserved by calls in progress
+        "holds_open": summary.holds_open,
     }
 
 
@@ -27,5 +29,5 @@ def me(slug: str) -> dict[str, Any]:
     """The caller's balances at this organisation."""
     principal = guard.api_principal(slug)
     person = person_of(principal)
-    summary = wallets.summary(db.session(), org=principal.org, person=person)
+    summary = wallets.summary(db.session(), org=principal.org, person=person, charts=False)
     return {"email": person.email, "balance": summary_json(summary)}

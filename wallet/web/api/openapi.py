@@ -17,6 +17,10 @@ IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": True,
                               " and body: the stored response (Idempotent-Replayed: true)."
                               " Same key, other body: 422 idempotency_conflict. Still"
                               " running: 409 idempotency_in_flight."}
+HOLD_ID = {"name": "hold_id", "in": "path", "required": True,
+           "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+           "description": "A hold's id, hld_…; any other is not found."}
+TOKENS = {"type": "integer", "minimum": 0, "maximum": 10**9}  # wallet.core.holds.MAX_TOKENS
 PERSON = [{"bearerToken": []}, {"session": []}]
 # Anonymous, or as an engineer (token or session): a nonce asked for so is bound to them,
 # and verify then accepts it; a token that is sent is checked (401/403).
@@ -37,9 +41,24 @@ def _json(schema: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
 
 
+_RESPONSES = {401: "Unauthorized", 429: "TooManyRequests"}
+
+
 def _problem(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"$ref": "#/components/responses/"
-                             + ("Unauthorized" if s == 401 else "Problem")} for s in statuses}
+    return {str(s): {"$ref": "#/components/responses/" + _RESPONSES.get(s, "Problem")}
+            for s in statuses}
+
+
+# draft-ietf-httpapi-ratelimit-headers-11 §3 and §4: a List of one Item, named by a String.
+_RATE_LIMIT_HEADERS = {
+    "RateLimit-Policy": {
+        "description": 'The quota per window: "<bucket>-anonymous";q=120;w=60'
+                       ' (docs/operations.md, "Rate limits")',
+        "schema": {"type": "string", "pattern": '^"[a-z0-9_-]+";q=[0-9]+;w=[0-9]+$'}},
+    "RateLimit": {
+        "description": 'What is left, and when the window ends: "<policy>";r=0;t=37',
+        "schema": {"type": "string", "pattern": '^"[a-z0-9_-]+";r=[0-9]+;t=[0-9]+$'}},
+}
 
 
 def _body(schema: dict[str, Any] | str, *, jwt: bool = False) -> dict[str, Any]:
@@ -152,6 +171,34 @@ def spec() -> dict[str, Any]:
                 "responses": {"201": {"description": "Cost and new balance",
                                       "content": _json("UsageRecord")},
                               **_problem(400, 401, 403, 404, 409, 413, 422, 503)}}},
+            "/api/v1/orgs/{slug}/holds": {"post": {
+                "summary": "A compute gateway reserves the worst case of one model call for"
+                           " an engineer before making it (service token); docs/gateway.md",
+                "parameters": [SLUG, IDEMPOTENCY], "security": [{"bearerToken": []}],
+                "requestBody": _body("HoldRequest"),
+                "responses": {"201": {"description": "The hold, open",
+                                      "content": _json("Hold")},
+                              **_problem(400, 401, 403, 404, 409, 413, 422, 503)}}},
+            "/api/v1/orgs/{slug}/holds/{hold_id}": {"get": {
+                "summary": "A hold as it stands (an open hold past its expiry is expired)",
+                "parameters": [SLUG, HOLD_ID], "security": [{"bearerToken": []}],
+                "responses": {"200": {"description": "The hold", "content": _json("Hold")},
+                              **_problem(400, 401, 403, 404, 503)}}},
+            "/api/v1/orgs/{slug}/holds/{hold_id}/capture": {"post": {
+                "summary": "Settle a hold with what the call used: the cost (from the price"
+                           " snapshot of the hold) debited, the rest released; at most once",
+                "parameters": [SLUG, HOLD_ID, IDEMPOTENCY], "security": [{"bearerToken": []}],
+                "requestBody": _body("CaptureRequest"),
+                "responses": {"200": {"description": "The hold, captured",
+                                      "content": _json("Hold")},
+                              **_problem(400, 401, 403, 404, 409, 413, 422, 503)}}},
+            "/api/v1/orgs/{slug}/holds/{hold_id}/void": {"post": {
+                "summary": "Release a whole hold (the call failed or was not made)",
+                "parameters": [SLUG, HOLD_ID, IDEMPOTENCY], "security": [{"bearerToken": []}],
+                "requestBody": _body(_strict([])),
+                "responses": {"200": {"description": "The hold, voided",
+                                      "content": _json("Hold")},
+                              **_problem(400, 401, 403, 404, 409, 413, 422, 503)}}},
             "/api/v1/openapi.json": {"get": {
                 "summary": "This document",
                 "responses": {"200": {"description": "OpenAPI 3.1",
@@ -178,6 +225,15 @@ def spec() -> dict[str, Any]:
                         "schema": {"type": "string", "pattern": "^Bearer realm=\""}}},
                     "content": {"application/problem+json": {"schema": {
                         "$ref": "#/components/schemas/Problem"}}}},
+                "TooManyRequests": {
+                    "description": "Over the rate limit (rate_limited): come back after"
+                                   " Retry-After seconds",
+                    "headers": {"Retry-After": {
+                        "required": True, "description": "Seconds until the window ends",
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+                        **_RATE_LIMIT_HEADERS},
+                    "content": {"application/problem+json": {"schema": {
+                        "$ref": "#/components/schemas/Problem"}}}},
             },
             "schemas": {
                 "Money": money,
@@ -196,8 +252,63 @@ def spec() -> dict[str, Any]:
                                              "outstanding_notes"],
                                 "properties": {
                                     "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                                    "holds_open": {"type": "integer", "minimum": 0,
+                                                   "description": "calls in progress"},
                                     **{k: {"type": "string", "pattern": SHOWN_AMOUNT} for k in
-                                       ("available", "unvested", "spent", "outstanding_notes")}}}}},
+                                       ("available", "unvested", "spent", "outstanding_notes",
+                                        "held")}}}}},
+                "HoldRequest": {
+                    **_strict(["person"],
+                              person={"type": "string", "maxLength": 254, "pattern": "\\S",
+                                      "description": "The engineer's email address"},
+                              model={"type": "string",
+                                     "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$",
+                                     "description": "A model with a price at this"
+                                                    " organisation"},
+                              max_input_tokens=TOKENS, max_output_tokens=TOKENS,
+                              amount={"type": "string", "pattern": AMOUNT},
+                              ttl_seconds={"type": "integer", "minimum": 1, "maximum": 3600,
+                                           "description": "default 600"},
+                              reference={"type": "string", "pattern": "^[ -~]{0,200}$",
+                                         "description": "the gateway's own id of the call"}),
+                    "oneOf": [
+                        {"required": ["model", "max_input_tokens", "max_output_tokens"],
+                         "not": {"required": ["amount"]},
+                         "anyOf": [{"properties": {"max_input_tokens": {"minimum": 1}}},
+                                   {"properties": {"max_output_tokens": {"minimum": 1}}}]},
+                        {"required": ["amount"],
+                         "properties": {"max_input_tokens": False,
+                                        "max_output_tokens": False}}],
+                    "description": "The worst case of a call (model and both token counts,"
+                                   " not both 0), or an amount (optionally with the model)."},
+                "CaptureRequest": {
+                    **_strict([], input_tokens=TOKENS, output_tokens=TOKENS,
+                              cached_input_tokens=TOKENS,
+                              amount={"type": "string", "pattern": AMOUNT}),
+                    "oneOf": [{"required": ["input_tokens", "output_tokens"],
+                               "not": {"required": ["amount"]}},
+                              {"required": ["amount"],
+                               "maxProperties": 1}],
+                    "description": "What the call used (cached_input_tokens are part of"
+                                   " input_tokens, so at most as many; a hold placed for an"
+                                   " amount without a model is captured with an amount)."},
+                "Hold": {"type": "object",
+                         "required": ["id", "person", "model", "amount", "currency", "state",
+                                      "expires_at", "reference", "available"],
+                         "properties": {
+                             "id": {"type": "string", "pattern": "^hld_[A-Za-z0-9_-]{16,40}$"},
+                             "person": {"type": "string"},
+                             "model": {"type": ["string", "null"]},
+                             "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                             "state": {"enum": ["open", "captured", "voided", "expired"]},
+                             "expires_at": {"type": "string", "format": "date-time"},
+                             "reference": {"type": "string"},
+                             **{k: {"type": "string", "pattern": SHOWN_AMOUNT} for k in
+                                ("amount", "available", "cost", "released", "overrun")},
+                             "usage": {"type": "object", "properties": {
+                                 k: {"type": ["integer", "null"]} for k in
+                                 ("input_tokens", "output_tokens", "cached_input_tokens")}},
+                             "price": {"type": ["object", "null"]}}},
                 "ExportRequest": _strict(
                     ["amount", "holder_jwk"],
                     amount={"type": "string", "pattern": AMOUNT,
