@@ -554,3 +554,21 @@ class Hold(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+class RateLimitWindow(SQLModel, table=True):
+    """Requests counted in one fixed window of one rate-limit bucket and partition.
+
+    `key` is `<bucket>:<partition>` (a client address, a person, a token: wallet/web/
+    ratelimit.py); `resets_at` the Unix second the window ends. Counted by one
+    upsert-increment (`store/ratelimit.py`); rows whose window ended are purged at most
+    once a minute per process. UNLOGGED on PostgreSQL (migration 0005): a crash may forget
+    the counts, and a commit that wrote only this table waits for no WAL flush.
+    """
+
+    __tablename__ = "rate_limit_window"
+
+    key: str = Field(primary_key=True, max_length=200)
+    resets_at: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={
+        "autoincrement": False})
+    hits: int = Field(default=0)

@@ -6,8 +6,10 @@ implementations of `Dialect`, chosen once per engine by its dialect name
 
 - making the engine: SQLite's WAL, busy timeout and `BEGIN IMMEDIATE` on a 0600 file;
   PostgreSQL's pool, its ping after idling and its note of transactions that wrote;
-- the statements: insert-ignore, upsert, the one-trip record-and-move of a posting, bulk
-  copy, `IN` over many values, row locks, and a read of committed state only.
+- the statements: insert-ignore, upsert, an upsert-increment (rate-limit counts), the
+  one-trip record-and-move of a posting, bulk copy, `IN` over many values, row locks, and
+  a read of committed state only;
+- one migration step: a table that may skip crash safety (PostgreSQL's UNLOGGED).
 
 `run(session, statement, params)` is the one way the store executes Core, on both.
 
@@ -139,6 +141,31 @@ class Dialect:
             where=None if when is None else when(statement.excluded))
             .returning(table.c.id))
 
+    def increment(self, session: Session, table: sa.Table, values: Mapping[str, Any], *,
+                  conflict: Sequence[str], column: str) -> int:
+        """Insert `values`, or add its `column` to the row holding its unique key `conflict`;
+        return the column's new value.
+
+        One `INSERT … ON CONFLICT DO UPDATE SET column = column + excluded.column
+        RETURNING column` on both (SQLite ≥ 3.35): concurrent increments of one row wait
+        for each other's row (PostgreSQL) or for the write lock (SQLite), so none is lost
+        and each caller sees its own total.
+        """
+        statement = self._increment(table, tuple(conflict), column)
+        return int(run(session, statement, values).scalar_one())
+
+    @functools.cache  # noqa: B019
+    def _increment(self, table: sa.Table, conflict: tuple[str, ...], column: str) -> Any:
+        statement = self.insert(table)
+        return (statement.on_conflict_do_update(
+            index_elements=list(conflict),
+            set_={column: table.c[column] + statement.excluded[column]})
+            .returning(table.c[column]))
+
+    def make_volatile(self, connection: sa.Connection, table: str) -> None:
+        """Let `table` trade crash safety for speed where the database offers that (rows
+        that may be lost in a crash: rate-limit counts). A migration step."""
+
     def record_and_move(self, session: Session, table: sa.Table, values: Mapping[str, Any], *,
                         conflict: Sequence[str], move: sa.Update,
                         params: Mapping[str, Any]) -> tuple[int | None, Any]:
@@ -248,6 +275,13 @@ class PostgreSQL(Dialect):
 
     def may_have_written(self, connection: sa.Connection) -> bool:
         return connection.info.get(_WROTE, True) is not False  # unknown counts as yes
+
+    def make_volatile(self, connection: sa.Connection, table: str) -> None:
+        # UNLOGGED: no WAL for its rows, so a transaction that wrote only them commits
+        # without waiting for a WAL flush (an upsert-increment and its COMMIT: 0.22 ms
+        # against 0.4-1.9 ms logged, measured here). A crash empties the table and
+        # standbys do not see it: counts start again, which a rate limit can afford.
+        connection.exec_driver_sql(f'ALTER TABLE "{table}" SET UNLOGGED')
 
     def record_and_move(self, session: Session, table: sa.Table, values: Mapping[str, Any], *,
                         conflict: Sequence[str], move: sa.Update,
