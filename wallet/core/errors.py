@@ -238,6 +238,14 @@ class RateLimited(WalletError):
     title = "Too many requests"
 
 
+class RateLimitUnavailable(WalletError):
+    """The shared rate-limit count could not be read, and the endpoint fails closed."""
+
+    code = "rate_limit_unavailable"
+    status = 503
+    title = "Rate limit could not be checked"
+
+
 class DatabaseUnavailable(WalletError):
     code = "database_unavailable"
     status = 503
@@ -267,7 +275,7 @@ ERROR_CODES: tuple[str, ...] = tuple(
                 HolderBindingFailed, AudienceMismatch, NonceInvalid, PolicyRejected,
                 IssuerUnavailable, InsufficientFunds, Unauthorized, Forbidden,
                 IdempotencyConflict, IdempotencyInFlight, RateLimited, KeyUnavailable,
-                BadPassphrase, DatabaseUnavailable,
+                BadPassphrase, DatabaseUnavailable, RateLimitUnavailable,
             )
         }
     )
