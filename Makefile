@@ -13,7 +13,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-fast lint typecheck bench screenshots clean clean-instance
+.PHONY: help venv run serve-prod test test-fast lint typecheck bench screenshots clean clean-instance
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,10 @@ run: $(STAMP) ## bootstrap (venv, migrations, demo data), serve on http://$(HOST
 	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
 	trap 'exit 130' INT TERM; \
 	$(BIN)/wallet serve --host $(HOST) --port $(PORT)
+
+serve-prod: $(STAMP) ## gunicorn (deploy/gunicorn.conf.py) on PostgreSQL at $(HOST):$(PORT), behind a balancer: docs/deployment.md
+	@test -n "$$WALLET_DATABASE_URL" || { echo "make serve-prod: set WALLET_DATABASE_URL=postgresql+psycopg://user@host/dbname (instances share one PostgreSQL; make run is the SQLite default)" >&2; exit 2; }
+	$(BIN)/gunicorn -c deploy/gunicorn.conf.py --bind $(HOST):$(PORT)
 
 test: $(STAMP) $(LITELLM_STAMP) ## bootstrap and run the whole test suite (PostgreSQL too when WALLET_TEST_POSTGRES_URL is set)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

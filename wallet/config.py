@@ -50,10 +50,19 @@ DEFAULTS: dict[str, Any] = {
     "WALLET_LOGIN_MAX_DELAY_SECONDS": 900,
     "WALLET_LOGIN_FREE_FAILURES_PER_ADDRESS": 50,
     "WALLET_LOGIN_MAX_ADDRESS_DELAY_SECONDS": 60,
-    # Public endpoints (verify, nonces): requests per minute per client address and process.
+    # Rate limits (wallet/web/ratelimit.py; docs/operations.md, "Rate limits"): requests
+    # per minute and endpoint bucket, counted across every process and instance (in the
+    # database, or in Redis when WALLET_REDIS_URL is set). Anonymous requests per client
+    # address (verify, nonces, redeem, reissue); authenticated ones per person or service
+    # token (verify, nonces); wallet files brought in (each derives a key from a
+    # passphrase) per person. WALLET_RATE_LIMITS overrides one bucket's quota:
+    # "nonces:authenticated=1200, redeem:anonymous=600" (0: no limit).
     "WALLET_PUBLIC_RATE_PER_MINUTE": 120,
-    # Wallet files brought in (each derives a key from a passphrase): per person and process.
+    "WALLET_AUTHENTICATED_RATE_PER_MINUTE": 600,
     "WALLET_BRING_PER_MINUTE": 5,
+    "WALLET_RATE_LIMITS": "",
+    # Redis key prefix of the counts: keeps instances of different databases apart.
+    "WALLET_RATE_LIMIT_REDIS_PREFIX": "wallet:ratelimit:",
     "WALLET_TRUST_PROXY_HOPS": 0,  # how many reverse proxies set X-Forwarded-For
     # Browser sessions (kept on the server): absolute lifetime, and idle timeouts for a
     # person who administers any organisation and for everyone else; anonymous sessions

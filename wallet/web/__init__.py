@@ -12,7 +12,7 @@ csrf = CSRFProtect()
 
 def init_app(app: Flask) -> None:
     """Register extensions, blueprints, error handlers and response headers."""
-    from wallet.web import api, boundary, errors, filters, guard, headers
+    from wallet.web import api, boundary, errors, filters, guard, headers, ratelimit
 
     csrf.init_app(app)
     guard.init_app(app)
@@ -20,6 +20,7 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     headers.init_app(app)
     filters.init_app(app)
+    ratelimit.init_app(app)
     for blueprint, _modules in blueprints():
         app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # bearer tokens; session callers must send X-CSRF-Token (guard)

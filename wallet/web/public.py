@@ -36,7 +36,7 @@ def verify_page(slug: str) -> tuple[str, int]:
     form = VerifyForm()
     report, status = None, 200
     if form.validate_on_submit():
-        ratelimit.limit("verify", guard.client_address())
+        ratelimit.limit("verify", guard.current_person())
         text = _note_text(form)
         if text:
             report = verify_as(session, slug=slug, body={"note": text})

@@ -1,46 +1,142 @@
-"""A small fixed-window rate limiter for the public endpoints (verify, nonces).
+"""Rate limits per endpoint bucket, counted across every process and instance.
 
-It counts per client address and per process: with N worker processes the effective
-limit is N times the setting. That bounds abuse of unauthenticated endpoints without a
-shared store; put a proxy limit in front for a hard global figure (docs/operations.md).
+Anonymous requests are counted per client address; authenticated ones (a bearer token, or
+a signed-in session) per person, or per token for a service token, so an office behind
+one address never spends its engineers' allowance and a person's allowance does not
+grow with their tokens. A request whose credentials fail is counted as anonymous traffic
+from its address. Quotas are per minute and configurable per bucket (docs/operations.md,
+"Rate limits"); the count lives in the database or in Redis (`wallet.actions.ratelimit`).
+
+Each limited response carries `RateLimit-Policy` and `RateLimit`
+(draft-ietf-httpapi-ratelimit-headers-11); a refused one also `Retry-After`.
+In-process calls between organisations of this instance are not limited.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app, g, request
+from flask.wrappers import Response
 
-from wallet.core.errors import RateLimited
+from wallet.actions import ratelimit as counts
+from wallet.config import ConfigError
+from wallet.core import ratelimit as core
+from wallet.core.errors import WalletError
+from wallet.models import Person
+from wallet.web import guard
 
-
-class FixedWindow:
-    """Count events per key in one-minute windows."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._window = 0
-        self._counts: dict[str, int] = {}
-
-    def hit(self, key: str, limit: int, now: float | None = None) -> None:
-        """Count one event; raise `RateLimited` past `limit` per minute."""
-        window = int((now if now is not None else time.monotonic()) // 60)
-        with self._lock:
-            if window != self._window:
-                self._window, self._counts = window, {}
-            count = self._counts.get(key, 0) + 1
-            self._counts[key] = count
-        if count > limit:
-            raise RateLimited("too many requests from this address; try again in a minute")
+PUBLIC = "WALLET_PUBLIC_RATE_PER_MINUTE"
+AUTHENTICATED = "WALLET_AUTHENTICATED_RATE_PER_MINUTE"
+WINDOW_SECONDS = 60
 
 
-def limit(bucket: str, address: str) -> None:
-    """Apply the public-endpoint limit to one request (not to in-process calls between
-    organisations of this instance, which are not anonymous traffic)."""
-    from flask import request
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """An endpoint's limit: the settings of its quotas (None: that kind never reaches it)
+    and what happens when the store cannot count (`fail_open`: the request goes on)."""
 
+    anonymous: str | None
+    authenticated: str | None
+    fail_open: bool
+
+
+# Fail open where refusing would hurt more than an uncounted minute: verifying and issuing
+# nonces only read (and a nonce is a MAC, no row), and a peer's redeem is signed by an
+# organisation we trust. Fail closed where each request buys real work for an attacker:
+# a reissue signs a new note, a wallet file brought in costs a passphrase derivation
+# (0.1 s of CPU, and a guess at the passphrase).
+BUCKETS: dict[str, Bucket] = {
+    "verify": Bucket(PUBLIC, AUTHENTICATED, fail_open=True),
+    "nonces": Bucket(PUBLIC, AUTHENTICATED, fail_open=True),
+    "redeem": Bucket(PUBLIC, None, fail_open=True),  # a peer's server: per its address
+    "reissue": Bucket(PUBLIC, None, fail_open=False),  # the proof is the note: per address
+    "bring": Bucket(None, "WALLET_BRING_PER_MINUTE", fail_open=False),  # per person
+}
+
+
+def init_app(app: Flask) -> None:
+    """Check the quotas (a bad `WALLET_RATE_LIMITS` stops the start), choose the store,
+    and add the header fields to every limited response."""
+    _policies(app.config)
+    counts.init_app(app)
+    app.after_request(_add_headers)
+
+
+Policies = dict[tuple[str, str], core.Policy]
+_SETTINGS = (PUBLIC, AUTHENTICATED, "WALLET_BRING_PER_MINUTE", "WALLET_RATE_LIMITS")
+
+
+def _policies(config: Mapping[str, Any]) -> Policies:
+    """The policy of each (bucket, kind) under the settings as they are now (a test may
+    change them on a running app); worked out once per set of values."""
+    return _policies_for(tuple((name, str(config.get(name) or "")) for name in _SETTINGS))
+
+
+@functools.lru_cache(maxsize=16)
+def _policies_for(settings: tuple[tuple[str, str], ...]) -> Policies:
+    values = dict(settings)
+    try:
+        defaults = {(name, kind): int(values[setting])
+                    for name, bucket in BUCKETS.items()
+                    for kind, setting in (("anonymous", bucket.anonymous),
+                                          ("authenticated", bucket.authenticated))
+                    if setting is not None}
+        overrides = core.parse_overrides(values["WALLET_RATE_LIMITS"], defaults)
+        return core.policies(defaults, overrides, WINDOW_SECONDS)
+    except ValueError as err:
+        raise ConfigError(f"rate limits (WALLET_RATE_LIMITS, WALLET_*_PER_MINUTE): {err}"
+                          " (see docs/operations.md)") from None
+
+
+def limit(bucket: str, caller: guard.Principal | Person | None = None) -> None:
+    """Count this request in `bucket`, per `caller` (None: per client address); raise
+    `RateLimited` past the quota, `RateLimitUnavailable` when the store failed and the
+    bucket fails closed."""
     if request.environ.get("wallet.local_call"):
         return
-    limiter = current_app.extensions.setdefault("wallet.ratelimit", FixedWindow())
-    limiter.hit(f"{bucket}:{address}", int(current_app.config["WALLET_PUBLIC_RATE_PER_MINUTE"]))
+    kind, partition = _partition(caller)
+    policies = _policies(current_app.config)
+    policy = policies.get((bucket, kind)) or policies[(bucket, _other(kind))]
+    found = counts.count(policy, f"{bucket}:{partition}", fail_open=BUCKETS[bucket].fail_open)
+    g.rate_limit = found
+    where = " from this address" if kind == "anonymous" else ""
+    found.check(f"Too many requests{where} this minute; try again in {found.resets_in} s.")
+
+
+def limit_caller(bucket: str,
+                 authenticate: Callable[[], guard.Principal | None]) -> guard.Principal | None:
+    """Authenticate an optional caller, then count the request in `bucket`: per person or
+    token when that succeeds, per address when anonymous or when it fails (a bad token
+    buys no allowance of its own; past the address's quota it is answered 429)."""
+    try:
+        principal = authenticate()
+    except WalletError:
+        limit(bucket)
+        raise
+    limit(bucket, principal)
+    return principal
+
+
+def _partition(caller: guard.Principal | Person | None) -> tuple[str, str]:
+    person = caller.person if isinstance(caller, guard.Principal) else caller
+    if person is not None:
+        return "authenticated", f"p:{person.id}"
+    if isinstance(caller, guard.Principal) and caller.token is not None:
+        return "authenticated", f"t:{caller.token.id}"  # a service token
+    return "anonymous", f"a:{guard.client_address()}"
+
+
+def _other(kind: str) -> str:
+    return "anonymous" if kind == "authenticated" else "authenticated"
+
+
+def _add_headers(response: Response) -> Response:
+    found: core.Verdict | None = g.get("rate_limit")
+    if found is not None:
+        for name, value in found.headers().items():
+            response.headers[name] = value
+    return response

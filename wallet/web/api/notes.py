@@ -60,31 +60,37 @@ def my_notes(slug: str) -> dict[str, Any]:
     return {"notes": [note_json(v.row) | {"state": v.display_state} for v in views]}
 
 
-def _caller(slug: str) -> Person | None:
-    """The engineer behind an optionally authenticated call, or None when anonymous.
+def _caller(bucket: str, slug: str) -> Person | None:
+    """The engineer behind an optionally authenticated call, or None when anonymous;
+    the request counted in rate-limit `bucket` (per person or token, else per address).
 
     A bearer token, or a signed-in session that sends its `X-CSRF-Token` (as every
     session call that changes something must), is checked as for any API call: a bad
     token is 401, never quietly anonymous. A session without the header — a cross-site
-    form cannot add one — is anonymous. A service token is no person: anonymous too.
+    form cannot add one — is anonymous. A service token is no person: anonymous too
+    (but counted per token).
     """
-    if request.headers.get("Authorization") or (
-            guard.current_person() is not None and request.headers.get("X-CSRF-Token")):
-        return guard.api_principal(slug).person
-    return None
+
+    def authenticate() -> guard.Principal | None:
+        if request.headers.get("Authorization") or (
+                guard.current_person() is not None and request.headers.get("X-CSRF-Token")):
+            return guard.api_principal(slug)
+        return None
+
+    principal = ratelimit.limit_caller(bucket, authenticate)
+    return None if principal is None else principal.person
 
 
 @bp.post("/orgs/<slug>/verify")
 def verify(slug: str) -> dict[str, Any]:
     """Verify a note or presentations as this organisation would; no side effects."""
-    ratelimit.limit("verify", guard.client_address())
+    caller = _caller("verify", slug)
     if not request.is_json:
         raise Malformed("send JSON with Content-Type: application/json")
     try:
         body = request.get_json()  # `null` is JSON too and gets a report
     except BadRequest:
         raise Malformed("the body is not valid JSON") from None
-    caller = _caller(slug)
     return verify_as(db.session(), slug=slug, body=body,
                      person_id=caller.id if caller is not None else None)
 
@@ -92,7 +98,7 @@ def verify(slug: str) -> dict[str, Any]:
 @bp.post("/orgs/<slug>/notes/reissue")
 def reissue(slug: str) -> tuple[dict[str, Any], int]:
     """Reissue an expired note to its holder (proof: a presentation made for this issuer)."""
-    ratelimit.limit("reissue", guard.client_address())
+    ratelimit.limit("reissue")
     body = idempotency.json_body()
     if set(body) != {"presentation"}:
         raise Malformed('send {"presentation": "<expired note>~<KB-JWT for this issuer>"}')
@@ -108,8 +114,7 @@ def nonces(slug: str) -> tuple[dict[str, Any], int]:
     Asked for as an engineer (token or session), it is bound to them: honour spends
     only a nonce bound to the person it credits. Anonymous nonces serve verify.
     """
-    ratelimit.limit("nonces", guard.client_address())
-    caller = _caller(slug)
+    caller = _caller("nonces", slug)
     value, expires = nonce_actions.new_nonce(
         db.session(), slug=slug, person_id=caller.id if caller is not None else None)
     return {"nonce": value, "audience": signing.issuer_id_of(slug),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app, render_template
+from flask import render_template
 
 from wallet import db
 from wallet.actions import bring as bring_actions
@@ -11,12 +11,12 @@ from wallet.actions import keys as key_actions
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import wallets
 from wallet.actions.honour import Honoured
-from wallet.core.errors import RateLimited, WalletError
-from wallet.web import guard
+from wallet.core.errors import RateLimited, RateLimitUnavailable, WalletError
+from wallet.models import Person
+from wallet.web import guard, ratelimit
 from wallet.web.fields import FieldError, add_error, json_of
 from wallet.web.forms import BringPresentationsForm, BringWalletForm
 from wallet.web.portal import bp
-from wallet.web.ratelimit import FixedWindow
 
 MAX_WALLET_BYTES = 4 * 1024 * 1024
 
@@ -58,7 +58,7 @@ def _brought(slug: str, access: guard.Access, wallet_form: BringWalletForm,
 
 
 def _bring_wallet(slug: str, access: guard.Access, form: BringWalletForm) -> Brought:
-    _limit_bring_in(access.person.id)
+    _limit_bring_in(access.person)
     text = _wallet_text(form)
     if isinstance(text, FieldError):
         return None, text.show()
@@ -98,20 +98,19 @@ def _refused(err: WalletError, wallet_form: BringWalletForm,
     target = wallet_form.passphrase if err.code == "bad_passphrase" else (
         wallet_form.wallet if wallet_form.wallet.data else pres_form.presentations)
     add_error(target, err.message)
-    return 429 if isinstance(err, RateLimited) else 400
+    return err.status if isinstance(err, RateLimited | RateLimitUnavailable) else 400
 
 
-def _limit_bring_in(person_id: int | None) -> None:
+def _limit_bring_in(person: Person) -> None:
     """Count one wallet upload of this person; refuse past WALLET_BRING_PER_MINUTE.
 
     Each upload derives a key from a passphrase (up to 1,000,000 PBKDF2 rounds, about
-    0.1 s of CPU), so it is limited per person whatever their address or session: a
-    passphrase guesser or a CPU burner gets a few tries a minute. Counted per process,
-    like the public endpoints' limit (docs/keys.md).
+    0.1 s of CPU), so it is limited per person whatever their address, session or
+    instance: a passphrase guesser or a CPU burner gets a few tries a minute. When the
+    count cannot be kept the upload is refused (the bucket fails closed; docs/keys.md).
     """
-    limiter = current_app.extensions.setdefault("wallet.ratelimit.bring", FixedWindow())
     try:
-        limiter.hit(f"bring:{person_id}", int(current_app.config["WALLET_BRING_PER_MINUTE"]))
-    except RateLimited:
-        raise RateLimited("Too many wallet files brought in this minute; try again in a"
-                          " minute.") from None
+        ratelimit.limit("bring", person)
+    except RateLimited as err:
+        raise RateLimited("Too many wallet files brought in this minute; try again in"
+                          f" {err.extra.get('retry_after', 60)} seconds.") from None
