@@ -44,6 +44,11 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        # gunicorn >= 25.1 opens a control socket at one path per user: a second instance
+        # on the host takes it over and stopping either removes it, so `gunicornc` would
+        # reach the wrong instance or none (docs/deployment.md). Signals stay the interface.
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
 
     def load(self) -> Any:
         # Each worker builds its own app (and database engine) after the fork.
