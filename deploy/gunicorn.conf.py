@@ -161,26 +161,25 @@ access_log_format = ('%({x-forwarded-for}i)s via %(h)s %(t)s "%(r)s" %(s)s %(b)s
 
 
 def on_starting(server: Any) -> None:
-    """Before any worker: say what this instance serves, and refuse a database with no
-    schema (run `wallet db upgrade` once, not from every instance)."""
-    from wallet import migrations
-    from wallet.db import make_engine
+    """Before any worker: refuse a database with no schema (run `wallet db upgrade` once,
+    not from every instance), and say what looks wrong. Plain SQLAlchemy: the app is
+    built in the workers, never in the master."""
+    import sqlalchemy as sa
 
-    engine = make_engine(_URL)
+    url = make_url(_URL).set(drivername="postgresql+psycopg")  # the driver the app uses
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
     try:
-        current, head = migrations.current_revision(engine), migrations.head_revision(engine)
-    except Exception as err:  # unreachable now: /healthz answers 503 until it is back
+        with engine.connect() as connection:
+            migrated = sa.inspect(connection).has_table("alembic_version") and bool(
+                connection.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar())
+    except sa.exc.SQLAlchemyError as err:  # unreachable now: /healthz answers 503 till then
         server.log.warning("the database %s is not reachable yet: %s", _SHOWN,
                            type(err).__name__)
-        return
+        migrated = True
     finally:
         engine.dispose()
-    if current is None:
+    if not migrated:
         _refuse(f"the database {_SHOWN} has no schema: run `wallet db upgrade` once")
-    if current != head:
-        server.log.warning("the database is at migration %s, this code's newest is %s:"
-                           " run `wallet db upgrade` (docs/deployment.md, \"Upgrades\")",
-                           current, head)
     hops = os.environ.get("WALLET_TRUST_PROXY_HOPS", "")
     if hops.strip() == "0":
         server.log.warning("WALLET_TRUST_PROXY_HOPS=0 behind a balancer: every client has"
@@ -195,3 +194,22 @@ def on_starting(server: Any) -> None:
     server.log.info("wallet on %s, %d workers x %d threads, balancer %s",
                     _SHOWN, server.cfg.workers, server.cfg.threads,
                     ",".join(server.cfg.forwarded_allow_ips))
+
+
+def post_worker_init(worker: Any) -> None:
+    """In the first worker: warn when the database is not at this code's newest migration."""
+    if worker.age != 1:
+        return
+    from wallet import db, migrations
+
+    try:
+        with worker.wsgi.app_context():
+            engine = db.engine()
+            current, head = migrations.current_revision(engine), migrations.head_revision(engine)
+    except Exception as err:  # the database is down: /healthz says so
+        worker.log.warning("cannot read the database's migration: %s", type(err).__name__)
+        return
+    if current != head:
+        worker.log.warning("the database is at migration %s, this code's newest is %s: run"
+                           " `wallet db upgrade` (docs/deployment.md, \"Draining, restarts"
+                           " and upgrades\")", current, head)

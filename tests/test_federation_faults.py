@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +24,17 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests import fed_support as fs
+from tests import support
 from wallet.core.errors import IssuerUnavailable
 from wallet.peers import Fetched
+
+
+@pytest.fixture
+def app_config(db_url: str, tmp_path: Path) -> dict[str, Any]:
+    """Pending honours off: these tests pin what a honour answers at once when its issuer
+    fails (503 `issuer_unavailable`, nothing kept); with them on, such a note waits
+    instead (tests/test_pending_honours.py)."""
+    return support.test_config(db_url, tmp_path, WALLET_PENDING_HONOURS=False)
 
 
 @pytest.fixture(autouse=True)

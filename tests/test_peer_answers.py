@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,12 +23,21 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests import fed_support as fs
+from tests import support
 from tests.support import run_cli
 from wallet.core import jose, status
 from wallet.peers import Fetched
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 NASTY = "\x1b[2J\x1b]0;pwned\x07\r\nAcme\u202e AI\x7f"
+
+
+@pytest.fixture
+def app_config(db_url: str, tmp_path: Path) -> dict[str, Any]:
+    """Pending honours off: these tests pin what a honour answers at once when its issuer
+    fails (503 `issuer_unavailable`, nothing kept); with them on, such a note waits
+    instead (tests/test_pending_honours.py)."""
+    return support.test_config(db_url, tmp_path, WALLET_PENDING_HONOURS=False)
 
 
 @pytest.fixture(autouse=True)

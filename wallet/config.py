@@ -100,6 +100,13 @@ DEFAULTS: dict[str, Any] = {
     "WALLET_REDIS_URL": "",
     "WALLET_JOBS_FILE": "",
     "WALLET_JOBS_QUEUE": "wallet",
+    # Pending honours (docs/federation.md, "When the issuer sleeps"): a verified note whose
+    # issuer cannot be reached waits (202) and a job retries it: first after this many
+    # seconds, then doubling up to the most. Off: such a honour answers 503 as before (an
+    # instance that runs no `wallet worker` should turn it off).
+    "WALLET_PENDING_HONOURS": True,
+    "WALLET_PENDING_RETRY_SECONDS": 30,
+    "WALLET_PENDING_RETRY_MAX_SECONDS": 3600,
 }
 
 _DEV_SECRET_MARKERS = ("dev", "change", "secret", "test", "example", "password")

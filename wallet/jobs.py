@@ -30,7 +30,7 @@ from huey.api import TaskWrapper
 from huey.exceptions import ConfigurationError
 
 from wallet import db
-from wallet.actions import sweeps
+from wallet.actions import pending, sweeps
 from wallet.actions._base import Actor
 from wallet.config import ConfigError
 
@@ -57,6 +57,18 @@ def refresh_trust(app: Flask) -> int:
         return sweeps.refresh_stale(db.session(), max_age=max_age, actor=WORKER)
 
 
+def retry_pending(app: Flask) -> int:
+    """Try again the pending honours whose next try is due; how many were tried."""
+    with app.app_context():
+        return pending.retry_due(db.session())
+
+
+def retry_honour(app: Flask, pending_id: int) -> int:
+    """Try one pending honour again if its try is due (1) or not (0)."""
+    with app.app_context():
+        return int(pending.retry(db.session(), pending_id=pending_id) is not None)
+
+
 def expire_holds(app: Flask) -> int:
     """Release the holds past their expiry everywhere; how many (`wallet holds expire`)."""
     with app.app_context():
@@ -72,6 +84,7 @@ PERIODIC: dict[str, tuple[Callable[..., int], Schedule | None]] = {
     "vest_due": (vest_due, crontab(minute="5")),  # hourly (balances also vest when read)
     "refresh_trust": (refresh_trust, crontab(minute="*/10")),  # only stale pins are fetched
     "expire_holds": (expire_holds, crontab()),  # every minute
+    "retry_pending": (retry_pending, crontab()),  # every minute; each row has its backoff
 }
 
 
@@ -161,5 +174,7 @@ def _register(huey: Huey, app: Flask, name: str, fn: Callable[..., int],
     return huey.periodic_task(schedule, name=name)(run)
 
 
-# Jobs for one row, enqueued by the shell (none yet beside the sweeps).
-ON_DEMAND: dict[str, tuple[Callable[..., int], Schedule | None]] = {}
+# Jobs for one row, enqueued by the shell (the sweeps find the same rows when they are lost).
+ON_DEMAND: dict[str, tuple[Callable[..., int], Schedule | None]] = {
+    "retry_honour": (retry_honour, None),
+}

@@ -572,3 +572,49 @@ class RateLimitWindow(SQLModel, table=True):
     resets_at: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={
         "autoincrement": False})
     hits: int = Field(default=0)
+
+
+# -- pending honours (verifier side) ---------------------------------------------------------
+
+
+class PendingHonour(SQLModel, table=True):
+    """Verifier side: a honour whose presentation checked out while its issuer could not
+    be reached (`wallet.core.pending`). Nothing is credited while it is `pending`; the
+    presentation's nonce is spent for this person. A job retries the redeem until the
+    issuer answers: `pending -> honoured | refused | expired`, each by one conditional
+    update. One open pending honour per note (a partial unique index).
+    """
+
+    __tablename__ = "pending_honour"
+    __table_args__ = (
+        sa.UniqueConstraint("public_id"),
+        sa.CheckConstraint("state IN ('pending', 'honoured', 'refused', 'expired')",
+                           name="state"),
+        sa.CheckConstraint("amount > 0", name="positive"),
+        sa.Index("ix_pending_honour_state_due", "state", "next_attempt_at"),
+        sa.Index("ix_pending_honour_org_person", "org_id", "person_id"),
+        sa.Index("uq_pending_honour_open_note", "org_id", "issuer", "note_jti", unique=True,
+                 sqlite_where=sa.text("state = 'pending'"),
+                 postgresql_where=sa.text("state = 'pending'")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    public_id: str = Field(max_length=40)
+    org_id: int = _fk("organization.id")
+    person_id: int = _fk("person.id")
+    issuer: str = Field(max_length=300)
+    note_jti: str = Field(max_length=64)
+    amount: int = _micros()
+    currency: str = Field(max_length=3)
+    presentation: str = Field(sa_type=sa.Text)
+    consumer: str = Field(max_length=250)  # the request that spent the nonce
+    state: str = Field(default="pending", max_length=10)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = _ts()
+    note_expires_at: datetime = _ts()
+    last_error: str = Field(default="", max_length=300)  # why the last try failed
+    error_code: str | None = Field(default=None, max_length=40)  # refused or expired: why
+    error_message: str | None = Field(default=None, max_length=300)
+    honoured_id: int | None = _fk("honoured_note.id", nullable=True)
+    created_at: datetime = _ts()
+    closed_at: datetime | None = _ts(nullable=True)

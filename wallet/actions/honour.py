@@ -15,6 +15,11 @@ One honour, in three steps (docs/federation.md, "the life of one honour request"
 `honour` runs the three for the CLI, the portal and the demo; the API runs them under
 its Idempotency-Key (`honour_api` inside `wallet.actions.idempotency.once`), so the
 stored answer commits with the credits.
+
+A verified note whose issuer cannot be reached (its redeem endpoint, or its status list)
+is not refused when WALLET_PENDING_HONOURS is on: step 3 records a **pending honour**
+for it instead (nothing credited, the nonce spent for this engineer), and a background
+job retries the redeem (`wallet.actions.pending`) with these same steps.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import json
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import current_app
 from sqlmodel import Session
 
 from wallet import clock
@@ -34,7 +41,7 @@ from wallet.actions import signing
 from wallet.actions._base import atomic, commit, member_or_404, org_or_404
 from wallet.actions.lookups import Lookups
 from wallet.actions.wallets import balances
-from wallet.core import jose, ledger, notes, redeem
+from wallet.core import jose, ledger, notes, pending, redeem
 from wallet.core.errors import (
     AlreadyRedeemed,
     IssuerUnavailable,
@@ -50,6 +57,7 @@ from wallet.models import HonouredNote, Organization, Person, TrustedIssuer
 from wallet.peers import clean, clean_code, transport_for
 from wallet.store import federation as fed_store
 from wallet.store import ledger as ledger_store
+from wallet.store import pending as pending_store
 from wallet.store import people
 
 MAX_HONOUR = 50
@@ -66,10 +74,15 @@ class Outcome:
     error: WalletError | None = None
     receipt: str | None = None
     note: notes.Note | None = None
+    status_url: str | None = None  # a pending honour's: the issuer could not be reached
 
     @property
     def honoured(self) -> bool:
         return self.error is None and self.receipt is not None
+
+    @property
+    def pending(self) -> bool:
+        return self.status_url is not None
 
     def fail(self, err: WalletError) -> None:
         self.error = err
@@ -78,7 +91,9 @@ class Outcome:
         out: dict[str, Any] = {"index": self.index, "jti": self.jti, "issuer": self.issuer,
                                "amount": self.amount.as_json() if self.amount else None,
                                "honoured": self.honoured}
-        if self.error:
+        if self.pending:
+            out.update(state=pending.PENDING, status_url=self.status_url)
+        elif self.error:
             out["error"] = self.error.as_dict()
         if self.receipt:
             out["receipt"] = self.receipt
@@ -95,6 +110,17 @@ class Honoured:
     @property
     def credited(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.honoured]
+
+    @property
+    def pending(self) -> list[Outcome]:
+        """The notes waiting for their issuer (pending honours)."""
+        return [o for o in self.outcomes if o.pending]
+
+    def pending_answer(self, currency: str) -> dict[str, Any]:
+        """The 202 answer while notes wait for their issuer: the first one's status URL
+        (each pending note carries its own in `results`)."""
+        return {"state": pending.PENDING, "status_url": self.pending[0].status_url,
+                **self.as_json(currency)}
 
     def as_json(self, currency: str) -> dict[str, Any]:
         """The honour API's answer (docs/protocol.md)."""
@@ -125,6 +151,10 @@ class Plan:
     result: Honoured
     ready: list[tuple[Outcome, str]]  # each verified outcome and its presentation
     signer: tuple[str, Ed25519PrivateKey] | None
+    consumer: str = ""  # the request that spent the nonce
+    # Spent but not sent: their issuer's status list could not be fetched (pending honours).
+    deferred: list[tuple[Outcome, str]] = field(default_factory=list)
+    held: bool = False  # a pending honour's retry: the redeem request says "pending"
 
 
 def honour(session: Session, *, slug: str, email: str, presentations: object,
@@ -144,7 +174,9 @@ def honour(session: Session, *, slug: str, email: str, presentations: object,
     commit(session)  # the nonce is spent; no transaction is held while issuers answer
     done = redeem_at_issuers(plan)
     with atomic(session):
-        return credit(session, plan, done)
+        result = credit(session, plan, done)
+        wait_for_issuers(session, plan)
+        return result
 
 
 def honour_api(session: Session, *, org: Organization, person: Person,
@@ -158,6 +190,8 @@ def honour_api(session: Session, *, org: Organization, person: Person,
                    consumer=consumer)
     commit(session)  # the claim and the nonce; no transaction is held while issuers answer
     result = credit(session, plan, redeem_at_issuers(plan))
+    if wait_for_issuers(session, plan):  # stored with the key's answer: a retry replays it
+        return 202, result.pending_answer(org.currency)
     if not result.credited:
         raise result.refusal(org.currency)
     return 200, result.as_json(org.currency)
@@ -195,11 +229,13 @@ def prepare(session: Session, *, org: Organization, person: Person, presentation
             outcome.fail(err)
         elif pres is not None:
             verified.append((outcome, text, pres))
-    verified = _listed(lookups, verified)
-    ready = _spend(session, org, person, consumer, verified)
+    verified, unlisted = _listed(lookups, verified, defer=pending_on())
+    spent = _spend(session, org, person, consumer, verified + unlisted)
+    deferred = [(o, t) for o, t in spent if any(o is u for u, _t, _p in unlisted)]
+    ready = [(o, t) for o, t in spent if not any(o is d for d, _t in deferred)]
     signer = (signing.signer(session, org=org, rows=lookups.directory.own_key_rows())
               if ready else None)
-    return Plan(org, person, lookups, result, ready, signer)
+    return Plan(org, person, lookups, result, ready, signer, consumer, deferred)
 
 
 def _check(directory: Directory, text: object, now: int) -> _Checked:
@@ -211,13 +247,13 @@ def _check(directory: Directory, text: object, now: int) -> _Checked:
                                          audience=directory.own_id, now=now)
         if pres.note.issuer == directory.own_id:
             raise PolicyRejected("this organisation issued the note; revoke it instead")
-        _policy(directory.trusted(pres.note.issuer), pres.note)
+        check_policy(directory.trusted(pres.note.issuer), pres.note)
     except WalletError as err:
         return _Checked(pres, err)
     return _Checked(pres, None)
 
 
-def _policy(entry: TrustedIssuer | None, note: notes.Note) -> None:
+def check_policy(entry: TrustedIssuer | None, note: notes.Note) -> None:
     if entry is None:
         raise PolicyRejected("notes are honoured only from issuers in the trust list")
     accepted = entry.currencies.split(",")
@@ -228,10 +264,17 @@ def _policy(entry: TrustedIssuer | None, note: notes.Note) -> None:
         raise PolicyRejected("the note is larger than this issuer's cap per note")
 
 
-def _listed(lookups: Lookups, verified: list[tuple[Outcome, str, notes.Presentation]]
-            ) -> list[tuple[Outcome, str, notes.Presentation]]:
+Verified = list[tuple[Outcome, str, notes.Presentation]]
+
+
+def _listed(lookups: Lookups, verified: Verified, *,
+            defer: bool) -> tuple[Verified, Verified]:
     """The verified presentations whose notes their issuers' status lists let through
-    (fetched first where this process holds none: a network step); the others fail."""
+    (fetched first where this process holds none: a network step); the others fail.
+
+    `defer`: those whose list could not be fetched come back second, to wait for their
+    issuer as pending honours (nothing is credited before the issuer, the authority at
+    redemption, answers), instead of failing closed."""
     sources: dict[str, str] = {}
     for outcome, _text, pres in verified:
         try:
@@ -242,7 +285,7 @@ def _listed(lookups: Lookups, verified: list[tuple[Outcome, str, notes.Presentat
         if uri is not None:
             sources[uri] = pres.note.issuer
     lookups.fetch_lists(sources)
-    passed = []
+    passed, unlisted = [], []
     for outcome, text, pres in verified:
         if outcome.error is not None:
             continue
@@ -250,14 +293,15 @@ def _listed(lookups: Lookups, verified: list[tuple[Outcome, str, notes.Presentat
             lookups.check_status(pres.note, redeeming=True)
         except WalletError as err:
             outcome.fail(err)
+            if defer and isinstance(err, IssuerUnavailable):
+                unlisted.append((outcome, text, pres))
             continue
         passed.append((outcome, text, pres))
-    return passed
+    return passed, unlisted
 
 
 def _spend(session: Session, org: Organization, person: Person, consumer: str,
-           verified: list[tuple[Outcome, str, notes.Presentation]]
-           ) -> list[tuple[Outcome, str]]:
+           verified: Verified) -> list[tuple[Outcome, str]]:
     """Spend the one nonce of the verified presentations; those it cannot cover fail."""
     assert org.id is not None and person.id is not None
     ready = [(outcome, text) for outcome, text, _pres in verified]
@@ -332,7 +376,8 @@ def _request(plan: Plan, issuer: str, batch: list[tuple[Outcome, str]]) -> str:
     kid, key = plan.signer
     return redeem.request(verifier=plan.lookups.directory.own_id, issuer=issuer,
                           jti=notes.new_jti(secrets.token_bytes(16)), iat=clock.unix(),
-                          presentations=[text for _o, text in batch], kid=kid, key=key)
+                          presentations=[text for _o, text in batch], kid=kid, key=key,
+                          held=plan.held)
 
 
 def _post_redeem(endpoint: str, request_token: str) -> list[Any]:
@@ -424,3 +469,64 @@ def receipts_for(session: Session, *, org: Organization, person: Person) -> list
     """Notes from other issuers honoured for a person here."""
     assert org.id is not None and person.id is not None
     return fed_store.honoured_all(session, org_id=org.id, person_id=person.id)
+
+
+# -- 3b. wait for the issuers that could not be reached (pending honours) ------------------
+
+
+def pending_on() -> bool:
+    """Whether a note whose issuer cannot be reached waits as a pending honour (the
+    setting WALLET_PENDING_HONOURS; it needs a `wallet worker` to complete)."""
+    return bool(current_app.config["WALLET_PENDING_HONOURS"])
+
+
+def status_url(org: Organization, public_id: str) -> str:
+    """Where the engineer asks how a pending honour stands."""
+    return (f"{current_app.config['WALLET_BASE_URL']}/api/v1/orgs/{org.slug}"
+            f"/honours/{public_id}")
+
+
+def first_retry(now: datetime, attempts: int = 0) -> datetime:
+    """When to try a pending honour again after `attempts` tries (exponential backoff)."""
+    cfg = current_app.config
+    return now + timedelta(seconds=pending.next_delay(
+        attempts, first=int(cfg["WALLET_PENDING_RETRY_SECONDS"]),
+        most=int(cfg["WALLET_PENDING_RETRY_MAX_SECONDS"])))
+
+
+def wait_for_issuers(session: Session, plan: Plan) -> bool:
+    """Record a pending honour for each spent note whose issuer could not be reached (in
+    the caller's transaction); True when any note now waits. Off (nothing recorded) when
+    WALLET_PENDING_HONOURS is, and for a retry, which has its row already."""
+    if plan.held or not pending_on():
+        return False
+    waiting = [(o, t) for o, t in plan.ready if isinstance(o.error, IssuerUnavailable)]
+    for outcome, text in waiting + plan.deferred:
+        _wait(session, plan, outcome, text)
+    return bool(plan.result.pending)
+
+
+def _wait(session: Session, plan: Plan, outcome: Outcome, text: str) -> None:
+    org, person, note = plan.org, plan.person, outcome.note
+    assert org.id is not None and person.id is not None and note is not None
+    assert outcome.error is not None
+    now = clock.now()
+    public_id = f"ph_{secrets.token_urlsafe(18)}"
+    row_id = pending_store.insert(session, {
+        "public_id": public_id, "org_id": org.id, "person_id": person.id,
+        "issuer": note.issuer, "note_jti": note.jti, "amount": note.amount.micros,
+        "currency": note.amount.currency, "presentation": text,
+        "consumer": plan.consumer[:250], "state": pending.PENDING, "attempts": 0,
+        "next_attempt_at": first_retry(now), "note_expires_at": datetime.fromtimestamp(
+            note.exp, UTC), "last_error": outcome.error.message[:300], "created_at": now})
+    if row_id is None:  # the note waits already (presented again while its issuer sleeps)
+        found = pending_store.open_for_note(session, org_id=org.id, issuer=note.issuer,
+                                            jti=note.jti)
+        if found is None or found.person_id != person.id:
+            return  # not theirs to wait on: the outcome keeps its error
+        public_id = found.public_id
+    else:
+        people.audit(session, org_id=org.id, actor=person.email, action="note.pending",
+                     target=note.jti, details={"issuer": note.issuer,
+                                               "amount": str(note.amount)})
+    outcome.status_url = status_url(org, public_id)

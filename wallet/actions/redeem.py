@@ -42,6 +42,9 @@ from wallet.store import notes as note_store
 from wallet.store import people
 
 ISSUER_KB_MAX_AGE = 900  # the issuer accepts presentations B forwards up to 15 minutes late
+# ...and, in a request marked "pending" (B held them while we could not be reached), of
+# any age: the note's own validity still applies, and the note is redeemed once anyway.
+HELD_KB_MAX_AGE = 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +141,8 @@ def _redeem_one(session: Session, checked: _Request, text: str) -> NoteResult:
         try:
             pres = notes.verify_presentation(text, resolve=checked.directory.resolve,
                                              audience=request.verifier, now=checked.now,
-                                             max_age=ISSUER_KB_MAX_AGE)
+                                             max_age=HELD_KB_MAX_AGE if request.held
+                                             else ISSUER_KB_MAX_AGE)
         except (HolderBindingFailed, Expired) as err:
             # A retry after a lost answer may arrive late: if this verifier already
             # redeemed the note, give it the receipt it is owed.

@@ -34,11 +34,16 @@ REQUEST_MAX_AGE = 300
 
 
 def request(*, verifier: str, issuer: str, jti: str, iat: int, presentations: list[str],
-            kid: str, key: Ed25519PrivateKey) -> str:
-    """Sign B's redeem request to A."""
-    return jose.sign({"alg": jose.SIGNING_ALG, "typ": REQUEST_TYP, "kid": kid},
-                     {"iss": verifier, "aud": issuer, "jti": jti, "iat": iat,
-                      "presentation": presentations}, key)
+            kid: str, key: Ed25519PrivateKey, held: bool = False) -> str:
+    """Sign B's redeem request to A. `held`: B checked these presentations when they
+    were given and has held them since, because A could not be reached (a pending
+    honour, docs/protocol.md §10): the claim `"pending": true` asks A to forgive the age
+    of their key-binding JWTs."""
+    claims: dict[str, Any] = {"iss": verifier, "aud": issuer, "jti": jti, "iat": iat,
+                              "presentation": presentations}
+    if held:
+        claims["pending"] = True
+    return jose.sign({"alg": jose.SIGNING_ALG, "typ": REQUEST_TYP, "kid": kid}, claims, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,7 @@ class RedeemRequest:
     jti: str
     iat: int
     presentations: list[str]
+    held: bool = False  # a pending honour's retry: presentations held by the verifier
 
 
 def peek_verifier(token: object) -> tuple[jose.Jws, str]:
@@ -80,7 +86,10 @@ def check_request(jws: jose.Jws, *, keys: notes.IssuerKeys, issuer: str, now: in
         raise MalformedToken("presentation must be a non-empty list of presentations")
     if len(items) > MAX_PRESENTATIONS:
         raise TooLarge(f"at most {MAX_PRESENTATIONS} presentations per request")
-    return RedeemRequest(str(p["iss"]), jti, iat, items)
+    held = p.get("pending", False)
+    if not isinstance(held, bool):
+        raise MalformedToken("pending must be true or false")
+    return RedeemRequest(str(p["iss"]), jti, iat, items, held)
 
 
 def receipt(*, issuer: str, verifier: str, jti: str, iat: int, note_jti: str, amount: Money,

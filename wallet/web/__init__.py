@@ -47,6 +47,7 @@ def blueprints() -> list[tuple[Blueprint, tuple[ModuleType, ...]]]:
     from wallet.web.api import me as api_me
     from wallet.web.api import notes as api_notes
     from wallet.web.api import openapi as api_openapi
+    from wallet.web.api import pending as api_pending
     from wallet.web.api import usage as api_usage
     from wallet.web.portal import bring as portal_bring
     from wallet.web.portal import dashboard as portal_dashboard
@@ -62,5 +63,6 @@ def blueprints() -> list[tuple[Blueprint, tuple[ModuleType, ...]]]:
                      portal_transactions)),
         (admin.bp, (admin_overview, admin_people, admin_federation, admin_grants,
                     admin_issued, admin_keys, admin_people_actions, admin_prices)),
-        (api.bp, (api_me, api_federation, api_holds, api_notes, api_openapi, api_usage)),
+        (api.bp, (api_me, api_federation, api_holds, api_notes, api_openapi, api_pending,
+                  api_usage)),
     ]

@@ -152,7 +152,20 @@ def spec() -> dict[str, Any]:
                                              presentations=presentations)),
                 "responses": {"200": {"description": "At least one note honoured; per-note"
                                                      " results", "content": _json("Honoured")},
+                              "202": {"description": "A verified note's issuer could not be"
+                                                     " reached: it waits as a pending honour,"
+                                                     " retried until the issuer answers",
+                                      "content": _json("HonourPending")},
                               **_problem(400, 401, 403, 404, 409, 413, 422, 503)}}},
+            "/api/v1/orgs/{slug}/honours/{public_id}": {"get": {
+                "summary": "How one of the caller's pending honours stands",
+                "parameters": [SLUG, {"name": "public_id", "in": "path", "required": True,
+                                      "schema": {"type": "string", "maxLength": 200}}],
+                "security": PERSON,
+                "responses": {"200": {"description": "pending, honoured, refused (with the"
+                                                     " reason) or expired",
+                                      "content": _json("PendingHonour")},
+                              **_problem(401, 403, 404, 429)}}},
             "/api/v1/orgs/{slug}/redeem": {"post": {
                 "summary": "Issuer side: another organisation redeems notes presented to it,"
                            " authenticated by a request JWS signed with its own org key",
@@ -383,6 +396,23 @@ def spec() -> dict[str, Any]:
                             "honoured": {"type": "boolean"}, "receipt": {"type": "string"},
                             "error": {"type": "object"}}}},
                     "balance": {"type": "object", "required": ["currency"]}}},
+                "HonourPending": {"type": "object",
+                                  "required": ["state", "status_url", "results", "balance"],
+                                  "properties": {
+                    "state": {"const": "pending"},
+                    "status_url": {"type": "string", "format": "uri"},
+                    "honoured": {"type": "integer", "minimum": 0},
+                    "results": {"type": "array", "items": {"type": "object"}},
+                    "balance": {"type": "object", "required": ["currency"]}}},
+                "PendingHonour": {"type": "object",
+                                  "required": ["id", "state", "status_url", "amount"],
+                                  "properties": {
+                    "id": {"type": "string"},
+                    "state": {"enum": ["pending", "honoured", "refused", "expired"]},
+                    "status_url": {"type": "string", "format": "uri"},
+                    "jti": {"type": "string"}, "issuer": {"type": "string"},
+                    "amount": ref["Money"], "attempts": {"type": "integer"},
+                    "error": {"type": "object"}}},
                 "RedeemResults": {"type": "object", "required": ["results"],
                                   "properties": {"results": {
                     "type": "array", "items": {"type": "object", "properties": {

@@ -9,6 +9,7 @@ from wallet.actions import bring as bring_actions
 from wallet.actions import honour as honour_actions
 from wallet.actions import keys as key_actions
 from wallet.actions import nonces as nonce_actions
+from wallet.actions import pending as pending_actions
 from wallet.actions import wallets
 from wallet.actions.honour import Honoured
 from wallet.core.errors import RateLimited, RateLimitUnavailable, WalletError
@@ -37,7 +38,8 @@ def bring(slug: str) -> tuple[str, int]:
     return render_template(
         "portal/bring.html", access=access, wallet_form=wallet_form, pres_form=pres_form,
         result=result, summary=summary, nonce=nonce, nonce_expires=expires,
-        audience=key_actions.issuer_id(access.org)), status
+        audience=key_actions.issuer_id(access.org),
+        waiting=pending_actions.listing(session, org=access.org, person=access.person)), status
 
 
 Brought = tuple[Honoured | None, int]
@@ -66,7 +68,7 @@ def _bring_wallet(slug: str, access: guard.Access, form: BringWalletForm) -> Bro
         db.session(), slug=slug, email=access.person.email, wallet_text=text,
         passphrase=form.passphrase.data or "",
         consumer=f"portal:{access.person.id}:{form.idempotency_key.data}"[:250])
-    return result, 200 if result.credited else 422
+    return result, 200 if result.credited or result.pending else 422
 
 
 def _wallet_text(form: BringWalletForm) -> str | FieldError:
@@ -89,7 +91,7 @@ def _bring_presentations(slug: str, access: guard.Access,
     result = honour_actions.honour(
         db.session(), slug=slug, email=access.person.email, presentations=items,
         consumer=f"portal:{access.person.id}:{form.idempotency_key.data}"[:250])
-    return result, 200 if result.credited else 422
+    return result, 200 if result.credited or result.pending else 422
 
 
 def _refused(err: WalletError, wallet_form: BringWalletForm,
