@@ -13,4 +13,4 @@ def next_delay(attempts: int, *, first: int, most: int) -> int:
     `most` (exponential backoff: 30 s, 1, 2, 4 … minutes up to an hour by default)."""
     if attempts < 0 or first < 1 or most < first:
         raise ValueError("attempts >= 0 and 1 <= first <= most")
-    return min(most, first * 2 ** min(attempts, 32))
+    return min(most, first << min(attempts, 32))
