@@ -12,11 +12,11 @@ HAProxy's per-server request counters.
 Shown: a nonce issued through one instance is spent once through the other; the sign-in
 throttle counts across both (and neither a forged X-Forwarded-For through the balancer nor
 one sent straight to an instance escapes it); the instances see https from the balancer;
-an Idempotency-Key replayed on the other instance gets the stored answer; SIGKILL of one
-instance while clients write through the balancer loses no request that was answered 2xx
-(each is in the database as answered, once), the ledger stays sound, and the instance is
-taken back when it returns. Rate limits are still per process (docs/deployment.md), so
-no rate limit is shown to count across instances here.
+a rate limit counts across both (one quota, not one per instance); an Idempotency-Key
+replayed on the other instance gets the stored answer; SIGKILL of one instance while
+clients write through the balancer loses no request that was answered 2xx (each is in
+the database as answered, once), the ledger stays sound, and the instance is taken back
+when it returns.
 
 PostgreSQL only (WALLET_TEST_POSTGRES_URL). Without it, or without HAProxy
 ($WALLET_TEST_HAPROXY, else `haproxy` on PATH or /usr/sbin/haproxy), the tests are skipped
@@ -72,6 +72,7 @@ BALANCER_SOURCE = "127.0.0.2"  # HAProxy reaches the instances from here; the te
 SERVERS = ("wallet1", "wallet2")
 ADA = fs.ADA
 MODEL = "claude-sonnet-4"  # 3.00 in, 15.00 out per million tokens (the shipped catalogue)
+NONCE_QUOTA = 6  # anonymous nonce requests per client address and minute, on the instances
 
 
 def _unavailable(reason: str) -> None:
@@ -456,6 +457,8 @@ def cluster(_templates: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                     # A key whose request died with its instance is free again after this
                     # (60 s by default; the kill test's clients retry until then).
                     "WALLET_IDEMPOTENCY_LEASE_SECONDS": "5",
+                    # Anonymous nonces: a small quota, so that the rate-limit test reaches it.
+                    "WALLET_RATE_LIMITS": f"nonces:anonymous={NONCE_QUOTA}",
                 })
                 instances[name] = Instance(name, _free_port(), env, home)
             for inst in instances.values():
@@ -620,6 +623,45 @@ def test_the_instances_see_https_from_the_balancer(cluster: Cluster) -> None:
         r = form.post(cluster, "nobody@acme.test", "wrong-wrong-1")
         assert r.status == 401, r.text[:300]  # past the CSRF check, to the password
     assert r.headers.get("strict-transport-security", "").startswith("max-age=")
+
+
+def _field(answer: Answer, name: str) -> int:
+    """A parameter of the RateLimit field (`"nonces-anonymous";r=3;t=41`)."""
+    found = re.search(rf";{name}=(\d+)", answer.headers.get("ratelimit", ""))
+    assert found, answer.headers
+    return int(found.group(1))
+
+
+def test_a_rate_limit_counts_across_both_instances(cluster: Cluster) -> None:
+    """Anonymous nonce requests from one address: one quota for both instances, not one each."""
+    lb = cluster.balancer
+    with lb.through("wallet1"):
+        first = cluster.call("POST", "/api/v1/orgs/acme/nonces")
+    assert first.status == 201, first.text
+    if _field(first, "t") < 8:  # the minute ends too soon: start in the next window
+        time.sleep(_field(first, "t") + 0.5)
+        with lb.through("wallet1"):
+            first = cluster.call("POST", "/api/v1/orgs/acme/nonces")
+        assert first.status == 201, first.text
+    assert first.headers["ratelimit-policy"] == f'"nonces-anonymous";q={NONCE_QUOTA};w=60'
+    left = [_field(first, "r")]
+    assert left == [NONCE_QUOTA - 1]
+    for i in range(NONCE_QUOTA - 1):  # the rest of the quota, through each in turn
+        with lb.through(SERVERS[(i + 1) % 2]):
+            r = cluster.call("POST", "/api/v1/orgs/acme/nonces")
+        assert r.status == 201, (i, r.text)
+        left.append(_field(r, "r"))
+    assert left == list(range(NONCE_QUOTA - 1, -1, -1))  # one count, whoever served
+    for name in SERVERS:  # spent, through either
+        with lb.through(name):
+            refused = cluster.call("POST", "/api/v1/orgs/acme/nonces")
+        assert refused.status == 429 and refused.code == "rate_limited", (name, refused.text)
+        assert 0 < int(refused.headers["retry-after"]) <= 60
+        assert _field(refused, "r") == 0
+    # An engineer's own allowance is another count: ada's token still gets hers.
+    with lb.through("wallet2"):
+        mine = cluster.call("POST", "/api/v1/orgs/globex/nonces", token=cluster.ada_globex)
+    assert mine.status == 201 and mine.json()["bound"], mine.text
 
 
 def _usage(tokens: int = 1000) -> dict[str, Any]:
