@@ -52,7 +52,9 @@ def app_config(db_url: str, tmp_path: Path) -> dict[str, Any]:
     # limit of the public endpoints, which is not what this test is about.
     # The synchronous answers are what this race counts: a note whose issuer is busy is
     # refused at once (503), not kept as a pending honour (tests/test_pending_honours.py).
+    # ada asks for those nonces with her tokens: her own (authenticated) quota is lifted too.
     return support.test_config(db_url, tmp_path, WALLET_PUBLIC_RATE_PER_MINUTE=10**9,
+                               WALLET_AUTHENTICATED_RATE_PER_MINUTE=10**9,
                                WALLET_PENDING_HONOURS=False)
 
 

@@ -702,6 +702,7 @@ def app_config(db_url: str, tmp_path: Path) -> dict[str, Any]:
     # The model knows the synchronous answers (503 when the issuer is unreachable);
     # pending honours have tests of their own (tests/test_pending_honours.py).
     return support.test_config(db_url, tmp_path, WALLET_PUBLIC_RATE_PER_MINUTE=10**9,
+                               WALLET_AUTHENTICATED_RATE_PER_MINUTE=10**9,
                                WALLET_PENDING_HONOURS=False)
 
 
