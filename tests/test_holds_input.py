@@ -221,10 +221,6 @@ def test_a_place_needs_a_json_object_and_an_idempotency_key(
     assert _snapshot(app) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: Python's json accepts NaN, Infinity and numbers beyond a float (1e400);"
-    " wallet.core.ledger.canonical_json (allow_nan=False) then raises ValueError while"
-    " fingerprinting the body for the Idempotency-Key: 500 internal_error instead of 400"))
 def test_non_finite_numbers_are_malformed(app: Flask, client: FlaskClient,
                                           token: str) -> None:
     hold = _place(client, token, "h", **TOKENS)

@@ -303,3 +303,24 @@ def test_a_nul_inside_an_uploaded_csv_is_not_a_server_error(client: FlaskClient,
                     content_type="multipart/form-data")
     assert r.status_code in (200, 400, 422), r.status_code
     assert "Nothing was imported" in r.get_data(as_text=True) or r.status_code == 400
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_number_that_is_not_finite_is_malformed_on_every_json_endpoint(
+        app: Flask, client: FlaskClient, world: World, number: str) -> None:
+    """Python's parser takes NaN and Infinity (not JSON) and reads 1e400 as infinity; the
+    Idempotency-Key fingerprint (canonical JSON) cannot hold them: refused at the boundary
+    (regression: 500 on /holds and /usage)."""
+    personal, service = _tokens(app, world)
+    routes = _json_routes(app)
+    assert len(routes) >= 6
+    for endpoint, path in routes:
+        service_route = endpoint == "api.usage" or "hold" in endpoint
+        r = client.post(path, data='{"amount": ' + number + ', "x": [1, ' + number + ']}',
+                        content_type="application/json",
+                        headers={"Authorization": f"Bearer {service if service_route else personal}",
+                                 "Idempotency-Key": uuid.uuid4().hex})
+        assert r.status_code == 400, (endpoint, r.status_code, r.get_data(as_text=True))
+        assert r.mimetype == "application/problem+json"
+        assert r.get_json()["code"] == "malformed"
+        assert "not finite" in r.get_json()["detail"], (endpoint, r.get_json())

@@ -12,6 +12,7 @@ recursion limit, long before a 50,000-level body costs anything.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -66,12 +67,17 @@ def json_value() -> Any:
 
 
 def check_json(value: Any) -> None:
-    """Raise `Malformed` for nesting over `MAX_JSON_DEPTH` or an unstorable string."""
+    """Raise `Malformed` for nesting over `MAX_JSON_DEPTH`, an unstorable string, or a
+    number that is not finite (`NaN` and `Infinity` are not JSON, though Python's parser
+    takes them, and it reads `1e400` as infinity)."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
             _unstorable(item, "a JSON string")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise Malformed("the JSON body holds a number that is not finite (NaN, Infinity"
+                            " or beyond 1.8e308)")
         elif isinstance(item, dict | list):
             if depth == MAX_JSON_DEPTH:
                 raise Malformed(f"the JSON body is nested deeper than {MAX_JSON_DEPTH}"
