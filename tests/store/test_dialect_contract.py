@@ -204,6 +204,25 @@ def test_concurrent_increments_lose_none(engine: Engine) -> None:
     assert sorted(seen) == list(range(1, 17))
 
 
+def test_a_connection_apart_commits_each_statement_beside_the_session(
+        engine: Engine, session: Session, backend: str) -> None:
+    """PostgreSQL: autocommit on another pooled connection, visible at once and kept when
+    the session rolls back; SQLite (one writer) has none."""
+    seam = dialect_of(session)
+    run(session, sa.select(ITEM.c.id))  # the session's transaction is open
+    apart = seam.apart(session)
+    if backend == "sqlite":
+        assert apart is None
+        return
+    assert apart is not None
+    with apart as connection:
+        assert seam.increment(connection, ITEM, {"scope": "a", "key": "k", "value": 1},
+                              conflict=("scope", "key"), column="value") == 1
+    session.rollback()
+    with Session(engine) as other:
+        assert _count(other, ITEM.c.scope == "a") == 1
+
+
 def test_make_volatile_unlogs_a_table_on_postgresql_only(engine: Engine, backend: str) -> None:
     """UNLOGGED on PostgreSQL (a no-op on SQLite): the scratch table, and the migrated
     rate-limit table (migration 0005 asks the seam)."""

@@ -1,12 +1,13 @@
 """Count requests against rate limits, in a store that every process and instance shares.
 
 The store is the database by default: one row per bucket, partition and window
-(`rate_limit_window`), counted by one upsert-increment and committed at once, in a short
-transaction of its own (a limit is checked first in a request, after authentication, so
-nothing else is pending yet). With `WALLET_REDIS_URL` set it is Redis: `INCR` and
-`EXPIRE` in one `MULTI`/`EXEC` pipeline, the key's time to live purging ended windows.
-Either way the count is atomic: of 32 concurrent requests under a quota of 10, exactly 10
-pass.
+(`rate_limit_window`), counted by one upsert-increment that is a transaction of its own:
+on PostgreSQL one autocommit statement beside the request's transaction; on SQLite (one
+writer) on the request's session, committed at once (a limit is checked first in a
+request, after authentication, so nothing else is pending yet). With `WALLET_REDIS_URL`
+set it is Redis: `INCR` and `EXPIRE` in one `MULTI`/`EXEC` pipeline, the key's time to
+live purging ended windows. Either way the count is atomic: of 32 concurrent requests
+under a quota of 10, exactly 10 pass.
 
 When the store fails (the database or Redis down, a timeout), the request is not
 counted: the caller's bucket decides whether it goes on (fail open) or is refused with
@@ -52,23 +53,33 @@ class Counter(Protocol):
 
 
 class DatabaseCounter:
-    """Counts in `rate_limit_window`, on the request's database session."""
+    """Counts in `rate_limit_window`: a transaction of its own beside the request's where
+    the database allows it (PostgreSQL), else on the request's session, committed here."""
 
     name = "database"
 
     def hit(self, key: str, *, resets_at: int, now: int) -> int:
         session = db.session()
+        try:
+            apart = rows.hit_apart(session, key=key, resets_at=resets_at, now=now)
+        except sa.exc.SQLAlchemyError as err:
+            raise _failed(err) from err
+        if apart is not None:
+            return apart
         # The request's own work has not started: what is open here only read.
         assert not (session.new or session.dirty or session.deleted), \
             "a rate limit is checked before a request changes anything"
         try:
-            rows.purge_ended(session, now=now)
-            count = rows.hit(session, key=key, resets_at=resets_at)
+            count = rows.hit(session, key=key, resets_at=resets_at, now=now)
             commit(session)
         except sa.exc.SQLAlchemyError as err:
             session.rollback()
-            raise StoreFailed(f"{type(err).__name__}: {getattr(err, 'orig', err)}") from err
+            raise _failed(err) from err
         return count
+
+
+def _failed(err: sa.exc.SQLAlchemyError) -> StoreFailed:
+    return StoreFailed(f"{type(err).__name__}: {getattr(err, 'orig', err)}")
 
 
 class RedisCounter:

@@ -7,8 +7,9 @@ implementations of `Dialect`, chosen once per engine by its dialect name
 - making the engine: SQLite's WAL, busy timeout and `BEGIN IMMEDIATE` on a 0600 file;
   PostgreSQL's pool, its ping after idling and its note of transactions that wrote;
 - the statements: insert-ignore, upsert, an upsert-increment (rate-limit counts), the
-  one-trip record-and-move of a posting, bulk copy, `IN` over many values, row locks, and
-  a read of committed state only;
+  one-trip record-and-move of a posting, bulk copy, `IN` over many values, row locks, a
+  read of committed state only, and a connection apart for writes that are their own
+  transaction;
 - one migration step: a table that may skip crash safety (PostgreSQL's UNLOGGED).
 
 `run(session, statement, params)` is the one way the store executes Core, on both.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import sqlalchemy as sa
@@ -141,18 +143,19 @@ class Dialect:
             where=None if when is None else when(statement.excluded))
             .returning(table.c.id))
 
-    def increment(self, session: Session, table: sa.Table, values: Mapping[str, Any], *,
-                  conflict: Sequence[str], column: str) -> int:
+    def increment(self, on: Session | sa.Connection, table: sa.Table,
+                  values: Mapping[str, Any], *, conflict: Sequence[str], column: str) -> int:
         """Insert `values`, or add its `column` to the row holding its unique key `conflict`;
         return the column's new value.
 
         One `INSERT … ON CONFLICT DO UPDATE SET column = column + excluded.column
         RETURNING column` on both (SQLite ≥ 3.35): concurrent increments of one row wait
         for each other's row (PostgreSQL) or for the write lock (SQLite), so none is lost
-        and each caller sees its own total.
+        and each caller sees its own total. `on`: a session, or a connection from `apart`.
         """
         statement = self._increment(table, tuple(conflict), column)
-        return int(run(session, statement, values).scalar_one())
+        connection = on.connection() if isinstance(on, Session) else on
+        return int(connection.execute(statement, values).scalar_one())
 
     @functools.cache  # noqa: B019
     def _increment(self, table: sa.Table, conflict: tuple[str, ...], column: str) -> Any:
@@ -161,6 +164,13 @@ class Dialect:
             index_elements=list(conflict),
             set_={column: table.c[column] + statement.excluded[column]})
             .returning(table.c[column]))
+
+    def apart(self, session: Session) -> AbstractContextManager[sa.Connection] | None:
+        """A connection beside the session's, whose every statement commits on its own,
+        where the database runs the two at once; None where it cannot (then work on the
+        session and let an action commit). For small writes that are their own
+        transaction whatever the request does (a rate-limit count)."""
+        return None
 
     def make_volatile(self, connection: sa.Connection, table: str) -> None:
         """Let `table` trade crash safety for speed where the database offers that (rows
@@ -258,6 +268,9 @@ class SQLite(Dialect):
         # write lock: read in the session's transaction (which may see its own writes).
         return super().read_committed(session, statement, params)
 
+    # `apart` is None: one writer at a time, and the session's transaction (BEGIN
+    # IMMEDIATE) may be it already; a second connection would wait for it.
+
 
 class PostgreSQL(Dialect):
     """PostgreSQL through psycopg 3, at READ COMMITTED."""
@@ -275,6 +288,13 @@ class PostgreSQL(Dialect):
 
     def may_have_written(self, connection: sa.Connection) -> bool:
         return connection.info.get(_WROTE, True) is not False  # unknown counts as yes
+
+    def apart(self, session: Session) -> AbstractContextManager[sa.Connection] | None:
+        # Autocommit on a pooled connection: the statement is its whole transaction, one
+        # round trip (no BEGIN, no COMMIT), and the session's transaction is left alone.
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def make_volatile(self, connection: sa.Connection, table: str) -> None:
         # UNLOGGED: no WAL for its rows, so a transaction that wrote only them commits
