@@ -194,6 +194,19 @@ def test_buckets_are_per_endpoint_and_per_address(app: Flask, world: World,
     assert _client(app, "198.51.100.7").post(NONCES).status_code == 201
 
 
+def test_ipv6_clients_are_counted_per_64(app: Flask, world: World,
+                                        fake: clock.FakeClock) -> None:
+    """One subscriber's /64 is one client: its 2**64 addresses share one allowance."""
+    for n in range(ANONYMOUS):
+        assert _client(app, f"2001:db8:1:2::{n + 1:x}").post(NONCES).status_code == 201
+    assert _client(app, "2001:db8:1:2:ffff::9").post(NONCES).status_code == 429
+    assert _client(app, "2001:db8:1:3::1").post(NONCES).status_code == 201  # another /64
+    # An IPv4 client seen through an IPv6 socket is that IPv4 address.
+    assert _client(app, "192.0.2.99").post(NONCES).status_code == 201
+    assert _fields(_client(app, "::ffff:192.0.2.99").post(NONCES))["RateLimit"][1]["r"] == (
+        ANONYMOUS - 2)
+
+
 # -- the answers -----------------------------------------------------------------------------
 
 

@@ -1,11 +1,12 @@
 """Rate limits per endpoint bucket, counted across every process and instance.
 
-Anonymous requests are counted per client address; authenticated ones (a bearer token, or
-a signed-in session) per person, or per token for a service token, so an office behind
-one address never spends its engineers' allowance and a person's allowance does not
-grow with their tokens. A request whose credentials fail is counted as anonymous traffic
-from its address. Quotas are per minute and configurable per bucket (docs/operations.md,
-"Rate limits"); the count lives in the database or in Redis (`wallet.actions.ratelimit`).
+Anonymous requests are counted per client address (per /64 for IPv6); authenticated
+ones (a bearer token, or a signed-in session) per person, or per token for a service
+token, so an office behind one address never spends its engineers' allowance and a
+person's allowance does not grow with their tokens. A request whose credentials fail is
+counted as anonymous traffic from its address. Quotas are per minute and configurable per
+bucket (docs/operations.md, "Rate limits"); the count lives in the database or in Redis
+(`wallet.actions.ratelimit`).
 
 Each limited response carries `RateLimit-Policy` and `RateLimit`
 (draft-ietf-httpapi-ratelimit-headers-11); a refused one also `Retry-After`.
@@ -15,6 +16,7 @@ In-process calls between organisations of this instance are not limited.
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -127,7 +129,23 @@ def _partition(caller: guard.Principal | Person | None) -> tuple[str, str]:
         return "authenticated", f"p:{person.id}"
     if isinstance(caller, guard.Principal) and caller.token is not None:
         return "authenticated", f"t:{caller.token.id}"  # a service token
-    return "anonymous", f"a:{guard.client_address()}"
+    return "anonymous", f"a:{_network(guard.client_address())}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(address: str) -> str:
+    """The partition of a client address: itself for IPv4, its /64 for IPv6 (one
+    subscriber's usual allocation: counting each of its 2**64 addresses apart would give
+    one client an unbounded allowance)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an address (a test client, a misconfigured proxy): as it is
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)  # an IPv4 client seen through an IPv6 socket
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
 
 
 def _other(kind: str) -> str:
