@@ -285,6 +285,10 @@ def test_one_buckets_quota_can_be_changed_or_lifted(app_config: dict[str, Any],
         for _ in range(ANONYMOUS + 1):
             answer = client.post(VERIFY, json={"note": "x"})
             assert answer.status_code == 200 and "RateLimit-Policy" not in answer.headers
+        # A setting of 0 lifts its limit in every bucket that takes it.
+        app.config["WALLET_PUBLIC_RATE_PER_MINUTE"] = 0
+        app.config["WALLET_RATE_LIMITS"] = ""
+        assert all(client.post(NONCES).status_code == 201 for _ in range(ANONYMOUS + 1))
 
 
 @pytest.mark.parametrize("value", ["nonces=5", "nonces:anonymous=-1", "bring:anonymous=3",

@@ -75,7 +75,7 @@ _SETTINGS = (PUBLIC, AUTHENTICATED, "WALLET_BRING_PER_MINUTE", "WALLET_RATE_LIMI
 def _policies(config: Mapping[str, Any]) -> Policies:
     """The policy of each (bucket, kind) under the settings as they are now (a test may
     change them on a running app); worked out once per set of values."""
-    return _policies_for(tuple((name, str(config.get(name) or "")) for name in _SETTINGS))
+    return _policies_for(tuple((name, str(config.get(name, ""))) for name in _SETTINGS))
 
 
 @functools.lru_cache(maxsize=16)
