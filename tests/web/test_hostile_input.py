@@ -315,10 +315,10 @@ def test_a_number_that_is_not_finite_is_malformed_on_every_json_endpoint(
     routes = _json_routes(app)
     assert len(routes) >= 6
     for endpoint, path in routes:
-        service_route = endpoint == "api.usage" or "hold" in endpoint
+        token = service if endpoint == "api.usage" or "hold" in endpoint else personal
         r = client.post(path, data='{"amount": ' + number + ', "x": [1, ' + number + ']}',
                         content_type="application/json",
-                        headers={"Authorization": f"Bearer {service if service_route else personal}",
+                        headers={"Authorization": f"Bearer {token}",
                                  "Idempotency-Key": uuid.uuid4().hex})
         assert r.status_code == 400, (endpoint, r.status_code, r.get_data(as_text=True))
         assert r.mimetype == "application/problem+json"
