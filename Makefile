@@ -63,6 +63,7 @@ bench: $(STAMP) ## run the benchmarks in bench/ (see docs/benchmarks.md)
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/vesting.py
 	$(BIN)/python bench/honour.py
+	$(BIN)/python bench/spend.py
 
 screenshots: $(STAMP) ## refresh docs/images/ from the browser tests
 	WALLET_SCREENSHOTS=docs/images $(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
