@@ -21,7 +21,7 @@ from typing import Any
 from sqlmodel import Session
 
 from wallet import clock
-from wallet.actions._base import Actor, member_or_404, org_or_404, require_admin
+from wallet.actions._base import Actor, org_or_404, require_admin
 from wallet.actions.grants import vest_person
 from wallet.actions.ledger import check_key
 from wallet.actions.usage import price_of
@@ -36,7 +36,7 @@ from wallet.core.errors import (
 )
 from wallet.core.money import format_amount, format_display, parse_amount
 from wallet.core.usage import ROUNDING, Price, call_cost, check_model
-from wallet.models import Hold, Organization, Person, UsageRecord
+from wallet.models import Hold, Organization, Person
 from wallet.store import holds as store
 from wallet.store import ledger as ledger_store
 from wallet.store import usage as usage_store
@@ -76,40 +76,49 @@ def place(session: Session, *, slug: str, body: dict[str, Any], idempotency_key:
     amount, price = _amount_asked(session, org, body)
     ttl = holds.check_ttl(body.get("ttl_seconds"))
     reference = holds.check_reference(body.get("reference"))
-    membership, person = member_or_404(session, org, email.strip().lower())
-    assert org.id is not None and person.id is not None
-    if membership.ended_on is not None and membership.ended_on < clock.today():
+    assert org.id is not None
+    # The member, and whether a tranche is due or a hold expired: one round trip (on
+    # almost every placement nothing is due, and then nothing more is asked).
+    checked = clock.now()
+    person = store.placing(session, org_id=org.id, email=email.strip().lower(),
+                           day=checked.date(), now=checked)
+    if person is None:
+        raise NotFound(f"{email.strip().lower()} is not a member of {org.slug}")
+    if person.ended_on is not None and person.ended_on < clock.today():
         raise Forbidden(f"{person.email} left {org.slug}; credit is held only for current"
                         " employees")
-    vest_person(session, org=org, person_id=person.id)  # a tranche due today is spendable
-    release_due(session, org=org, person_id=person.id)  # expired holds free their credit
+    if person.tranches_due:  # a tranche due today is spendable
+        vest_person(session, org=org, person_id=person.person_id)
+    if person.holds_due:  # expired holds free their credit
+        release_due(session, org=org, person_id=person.person_id)
     now = clock.now()
     values = {
         "public_id": "hld_" + secrets.token_urlsafe(18), "org_id": org.id,
-        "person_id": person.id, "model": None if price is None else price.model,
+        "person_id": person.person_id, "model": None if price is None else price.model,
         "amount": amount, "currency": org.currency, "state": holds.OPEN,
         "price_snapshot": None if price is None else {**price.snapshot(),
                                                       "rounding": ROUNDING},
         "reference": reference, "idempotency_key": key,
         "expires_at": now + timedelta(seconds=ttl), "created_at": now,
     }
-    if store.insert(session, values) is None:  # placed before under this key
+    hold = store.insert(session, values)
+    if hold is None:  # placed before under this key
         return _replayed_place(session, org, person, values)
     try:
-        ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
-            ledger.wallet(person.id), ledger.held(person.id), amount, org.currency,
-            kind="hold", key=f"hold:{values['public_id']}", ref=str(values["public_id"]),
+        posted = ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
+            ledger.wallet(person.person_id), ledger.held(person.person_id), amount,
+            org.currency, kind="hold", key=f"hold:{values['public_id']}",
+            ref=str(values["public_id"]),
             memo=f"held for {values['model'] or 'a call'}"))
     except InsufficientFunds:
-        available = _available(session, org, person)
+        available = _available(session, org, person.person_id)
         raise InsufficientFunds(
             f"{person.email} has {format_display(available, org.currency)} available; this"
             f" call may cost up to {format_display(amount, org.currency)}. Nothing was"
             " held.", available=format_amount(available), amount=format_amount(amount)
         ) from None
-    hold = store.by_key(session, org_id=org.id, key=key)
-    assert hold is not None
-    return Placed(hold, person.email, _available(session, org, person), True)
+    assert posted.source_balance is not None  # the wallet, right after the hold's debit
+    return Placed(hold, person.email, posted.source_balance, True)
 
 
 def _amount_asked(session: Session, org: Organization,
@@ -139,7 +148,7 @@ def _amount_asked(session: Session, org: Organization,
     return amount, price
 
 
-def _replayed_place(session: Session, org: Organization, person: Person,
+def _replayed_place(session: Session, org: Organization, person: store.Placing,
                     values: dict[str, Any]) -> Placed:
     assert org.id is not None
     hold = store.by_key(session, org_id=org.id, key=values["idempotency_key"])
@@ -147,7 +156,7 @@ def _replayed_place(session: Session, org: Organization, person: Person,
     asked = (values["person_id"], values["model"], values["amount"], values["reference"])
     if (hold.person_id, hold.model, hold.amount, hold.reference) != asked:
         raise IdempotencyConflict("this idempotency key was already used for another hold")
-    return Placed(hold, person.email, _available(session, org, person), False)
+    return Placed(hold, person.email, _available(session, org, person.person_id), False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,15 +183,18 @@ def capture(session: Session, *, slug: str, hold_id: str, body: dict[str, Any],
     now = clock.now()
     counts = {"input_tokens": tokens[0], "output_tokens": tokens[1],
               "cached_input_tokens": tokens[2], "cost": cost}
-    assert hold.id is not None
-    if not store.claim(session, hold_id=hold.id, to=holds.CAPTURED, now=now, values=counts):
+    # A cost the hold covers splits without the wallet: known now, claimed with the rest.
+    within = holds.settle_within(held=hold.amount, cost=cost)
+    if within is not None:
+        counts.update(released=within.released, overrun=within.overrun)
+    if not store.claim(session, hold=hold, to=holds.CAPTURED, now=now, values=counts):
         session.refresh(hold)
         raise _closed_conflict(hold, "captured", now)
-    settled = _post_capture(session, org, hold, cost)
-    store.claim_values(session, hold_id=hold.id, values={
-        "released": settled.released, "overrun": settled.overrun})
-    _record_usage(session, org, hold, settled, tokens)
-    session.refresh(hold)
+    settled, transfers = _post_capture(session, org, hold, cost, within)
+    if within is None:
+        store.claim_values(session, hold=hold, values={
+            "released": settled.released, "overrun": settled.overrun})
+    _record_usage(session, org, hold, settled, tokens, transfers)
     return _closed(session, org, hold, email)
 
 
@@ -196,15 +208,13 @@ def void(session: Session, *, slug: str, hold_id: str, actor: Actor,
     if hold.state == holds.VOIDED:
         return _closed(session, org, hold, email)
     now = clock.now()
-    assert hold.id is not None
-    if not store.claim(session, hold_id=hold.id, to=holds.VOIDED, now=now,
+    if not store.claim(session, hold=hold, to=holds.VOIDED, now=now,
                        values={"released": hold.amount}):
         session.refresh(hold)
         if hold.state == holds.VOIDED:  # a concurrent void got there first
             return _closed(session, org, hold, email)
         raise _closed_conflict(hold, "voided", now)
     _release(session, org, hold, hold.amount)
-    session.refresh(hold)
     return _closed(session, org, hold, email)
 
 
@@ -222,8 +232,7 @@ def release_due(session: Session, *, org: Organization, person_id: int | None = 
     now = clock.now()
     released = 0
     for hold in store.due(session, now=now, org_id=org.id, person_id=person_id, limit=limit):
-        assert hold.id is not None
-        if store.claim(session, hold_id=hold.id, to=holds.EXPIRED, now=now,
+        if store.claim(session, hold=hold, to=holds.EXPIRED, now=now,
                        values={"released": hold.amount}, unexpired=False):
             _release(session, org, hold, hold.amount)
             released += 1
@@ -307,34 +316,47 @@ def _closed_conflict(hold: Hold, wanted: str, now: Any) -> Conflict:
                     state=state)
 
 
-def _post_capture(session: Session, org: Organization, hold: Hold,
-                  cost: int) -> holds.Settled:
-    """The capture's postings, their deltas applied in lock order in one step (a cost
-    above the hold re-reads the wallet and retries if another debit drained it)."""
-    assert org.id is not None
-    pid, person_id, currency = hold.public_id, hold.person_id, hold.currency
+def _post_capture(session: Session, org: Organization, hold: Hold, cost: int,
+                  within: holds.Settled | None) -> tuple[holds.Settled, dict[str, int]]:
+    """The capture's postings, their deltas applied in lock order in one step; the split
+    and the new transfers' ids by key.
+
+    A cost the hold covers (`within`) moves only the hold's own account, which holds at
+    least this open hold's amount: nothing to read first, nothing that can be refused. A
+    cost above the hold reads the wallet and retries, in a savepoint, if another debit
+    drained it meanwhile.
+    """
+    if within is not None:
+        return within, _post_legs(session, org, hold, within)
     for attempt in range(_RETRIES):
-        settled = holds.settle(held=hold.amount, cost=cost,
-                               available=_balance(session, org, ledger.wallet(person_id)))
-        legs = [(ledger.held(person_id), ledger.SPENT, settled.from_hold, "hold_capture"),
-                (ledger.held(person_id), ledger.wallet(person_id), settled.released,
-                 "hold_release"),
-                (ledger.wallet(person_id), ledger.SPENT, settled.from_wallet, "hold_extra"),
-                (ledger.OVERRUN, ledger.SPENT, settled.overrun, "hold_overrun")]
-        postings = [ledger.Posting(source, destination, amount, currency, kind=kind,
-                                   key=f"{kind}:{pid}", ref=pid, memo=f"hold {pid}")
-                    for source, destination, amount, kind in legs if amount > 0]
+        settled = holds.settle(held=hold.amount, cost=cost, available=_balance(
+            session, org, ledger.wallet(hold.person_id)))
         savepoint = session.begin_nested()
         try:
-            ledger_store.post_batch(session, org_id=org.id, postings=postings)
+            transfers = _post_legs(session, org, hold, settled)
         except InsufficientFunds:
             savepoint.rollback()
             if attempt == _RETRIES - 1:
                 raise
             continue
         savepoint.commit()
-        return settled
+        return settled, transfers
     raise AssertionError("unreachable")
+
+
+def _post_legs(session: Session, org: Organization, hold: Hold,
+               settled: holds.Settled) -> dict[str, int]:
+    assert org.id is not None
+    pid, person_id, currency = hold.public_id, hold.person_id, hold.currency
+    legs = [(ledger.held(person_id), ledger.SPENT, settled.from_hold, "hold_capture"),
+            (ledger.held(person_id), ledger.wallet(person_id), settled.released,
+             "hold_release"),
+            (ledger.wallet(person_id), ledger.SPENT, settled.from_wallet, "hold_extra"),
+            (ledger.OVERRUN, ledger.SPENT, settled.overrun, "hold_overrun")]
+    postings = [ledger.Posting(source, destination, amount, currency, kind=kind,
+                               key=f"{kind}:{pid}", ref=pid, memo=f"hold {pid}")
+                for source, destination, amount, kind in legs if amount > 0]
+    return ledger_store.post_batch_keyed(session, org_id=org.id, postings=postings)
 
 
 def _release(session: Session, org: Organization, hold: Hold, amount: int) -> None:
@@ -346,7 +368,7 @@ def _release(session: Session, org: Organization, hold: Hold, amount: int) -> No
 
 
 def _record_usage(session: Session, org: Organization, hold: Hold, settled: holds.Settled,
-                  tokens: tuple[int | None, ...]) -> None:
+                  tokens: tuple[int | None, ...], transfers: dict[str, int]) -> None:
     """The full usage, always: one usage record per capture that cost something."""
     if settled.cost == 0 or hold.model is None or tokens[0] is None:
         return
@@ -354,14 +376,13 @@ def _record_usage(session: Session, org: Organization, hold: Hold, settled: hold
     first = next(kind for kind, amount in (("hold_capture", settled.from_hold),
                                            ("hold_extra", settled.from_wallet),
                                            ("hold_overrun", settled.overrun)) if amount > 0)
-    transfer = ledger_store.by_key(session, org_id=org.id, key=f"{first}:{hold.public_id}")
-    assert transfer is not None and transfer.id is not None
-    usage_store.add_record(session, UsageRecord(
-        org_id=org.id, person_id=hold.person_id, model=hold.model, input_tokens=tokens[0],
-        output_tokens=tokens[1] or 0, cached_input_tokens=tokens[2] or 0, cost=settled.cost,
-        currency=hold.currency, price_snapshot=hold.price_snapshot,
-        idempotency_key=f"hold:{hold.public_id}", transfer_id=transfer.id,
-        created_at=clock.now()))
+    usage_store.insert_record(session, {
+        "org_id": org.id, "person_id": hold.person_id, "model": hold.model,
+        "input_tokens": tokens[0], "output_tokens": tokens[1] or 0,
+        "cached_input_tokens": tokens[2] or 0, "cost": settled.cost,
+        "currency": hold.currency, "price_snapshot": hold.price_snapshot,
+        "idempotency_key": f"hold:{hold.public_id}",
+        "transfer_id": transfers[f"{first}:{hold.public_id}"], "created_at": clock.now()})
 
 
 def _balance(session: Session, org: Organization, name: str) -> int:
@@ -369,9 +390,8 @@ def _balance(session: Session, org: Organization, name: str) -> int:
     return ledger_store.balance(session, org_id=org.id, name=name, currency=org.currency)
 
 
-def _available(session: Session, org: Organization, person: Person) -> int:
-    assert person.id is not None
-    return _balance(session, org, ledger.wallet(person.id))
+def _available(session: Session, org: Organization, person_id: int) -> int:
+    return _balance(session, org, ledger.wallet(person_id))
 
 
 def _closed(session: Session, org: Organization, hold: Hold, email: str) -> Closed:

@@ -4,23 +4,63 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from wallet.core import holds, ledger
-from wallet.models import Hold, UsageRecord
+from wallet.models import Hold, Membership, Person, Tranche, UsageRecord
 from wallet.store._dialect import dialect_of, run
 
 HOLD: sa.Table = Hold.__table__  # type: ignore[attr-defined]
 USAGE: sa.Table = UsageRecord.__table__  # type: ignore[attr-defined]
+TRANCHE: sa.Table = Tranche.__table__  # type: ignore[attr-defined]
+_MEMBERSHIP: sa.Table = Membership.__table__  # type: ignore[attr-defined]
+_PERSON: sa.Table = Person.__table__  # type: ignore[attr-defined]
 
 
-def insert(session: Session, values: dict[str, Any]) -> int | None:
-    """Insert a hold unless one exists under its (org, idempotency key); the new id."""
-    return dialect_of(session).insert_ignore(session, HOLD, values,
-                                             ("org_id", "idempotency_key"))
+def insert(session: Session, values: dict[str, Any]) -> Hold | None:
+    """Insert a hold unless one exists under its (org, idempotency key); the new hold
+    (None: one exists). The row is exactly what was inserted: it is not read back."""
+    new_id = dialect_of(session).insert_ignore(session, HOLD, values,
+                                               ("org_id", "idempotency_key"))
+    return None if new_id is None else Hold(id=new_id, **values)
+
+
+class Placing(NamedTuple):
+    """The member a hold is for, and what must be settled for them before their balance
+    is read."""
+
+    person_id: int
+    email: str
+    ended_on: date | None
+    tranches_due: bool  # a pending tranche is due on or before the day (vest it first)
+    holds_due: bool  # an open hold is past its expiry (release it first)
+
+
+_PLACING = sa.select(
+    _PERSON.c.id, _PERSON.c.email, _MEMBERSHIP.c.ended_on,
+    sa.exists().where(TRANCHE.c.org_id == _MEMBERSHIP.c.org_id,
+                      TRANCHE.c.person_id == _PERSON.c.id, TRANCHE.c.state == "pending",
+                      TRANCHE.c.due_on <= sa.bindparam("day")),
+    sa.exists().where(HOLD.c.org_id == _MEMBERSHIP.c.org_id, HOLD.c.person_id == _PERSON.c.id,
+                      HOLD.c.state == holds.OPEN, HOLD.c.expires_at <= sa.bindparam("now")),
+).select_from(_MEMBERSHIP.join(_PERSON, _PERSON.c.id == _MEMBERSHIP.c.person_id)).where(
+    _MEMBERSHIP.c.org_id == sa.bindparam("org_id"), _PERSON.c.email == sa.bindparam("email"))
+
+
+def placing(session: Session, *, org_id: int, email: str, day: date,
+            now: datetime) -> Placing | None:
+    """A member by email (None: not a member), with whether a tranche of theirs is due
+    by `day` (`grants.has_due`) and a hold of theirs expired by `now` (`due`): one round
+    trip, since on almost every placement nothing is due."""
+    row = run(session, _PLACING, {"org_id": org_id, "email": email, "day": day,
+                                  "now": now}).first()
+    if row is None:
+        return None
+    return Placing(int(row[0]), str(row[1]), row[2], bool(row[3]), bool(row[4]))
 
 
 def by_public_id(session: Session, *, org_id: int, public_id: str) -> Hold | None:
@@ -35,23 +75,38 @@ def by_key(session: Session, *, org_id: int, key: str) -> Hold | None:
         Hold.org_id == org_id, Hold.idempotency_key == key)).first()  # type: ignore[arg-type]
 
 
-def claim(session: Session, *, hold_id: int, to: str, now: datetime,
+def claim(session: Session, *, hold: Hold, to: str, now: datetime,
           values: dict[str, Any] | None = None, unexpired: bool = True) -> bool:
     """Move an open hold to `to` with `values`, once: True for the one caller that did.
 
     `unexpired`: only before its expiry (a capture or void); the release of an expired
-    hold claims it after.
+    hold claims it after. On success `hold` shows the row as updated (nothing else of
+    a hold changes, and it was open until this update): it need not be read back.
     """
-    where = [HOLD.c.id == hold_id, HOLD.c.state == holds.OPEN]
-    where.append(HOLD.c.expires_at > now if unexpired else HOLD.c.expires_at <= now)
-    done = run(session, sa.update(HOLD).where(*where).values(
-        state=to, closed_at=now, **(values or {})))
-    return bool(done.rowcount == 1)
+    changes = {"state": to, "closed_at": now, **(values or {})}
+    # Prebuilt: the SET clause is the columns among the parameters.
+    done = run(session, _CLAIM[unexpired], {"w_id": hold.id, "w_now": now, **changes})
+    if done.rowcount != 1:
+        return False
+    _loaded(hold, changes)
+    return True
 
 
-def claim_values(session: Session, *, hold_id: int, values: dict[str, Any]) -> None:
+_OPEN = sa.update(HOLD).where(HOLD.c.id == sa.bindparam("w_id"), HOLD.c.state == holds.OPEN)
+_CLAIM = {True: _OPEN.where(HOLD.c.expires_at > sa.bindparam("w_now")),
+          False: _OPEN.where(HOLD.c.expires_at <= sa.bindparam("w_now"))}
+
+
+def claim_values(session: Session, *, hold: Hold, values: dict[str, Any]) -> None:
     """Record more of a state change this transaction claimed (the capture's split)."""
-    run(session, sa.update(HOLD).where(HOLD.c.id == hold_id).values(**values))
+    run(session, sa.update(HOLD).where(HOLD.c.id == hold.id).values(**values))
+    _loaded(hold, values)
+
+
+def _loaded(hold: Hold, values: dict[str, Any]) -> None:
+    # As a refresh would load them (no pending change for the session to flush).
+    for name, value in values.items():
+        set_committed_value(hold, name, value)
 
 
 def due(session: Session, *, now: datetime, org_id: int | None = None,

@@ -201,6 +201,7 @@ class Posted:
     transfer: Transfer
     created: bool
     balance: int | None  # the destination's balance right after (None: a replay)
+    source_balance: int | None = None  # the source's right after (None: replay, deferred)
 
 
 def post(session: Session, *, org_id: int, posting: ledger.Posting,
@@ -219,22 +220,23 @@ def post(session: Session, *, org_id: int, posting: ledger.Posting,
     if defer_debit and (not ledger.may_go_negative(posting.source)
                         or session.in_nested_transaction()):
         raise ValueError("only a debit that needs no check, outside savepoints, can wait")
-    new_id, values, balance = _record(session, org_id=org_id, posting=posting, at=at,
-                                      defer_debit=defer_debit)
+    new_id, values, balances = _record(session, org_id=org_id, posting=posting, at=at,
+                                       defer_debit=defer_debit)
     if new_id is None:
         replayed = _replayed(session, org_id=org_id, posting=posting, values=values)
         return Posted(replayed, False, None)
     # The row is exactly what was inserted: no need to read it back.
-    return Posted(Transfer(id=new_id, **values), True, balance)
+    return Posted(Transfer(id=new_id, **values), True, balances[values["to_account_id"]],
+                  balances.get(values["from_account_id"]))
 
 
 def _record(session: Session, *, org_id: int, posting: ledger.Posting,
             at: datetime | None,
-            defer_debit: bool = False) -> tuple[int | None, dict[str, Any], int]:
+            defer_debit: bool = False) -> tuple[int | None, dict[str, Any], dict[int, int]]:
     """Insert the transfer unless its key exists, and move the money if it was new.
 
-    Returns the new id (None: the key existed), the row, and the destination's balance
-    after the move (0 when nothing moved).
+    Returns the new id (None: the key existed), the row, and the balances after the move
+    by account id (empty when nothing moved; no source when its debit was deferred).
     """
     source, destination = _pair(session, org_id=org_id, posting=posting)
     values = {
@@ -256,7 +258,7 @@ def _record(session: Session, *, org_id: int, posting: ledger.Posting,
         session, _TRANSFER, values, conflict=_TRANSFER_KEY, move=_CHANGE,
         params={"w_account": first, "w_delta": delta})
     if new_id is None:
-        return None, values, 0
+        return None, values, {}
     balances = {first: _moved(moved, name)}
     for account_id, name, delta in steps:
         balances[account_id] = _moved(run(session, _CHANGE, {
@@ -267,7 +269,7 @@ def _record(session: Session, *, org_id: int, posting: ledger.Posting,
         deferred[source] = (name, owed + posting.amount)
         _guard(session)
     _expire_loaded(session, source, destination)
-    return int(new_id), values, balances[destination]
+    return int(new_id), values, balances
 
 
 def _moved(balance: int | None, name: str) -> int:
@@ -305,8 +307,21 @@ def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posti
     there and makes the whole batch fail; a balance that would go negative where it
     may not is refused by the database's CHECK constraint and fails the batch too.
     """
+    _post_batch(session, org_id=org_id, postings=postings, at=at, keyed=False)
+    return len(postings)
+
+
+def post_batch_keyed(session: Session, *, org_id: int, postings: Sequence[ledger.Posting],
+                     at: datetime | None = None) -> dict[str, int]:
+    """`post_batch`, answering the new transfers' ids by idempotency key (for a few
+    postings, such as a capture's: the INSERT returns them in the same round trip)."""
+    return _post_batch(session, org_id=org_id, postings=postings, at=at, keyed=True)
+
+
+def _post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posting],
+                at: datetime | None, keyed: bool) -> dict[str, int]:
     if not postings:
-        return 0
+        return {}
     when = at or clock.now()
     ids = _account_ids(session, org_id=org_id,
                        names={(p.source, p.currency) for p in postings}
@@ -323,8 +338,13 @@ def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posti
         })
         deltas[src] -= p.amount
         deltas[dst] += p.amount
+    inserted: dict[str, int] = {}
     for chunk in chunks(rows):
-        run(session, _INSERT_TRANSFER, list(chunk))
+        if keyed:
+            inserted.update((key, int(id_)) for id_, key in run(
+                session, _INSERT_TRANSFER_KEYED, list(chunk)))
+        else:
+            run(session, _INSERT_TRANSFER, list(chunk))
     names = {account_id: name for (name, _currency), account_id in ids.items()}
     params = [{"account_id": k, "delta": v}
               for k, v in sorted(deltas.items(), key=lambda kv: lock_order(kv[0], names[kv[0]]))
@@ -334,10 +354,12 @@ def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posti
             run(session, _ADD_TO_BALANCE, list(chunk))
     except IntegrityError as exc:
         raise InsufficientFunds("a batch posting would overdraw an account") from exc
-    return len(rows)
+    return inserted
 
 
 _INSERT_TRANSFER = sa.insert(_TRANSFER)
+_INSERT_TRANSFER_KEYED = _INSERT_TRANSFER.returning(_TRANSFER.c.id,
+                                                    _TRANSFER.c.idempotency_key)
 _ADD_TO_BALANCE = (sa.update(_ACCOUNT).where(_ACCOUNT.c.id == sa.bindparam("account_id"))
                    .values(balance=_ACCOUNT.c.balance + sa.bindparam("delta")))
 WHOLE_SCAN_AT = 500
@@ -369,12 +391,27 @@ def _account_ids(session: Session, *, org_id: int,
                 rows = run(session, scope.where(seam.in_(table.c.name, chunk)))
                 found.update({(name, currency): int(id_) for id_, name in rows})
 
-    load(wanted)
+    # A few accounts (a capture's): ids known in committed state are kept, as `_pair`
+    # keeps them; a large batch (a vesting run) reads them all, as before.
+    known = kept(session, _ACCOUNT_IDS, maxsize=_KEEP_AT_MOST) \
+        if len(wanted) <= WHOLE_SCAN_AT else None
+    if known is not None:
+        for name, currency in wanted:
+            kept_id = known.get((org_id, name, currency))
+            if kept_id is not None:
+                found[(name, currency)] = int(kept_id)  # type: ignore[call-overload]
+    unknown = [key for key in wanted if key not in found]
+    if unknown:
+        load(unknown)
     missing = [key for key in wanted if key not in found]
     for name, currency in missing:
         account(session, org_id=org_id, name=name, currency=currency)
     if missing:
         load(missing)
+    if known is not None and unknown:  # kept after the commit, but not those made here
+        seen = _pending(session).seen
+        for name, currency in unknown:
+            seen[(org_id, name, currency)] = found[(name, currency)]
     return found
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
 from wallet import clock
 from wallet.models import Price, UsageRecord
-from wallet.store._dialect import dialect_of
+from wallet.store._dialect import dialect_of, run
 
 PRICE: sa.Table = Price.__table__  # type: ignore[attr-defined]
+USAGE: sa.Table = UsageRecord.__table__  # type: ignore[attr-defined]
 _PRICE_KEY = ("org_id", "model")
 _PRICE_SET = ("input_per_mtok", "output_per_mtok", "currency", "source", "as_of", "updated_at")
 
@@ -22,10 +24,15 @@ def prices(session: Session, *, org_id: int) -> list[Price]:
         sa.select(Price).where(Price.org_id == org_id).order_by(Price.model)))  # type: ignore[arg-type]
 
 
-def price(session: Session, *, org_id: int, model: str) -> Price | None:
-    """Return the price an organisation has set for one model."""
-    return session.scalars(sa.select(Price).where(
-        Price.org_id == org_id, Price.model == model)).first()  # type: ignore[arg-type]
+def price(session: Session, *, org_id: int, model: str) -> sa.Row[Any] | None:
+    """The price an organisation has set for one model: its model, per-million prices,
+    currency, date and source (a row, not a model object: every hold placement asks)."""
+    return run(session, _PRICE_OF, {"org_id": org_id, "model": model}).first()
+
+
+_PRICE_OF = sa.select(PRICE.c.model, PRICE.c.input_per_mtok, PRICE.c.output_per_mtok,
+                      PRICE.c.currency, PRICE.c.as_of, PRICE.c.source).where(
+    PRICE.c.org_id == sa.bindparam("org_id"), PRICE.c.model == sa.bindparam("model"))
 
 
 def upsert_price(session: Session, *, org_id: int, model: str, input_per_mtok: int,
@@ -48,6 +55,14 @@ def add_record(session: Session, record: UsageRecord) -> UsageRecord:
     session.add(record)
     session.flush()
     return record
+
+
+def insert_record(session: Session, values: dict[str, Any]) -> None:
+    """Store a usage record nobody reads back in this transaction (a hold's capture)."""
+    run(session, _INSERT_USAGE, values)
+
+
+_INSERT_USAGE = sa.insert(USAGE)
 
 
 def recent(session: Session, *, org_id: int, person_id: int | None = None,
