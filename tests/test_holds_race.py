@@ -356,10 +356,6 @@ def test_identical_captures_under_different_keys_at_once_capture_once(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # SQLite: one writer, no interleaving
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: wallet.actions.holds.capture answers 409 conflict to a capture that lost"
-    " the claim to an identical one (it does not re-read the hold as void does), while the"
-    " same capture sent after it answers 200"))
 def test_identical_captures_that_read_the_hold_together_answer_the_same(
         app: Flask, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """Sequentially, the same usage captured again (another key) answers the capture
@@ -556,10 +552,6 @@ def test_an_expiry_sweep_racing_captures_moves_each_hold_once(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # SQLite: one writer, no interleaving
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: release_due releases several holds in one transaction, each claim"
-    " followed by its account updates, so it locks hold, accounts, hold; a capture of a"
-    " later hold locks hold, accounts: PostgreSQL detects a deadlock and aborts one"))
 def test_a_sweep_of_two_holds_and_a_capture_of_the_second_do_not_deadlock(
         app: Flask, second_app: Flask, world: World, fake_clock: clock.FakeClock,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -177,8 +177,7 @@ def capture(session: Session, *, slug: str, hold_id: str, body: dict[str, Any],
     same; anything else on a closed hold is `conflict`)."""
     org, hold, email = _hold_of(session, slug, hold_id, actor)
     cost, tokens = _cost_of(hold, body)
-    if hold.state == holds.CAPTURED and (hold.cost, hold.input_tokens, hold.output_tokens,
-                                         hold.cached_input_tokens) == (cost, *tokens):
+    if _captured_so(hold, cost, tokens):
         return _closed(session, org, hold, email)  # the same capture, asked again
     now = clock.now()
     counts = {"input_tokens": tokens[0], "output_tokens": tokens[1],
@@ -189,6 +188,8 @@ def capture(session: Session, *, slug: str, hold_id: str, body: dict[str, Any],
         counts.update(released=within.released, overrun=within.overrun)
     if not store.claim(session, hold=hold, to=holds.CAPTURED, now=now, values=counts):
         session.refresh(hold)
+        if _captured_so(hold, cost, tokens):
+            return _closed(session, org, hold, email)  # an identical capture got there first
         raise _closed_conflict(hold, "captured", now)
     settled, transfers = _post_capture(session, org, hold, cost, within)
     if within is None:
@@ -196,6 +197,14 @@ def capture(session: Session, *, slug: str, hold_id: str, body: dict[str, Any],
             "released": settled.released, "overrun": settled.overrun})
     _record_usage(session, org, hold, settled, tokens, transfers)
     return _closed(session, org, hold, email)
+
+
+def _captured_so(hold: Hold, cost: int, tokens: tuple[int | None, ...]) -> bool:
+    """Whether the hold is captured with this very cost and usage (a capture asked again,
+    under any key, answers the capture)."""
+    return hold.state == holds.CAPTURED and (
+        hold.cost, hold.input_tokens, hold.output_tokens, hold.cached_input_tokens
+    ) == (cost, *tokens)
 
 
 def void(session: Session, *, slug: str, hold_id: str, actor: Actor,
@@ -227,16 +236,22 @@ def get(session: Session, *, slug: str, hold_id: str, actor: Actor) -> Closed:
 def release_due(session: Session, *, org: Organization, person_id: int | None = None,
                 limit: int = 500) -> int:
     """Release holds past their expiry (each once); return how many. Runs in the
-    caller's transaction."""
+    caller's transaction.
+
+    Every due hold is claimed first (in id order) and only then are the releases
+    posted, so this transaction takes hold rows before any account, as a capture does
+    (its hold, then the accounts): claiming one hold after posting another's release
+    would lock hold, accounts, hold, and deadlock with a capture of that later hold.
+    """
     assert org.id is not None
     now = clock.now()
-    released = 0
-    for hold in store.due(session, now=now, org_id=org.id, person_id=person_id, limit=limit):
-        if store.claim(session, hold=hold, to=holds.EXPIRED, now=now,
-                       values={"released": hold.amount}, unexpired=False):
-            _release(session, org, hold, hold.amount)
-            released += 1
-    return released
+    claimed = [hold for hold in store.due(session, now=now, org_id=org.id,
+                                          person_id=person_id, limit=limit)
+               if store.claim(session, hold=hold, to=holds.EXPIRED, now=now,
+                              values={"released": hold.amount}, unexpired=False)]
+    for hold in claimed:
+        _release(session, org, hold, hold.amount)
+    return len(claimed)
 
 
 @dataclass(frozen=True, slots=True)

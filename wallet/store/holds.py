@@ -118,7 +118,7 @@ def due(session: Session, *, now: datetime, org_id: int | None = None,
         query = query.where(Hold.org_id == org_id)  # type: ignore[arg-type]
     if person_id is not None:
         query = query.where(Hold.person_id == person_id)  # type: ignore[arg-type]
-    return list(session.scalars(query.order_by(Hold.expires_at).limit(limit)))  # type: ignore[arg-type]
+    return list(session.scalars(query.order_by(Hold.expires_at, Hold.id).limit(limit)))  # type: ignore[arg-type]
 
 
 def open_of(session: Session, *, org_id: int, person_id: int) -> list[Hold]:
