@@ -162,6 +162,12 @@ class MNote:
         return int(jose.json_object(jose.b64url_decode(payload))["exp"])
 
 
+def _presented_at(presentations: list[str]) -> int:
+    """When the (first) presentation was made: its KB-JWT's iat."""
+    kb = presentations[0].rsplit("~", 1)[1]
+    return int(jose.json_object(jose.b64url_decode(kb.split(".")[1]))["iat"])
+
+
 @dataclass
 class Attempt:
     """An honour request that may be sent again (same consumer, same presentations)."""
@@ -516,7 +522,8 @@ class Journeys(RuleBasedStateMachine):
                              audience=fs.issuer(verifier), nonce=nonce_value,
                              iat=clock.unix())  # the app's (fake) clock
 
-    def _expect_honour(self, note: MNote, verifier: str) -> tuple[str, set[str]]:
+    def _expect_honour(self, note: MNote, verifier: str,
+                       presentations: list[str]) -> tuple[str, set[str]]:
         """What honouring `note` at `verifier` must do now.
 
         ("credit", {}): credited (and redeemed at the issuer unless it already was);
@@ -527,6 +534,8 @@ class Journeys(RuleBasedStateMachine):
         """
         if clock.unix() >= note.exp:
             return "none", {"expired"}  # the signed claims are checked first
+        if clock.unix() - _presented_at(presentations) > notes.KB_MAX_AGE + notes.SKEW:
+            return "none", {"holder_binding_failed"}  # a retry long after: present again
         if verifier == note.issuer:
             return "none", {"policy_rejected"}  # decided before any network call
         if note.state == "revoked":
@@ -566,7 +575,7 @@ class Journeys(RuleBasedStateMachine):
     def _honour(self, note: MNote, verifier: str, consumer: str,
                 presentations: list[str], fault: str | None) -> None:
         self.fault = fault
-        expected = self._expect_honour(note, verifier)
+        expected = self._expect_honour(note, verifier, presentations)
         result = honour_actions.honour(self.session, slug=verifier, email=note.email,
                             presentations=presentations, consumer=consumer)
         (outcome,) = result.outcomes
@@ -625,7 +634,7 @@ class Journeys(RuleBasedStateMachine):
              replay_of: ApiCall | None, fault: str | None) -> None:
         stored = replay_of is not None and replay_of.status < 500
         self.fault = fault
-        expected = self._expect_honour(note, verifier)
+        expected = self._expect_honour(note, verifier, body["presentations"])
         self.session.rollback()  # hold no transaction while the request runs
         answer = self.client.post(
             f"/api/v1/orgs/{verifier}/honour", json=body,
