@@ -157,8 +157,12 @@ def instances(_templates: Any, tmp_path: Path) -> Iterator[World]:
         if IN_CI:
             pytest.fail(f"CI=true but {PG_ENV} is not set: the crash test must run in CI")
         pytest.skip(f"the crash test runs on PostgreSQL only; set {PG_ENV}")
+    # The synchronous honour path: a honour whose issuer is down is retried by the client
+    # until it is answered 200. (With pending honours on, the default, it is answered 202
+    # and a worker finishes it: tests/test_pending_honours.py.)
     extra = {"WALLET_IDEMPOTENCY_LEASE_SECONDS": LEASE_SECONDS,
-             "WALLET_PEER_BREAKER_COOLDOWN_SECONDS": BREAKER_COOLDOWN}
+             "WALLET_PEER_BREAKER_COOLDOWN_SECONDS": BREAKER_COOLDOWN,
+             "WALLET_PENDING_HONOURS": False}
     with _templates.database("postgresql", tmp_path, "crash-a") as url_a, \
             _templates.database("postgresql", tmp_path, "crash-b") as url_b:
         a = cs.Instance("a", url_a, tmp_path / "a", extra=extra)
