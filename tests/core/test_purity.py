@@ -1,4 +1,4 @@
-"""The core is pure (STYLE.md): what the import-linter contract cannot see.
+"""The core is pure (docs/architecture.md, the layers): what the import-linter contract cannot see.
 
 `lint-imports` (contract "core-pure" in pyproject.toml, run by `make lint` and by
 tests/test_layers.py) keeps wallet.core free of the rest of `wallet`, Flask, SQLAlchemy,
