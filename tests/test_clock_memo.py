@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -97,3 +98,71 @@ def test_a_memo_is_safe_to_share_between_threads() -> None:
     for t in threads:
         t.join()
     assert len(box) == 16_000
+
+
+def _at_once(count: int, call: Callable[[], object]) -> list[object]:
+    """`call()` from `count` threads released together; what each returned or raised."""
+    start, out, lock = threading.Barrier(count), [], threading.Lock()
+
+    def one() -> None:
+        start.wait()
+        try:
+            value = call()
+        except Exception as err:
+            value = err
+        with lock:
+            out.append(value)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_share_runs_one_make_per_key_and_every_waiting_caller_gets_its_value() -> None:
+    app = _app()
+    fake = clock.install(app, clock.FakeClock())
+    box: Memo[str] = Memo()
+    made: list[int] = []
+    gate = threading.Event()
+
+    def make() -> str:
+        made.append(1)
+        gate.wait(5)  # the others arrive while this one is under way
+        return box.put("list", f"fetch {len(made)}", ttl=60)
+
+    def call() -> object:
+        with app.app_context():
+            return box.share("list", make)
+
+    threading.Timer(0.3, gate.set).start()
+    assert _at_once(8, call) == ["fetch 1"] * 8
+    with app.app_context():
+        assert box.share("list", make) == "fetch 1"  # kept: no make at all
+        fake.advance(61)
+        assert box.share("list", make) == "fetch 2"  # expired: made again, once
+    assert len(made) == 2
+
+
+def test_share_hands_a_failure_to_the_waiting_callers_and_keeps_nothing() -> None:
+    app = _app()
+    clock.install(app, clock.FakeClock())
+    box: Memo[str] = Memo()
+    made: list[int] = []
+
+    def make() -> str:
+        made.append(1)
+        threading.Event().wait(0.3)
+        raise LookupError("the source is down")
+
+    def call() -> object:
+        with app.app_context():
+            return box.share("list", make)
+
+    answers = _at_once(4, call)
+    assert len(made) == 1 and all(isinstance(a, LookupError) for a in answers)
+    with app.app_context():
+        assert box.get("list") is None
+        assert box.share("list", lambda: "back") == "back"  # the next caller makes again

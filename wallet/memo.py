@@ -9,6 +9,7 @@ cache. Lifetimes run on `wallet.clock.monotonic()`, so a faked clock expires the
     ids = memo("org-ids")                       # no lifetime: facts that never change
     lists = memo("status-lists", maxsize=1024)  # per-entry ttl given to put()
     org_id = ids.get_or_set(slug, lambda: read_the_id(slug))
+    listed = lists.share(uri, fetch_and_put)    # one fetch at a time per key, shared
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flask import current_app
 from wallet import clock
 
 V = TypeVar("V")
+T = TypeVar("T")
 EXTENSION = "wallet.memo"
 _MISSING: Any = object()
 
@@ -33,18 +35,23 @@ class Memo(Generic[V]):
         self.ttl, self.maxsize = ttl, maxsize
         self._lock = threading.Lock()
         self._items: dict[Hashable, tuple[float | None, V]] = {}
+        self._making: dict[Hashable, _Making] = {}
 
     def get(self, key: Hashable, default: Any = None) -> V | Any:
         """The value kept for `key`, or `default` when there is none or it expired."""
         with self._lock:
-            found = self._items.get(key, _MISSING)
-            if found is _MISSING:
-                return default
-            expires, value = found
-            if expires is not None and clock.monotonic() >= expires:
-                del self._items[key]
-                return default
-            return value
+            return self._live(key, default)
+
+    def _live(self, key: Hashable, default: Any) -> V | Any:
+        """`get` with the lock held."""
+        found = self._items.get(key, _MISSING)
+        if found is _MISSING:
+            return default
+        expires, value = found
+        if expires is not None and clock.monotonic() >= expires:
+            del self._items[key]
+            return default
+        return value
 
     def put(self, key: Hashable, value: V, *, ttl: float | None = None) -> V:
         """Keep `value` for `key` (for `ttl` seconds, else the memo's own ttl); return it."""
@@ -64,6 +71,38 @@ class Memo(Generic[V]):
             return found  # type: ignore[no-any-return]
         return self.put(key, make(), ttl=ttl)
 
+    def share(self, key: Hashable, make: Callable[[], T]) -> V | T:
+        """The value kept for `key`, else what `make()` returns, with one `make` per key
+        running at a time: callers that come while it runs wait for it and get what it
+        returned (or raised). `make` keeps what should be kept (`put`, with its ttl).
+
+        Many requests of one process that miss the same entry at once (a status list
+        that has just expired) then cost its source one fetch, not one per thread.
+        """
+        with self._lock:
+            found = self._live(key, _MISSING)
+            if found is not _MISSING:
+                return found
+            making = self._making.get(key)
+            leader = making is None
+            if making is None:
+                making = self._making[key] = _Making()
+        if not leader:
+            making.done.wait()
+            if making.error is not None:
+                raise making.error
+            return making.result  # type: ignore[no-any-return]
+        try:
+            making.result = make()
+            return making.result  # type: ignore[no-any-return]
+        except BaseException as err:
+            making.error = err
+            raise
+        finally:
+            with self._lock:
+                del self._making[key]
+            making.done.set()
+
     def pop(self, key: Hashable) -> None:
         """Forget `key`."""
         with self._lock:
@@ -77,6 +116,17 @@ class Memo(Generic[V]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+class _Making:
+    """One `make` under way in `Memo.share`, and what it came to."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 _CREATE = threading.Lock()

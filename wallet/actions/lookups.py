@@ -9,7 +9,8 @@ holds a `Lookups`, which takes the steps the directory cannot:
   verification once more against the snapshot of the new config version;
 - `fetch_lists(...)` fetches the status lists that verified notes point to and that this
   process does not hold (verified with the issuer's keys; an unknown kid there re-pins
-  too), and `listed(...)` hands each back, or the reason it could not be had.
+  too; one fetch per list at a time in the process, shared by the requests that wait
+  for it), and `listed(...)` hands each back, or the reason it could not be had.
 
 Before either step the open transaction ends (`end_transaction`), so no lock is held
 while a peer answers. Each issuer is re-pinned at most once per action.
@@ -69,8 +70,15 @@ class Lookups:
         """Fetch the status lists (URI -> issuer) this process does not hold, verified
         with their issuers' keys; a failure is kept for `listed` to raise."""
         kept = status_lists()
-        missing = {uri: issuer for uri, issuer in wanted.items()
-                   if uri not in self._fetched and kept.get(uri) is None}
+        missing = {}
+        for uri, issuer in wanted.items():
+            if uri in self._fetched:
+                continue
+            held = kept.get(uri)
+            if held is None:
+                missing[uri] = issuer
+            else:  # the action's own from now: it may expire before `listed` asks
+                self._fetched[uri] = held
         if not missing:
             return
         self._fetch_all(missing)
@@ -82,7 +90,7 @@ class Lookups:
 
     def listed(self, uri: str) -> status.StatusList:
         """The status list at `uri` (fetched or held), or the error that kept it away."""
-        found = self._fetched.get(uri) or status_lists().get(uri)
+        found = self._fetched.get(uri)
         if isinstance(found, WalletError):
             raise found
         assert found is not None, "fetch_lists first"
@@ -109,11 +117,22 @@ class Lookups:
                ) -> status.StatusList | WalletError:
         if isinstance(keys, WalletError):
             return keys
-        try:
-            listed = fetch_status_list(uri, keys, now=clock.unix())
-        except WalletError as err:
-            return err
-        return status_lists().put(uri, listed, ttl=listed.ttl)
+        mine = []
+
+        def fetch() -> status.StatusList | WalletError:
+            mine.append(True)
+            try:
+                listed = fetch_status_list(uri, keys, now=clock.unix())
+            except WalletError as err:
+                return err
+            return status_lists().put(uri, listed, ttl=listed.ttl)
+
+        # One fetch of a list at a time in this process: the requests that miss it while
+        # it is under way wait for it, so a cold or just-expired list costs the issuer one
+        # fetch per ttl, not one per thread. Only a list is shared: a request that waited
+        # for a failed fetch tries with its own keys (its own re-pin may follow).
+        found = status_lists().share(uri, fetch)
+        return fetch() if isinstance(found, WalletError) and not mine else found
 
     def _repin(self, wanted: set[str]) -> bool:
         """Re-pin issuers not tried yet (network, then a transaction each); on any change
