@@ -39,6 +39,7 @@ from wallet import clock
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import signing
 from wallet.actions._base import atomic, commit, member_or_404, org_or_404
+from wallet.actions.idempotency import Reply
 from wallet.actions.lookups import Lookups
 from wallet.actions.wallets import balances
 from wallet.core import jose, ledger, notes, pending, redeem
@@ -180,8 +181,10 @@ def honour(session: Session, *, slug: str, email: str, presentations: object,
 
 
 def honour_api(session: Session, *, org: Organization, person: Person,
-               body: dict[str, Any], consumer: str) -> tuple[int, dict[str, Any]]:
-    """The honour API's handler, run under its Idempotency-Key: the claim commits with
+               body: dict[str, Any], consumer: str) -> Reply:
+    """The honour API's handler, run under its Idempotency-Key (`once`), so its result is
+    the `Reply` (status, JSON object) stored as the key's answer; the action's own result
+    is `honour`'s `Honoured`. The claim commits with
     the nonce, and the credits are left for the stored answer's commit. Nothing credited
     is an error carrying the whole answer (stored, or for a 5xx the key released)."""
     if set(body) != {"presentations"}:
