@@ -90,6 +90,22 @@ def test_secrets_are_generated_once_into_the_instance(tmp_path: Path,
         app.extensions["wallet.engine"].dispose()
 
 
+def test_an_instance_folder_made_by_another_worker_meanwhile_is_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two gunicorn workers on a fresh instance folder each see it missing, and one makes
+    it first: the other's app starts too (it failed with FileExistsError, and gunicorn
+    stopped with "Worker failed to boot"; found by bench/balancer.py)."""
+    folder = tmp_path / "instance"
+    folder.mkdir(mode=0o700)  # the other worker, between this one's check and its mkdir
+    seen = Path.exists
+    monkeypatch.setattr(Path, "exists",
+                        lambda self, *a, **k: self != folder and seen(self, *a, **k))
+    app = create_app(support.test_config(f"sqlite:///{tmp_path}/d.db", tmp_path))
+    assert app.instance_path == str(folder)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    app.extensions["wallet.engine"].dispose()
+
+
 # Real secrets as the operations guide says to make them (secrets.token_urlsafe(48)).
 STRONG_SECRET = "mV3q_Zr8TfK0xWb-pL9sYc2HdJ7uNa4EoQiG6wRkXy1BtM5vFhSjD0lUzCeA8nPg"
 STRONG_PASSPHRASE = "T7bQ-k2ZpW9xLr_4sNc8YvHm3JdFa6GuE0oRiK1tXwSy5BnMqVhCjDlUzPe"

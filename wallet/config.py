@@ -132,8 +132,9 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None = None) -> di
 
     instance = Path(instance_path)
     if not instance.exists():
-        # The instance folder holds the database and generated secrets: owner only.
-        instance.mkdir(mode=0o700, parents=True)
+        # The instance folder holds the database and generated secrets: owner only. Two
+        # gunicorn workers starting on a fresh folder both get here: one makes it.
+        instance.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not settings["WALLET_DATABASE_URL"]:
         settings["WALLET_DATABASE_URL"] = _dialect.default_url(str(instance))
     settings["WALLET_DATABASE_URL"] = normalise_database_url(settings["WALLET_DATABASE_URL"])
