@@ -154,13 +154,22 @@ def export_load(inst: ProdInstance, crew: list[Engineer], seconds: float) -> Run
 
 
 def rss(pids: list[int]) -> dict[str, dict[str, float]]:
-    """VmRSS and VmHWM of each process, in MB (10^6 bytes)."""
+    """VmRSS and VmHWM of each process, in MB (10^6 bytes), and its CPU seconds so far
+    (which worker did the work: a keep-alive connection stays with the worker that
+    accepted it)."""
     out = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         now, peak = status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
         if now is not None and peak is not None:
             out[str(pid)] = {"rss_mb": round(now * 1024 / 1e6, 1),
-                             "peak_mb": round(peak * 1024 / 1e6, 1)}
+                             "peak_mb": round(peak * 1024 / 1e6, 1),
+                             "cpu_s": round((int(fields[11]) + int(fields[12])) / tick, 2)}
     return out
 
 
@@ -289,12 +298,13 @@ def main() -> int:
     print()
     print(f"{'worker':>8} {'RSS warm':>9} " + " ".join(
         f"{'round ' + str(i + 1):>8}" for i in range(len(rss_by_round)))
-        + f" {'RSS after':>10} {'peak':>7}  (MB)")
+        + f" {'RSS after':>10} {'peak':>7}  (MB) {'CPU s':>7}")
     for pid in sorted(after):
         print(f"{pid:>8} {warm.get(pid, {}).get('rss_mb', float('nan')):>9.1f} "
               + " ".join(f"{r.get(pid, {}).get('rss_mb', float('nan')):>8.1f}"
                          for r in rss_by_round)
-              + f" {after[pid]['rss_mb']:>10.1f} {after[pid]['peak_mb']:>7.1f}")
+              + f" {after[pid]['rss_mb']:>10.1f} {after[pid]['peak_mb']:>7.1f}"
+              f"      {after[pid]['cpu_s']:>7.1f}")
     if recycled:
         print(f"workers replaced during the run (max_requests): {recycled}")
     print()
