@@ -13,7 +13,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run serve-prod test test-fast lint typecheck bench screenshots clean clean-instance
+.PHONY: help venv run serve-prod test test-fast lint typecheck bench bench-deps screenshots clean clean-instance
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,11 +59,17 @@ lint: $(STAMP) ## ruff, mypy --strict on the core, and the layer contract (lint-
 
 typecheck: lint ## alias of lint
 
-bench: $(STAMP) ## run the benchmarks in bench/ (see docs/benchmarks.md)
-	$(BIN)/python bench/verify.py
-	$(BIN)/python bench/vesting.py
-	$(BIN)/python bench/honour.py
-	$(BIN)/python bench/spend.py
+bench: $(STAMP) $(LITELLM_STAMP) bench-deps ## every benchmark, then each figure with its goal (BENCH_ARGS="--quick", "--only honour"; docs/benchmarks.md)
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
+bench-deps: ## wrk and HAProxy (Debian packages) for the HTTP benchmarks, installed when missing
+	@missing=""; for tool in wrk haproxy; do \
+	  command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing (Debian packages)"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "make bench: install$$missing first (Debian: sudo apt-get install -y$$missing)" >&2; exit 2; fi; fi
 
 screenshots: $(STAMP) ## refresh docs/images/ from the browser tests
 	WALLET_SCREENSHOTS=docs/images $(BIN)/python -m pytest -m browser $(PYTEST_ARGS)

@@ -11,7 +11,7 @@ a plain JSON endpoint on the same setup (GET /healthz at B, which reads the data
 for 10 s. The two phases alternate in 3 rounds. CPU time is reported per request for
 each group of processes (A, B, PostgreSQL, the clients) and how busy the CPUs were.
 
-Goals: honour throughput >= 0.08 x the plain endpoint's, honour p99 <= 200 ms.
+Goals: honour throughput >= 0.09 x the plain endpoint's (median of five runs), honour p99 <= 200 ms.
 
     .venv/bin/python bench/honour.py [--url postgresql+psycopg://postgres@127.0.0.1:5432/test]
         [--clients 16] [--seconds 30] [--plain-seconds 10] [--rounds 3] [--workers 2]
@@ -48,6 +48,8 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _goals import figure
+
 from wallet import create_app, db, migrations
 from wallet.actions import notes as note_actions
 from wallet.actions import orgs
@@ -61,7 +63,8 @@ from wallet.store import people
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PASSWORD = "bench password 123"  # noqa: S105 (scratch databases, dropped at the end)
 CLI = Actor.cli()
-GOAL_RATIO, GOAL_P99_MS = 0.08, 200.0
+# Issue 14: >= 0.09 on the median of five runs (0.08 was the first goal), p99 <= 200 ms.
+GOAL_RATIO, GOAL_P99_MS = 0.09, 200.0
 
 
 def wallet_bin() -> str:
@@ -569,6 +572,9 @@ def main() -> int:
           f" goal >= {GOAL_RATIO});"
           f" honour p99 = {p99:.1f} ms (goal <= {GOAL_P99_MS:.0f} ms);"
           f" errors {honour.errors or 'none'}; ledger check {checks}")
+    figure("honour", "ratio honour/plain (one run; goal on the median of five)", ratio, ">=",
+           GOAL_RATIO)
+    figure("honour", "honour p99 at 16 clients", p99, "<=", GOAL_P99_MS, unit=" ms", digits=1)
     print(json.dumps(result))
     consistent = honoured_rows == honour.ok + warm.ok and all(v == 0 for v in checks.values())
     return 0 if consistent else 1

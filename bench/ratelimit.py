@@ -38,6 +38,8 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _goals import figure
+
 from wallet import create_app, db, migrations
 from wallet.actions import orgs
 from wallet.actions._base import Actor
@@ -140,6 +142,9 @@ def main() -> None:
         print(f"{name:28} {row['counted_ms']:11.3f} {row['lifted_ms']:10.3f}"
               f" {row['overhead_ms']:12.3f} {row['best_overhead_ms']:15.3f}")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for name, row in results.items():
+        figure("ratelimit", f"overhead per counted request, {name}", row["overhead_ms"],
+               "report", unit=" ms")
     print(json.dumps({"bench": "ratelimit", "requests": args.requests, "rounds": args.rounds,
                       "results": results, "python": platform.python_version(),
                       "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ",

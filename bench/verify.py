@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _goals import figure
+
 from wallet.core import jose, notes
 from wallet.core.errors import UntrustedIssuer
 from wallet.core.money import Money
@@ -205,6 +207,9 @@ def main() -> int:
         op, goal = GOALS[name]
         print(f"{name:<18}{value:>7.2f}{best_ratios[name]:>7.2f}  {op} {goal}  "
               f"{'met' if _met(name, value) else 'NOT met'}")
+    for name, value in ratios.items():
+        op, goal = GOALS[name]
+        figure("verify", f"{name} (median)", value, op, goal)
     print(json.dumps({
         "benchmark": "verify", "notes": args.notes, "repeat": args.repeat,
         "median_ns": {name: round(value) for name, value in median.items()},
