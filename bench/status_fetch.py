@@ -296,6 +296,7 @@ def bulk_notes(a: Issuer, count: int) -> list[str]:
 class Verified:
     latencies: list[float] = field(default_factory=list)
     invalid: Counter[str] = field(default_factory=Counter)
+    messages: dict[str, str] = field(default_factory=dict)  # the first message per refusal
     started: float = 0.0  # time.monotonic()
     elapsed: float = 0.0
 
@@ -308,12 +309,14 @@ class Verified:
         self.started = self.started or other.started
         self.latencies += other.latencies
         self.invalid.update(other.invalid)
+        self.messages = {**other.messages, **self.messages}
         self.elapsed += other.elapsed
 
 
 def verify_all(port: int, tokens: list[str], clients: int) -> Verified:
     """Verify every token once at B, `clients` connections taking the next one in turn."""
     done, lock, todo = Verified(), threading.Lock(), iter(tokens)
+    messages = done.messages
 
     def worker() -> None:
         client, mine, bad = Client(port), [], Counter[str]()
@@ -330,8 +333,11 @@ def verify_all(port: int, tokens: list[str], clients: int) -> Verified:
                 mine.append(time.perf_counter() - t0)
                 answer = json.loads(body) if body.startswith(b"{") else {}
                 if status != 200 or answer.get("valid") is not True:
-                    codes = [e.get("code", "?") for e in answer.get("errors", [])]
-                    bad[f"{status} {','.join(codes) or answer.get('code', '?')}"] += 1
+                    errors = answer.get("errors") or [answer]
+                    key = f"{status} " + ",".join(str(e.get("code", "?")) for e in errors)
+                    bad[key] += 1
+                    messages.setdefault(key, str(errors[0].get("message")
+                                                 or errors[0].get("detail", ""))[:200])
         finally:
             client.close()
             with lock:
@@ -556,10 +562,12 @@ def report(args: argparse.Namespace, info: dict[str, Any], run: Measured) -> int
         "verify_all": {"seconds": round(cold.elapsed, 2), "per_second": round(cold.rate, 1),
                        "p50_ms": round(percentile(cold.latencies, 50) * 1000, 2),
                        "p99_ms": round(percentile(cold.latencies, 99) * 1000, 2),
-                       "invalid": dict(cold.invalid), "wall_seconds": round(span, 2),
+                       "invalid": dict(cold.invalid), "messages": cold.messages,
+                       "wall_seconds": round(span, 2),
                        "within_one_ttl": span < ttl},
         "again": {"notes": len(sample), "seconds": round(again.elapsed, 2),
-                  "per_second": round(again.rate, 1), "invalid": dict(again.invalid)},
+                  "per_second": round(again.rate, 1), "invalid": dict(again.invalid),
+                  "messages": again.messages},
         "raw_signature_per_second": round(raw, 1),
         "plain": {"endpoint": "GET /healthz", "per_second": round(plain_rate, 1),
                   "errors": dict(plain_errors)},
@@ -605,6 +613,8 @@ def report(args: argparse.Namespace, info: dict[str, Any], run: Measured) -> int
     if not result["verify_all"]["within_one_ttl"]:
         print(f"note: phase 1 took {span:.1f}s, longer than one ttl ({args.ttl}s):"
               " later fetches are refreshes, judged by the ttl windows")
+    for key, message in {**again.messages, **cold.messages}.items():
+        print(f"refused: {key} x{cold.invalid[key] + again.invalid[key]}, e.g. {message!r}")
     print(f"fetches per list per ttl, per verifier process: at most {worst}"
           f" (goal <= {GOAL_PER_TTL}) {'met' if met else 'NOT met'}"
           + (f"; {unknown} fetches from an unknown process" if unknown else ""))
