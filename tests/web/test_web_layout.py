@@ -67,19 +67,6 @@ def test_every_form_class_is_in_forms_py() -> None:
     assert outside == {}
 
 
-# Views read through actions. These still read the store, each waiting for the action
-# named (wallet/actions): remove a line when its action exists; never add one.
-STORE_READS_WAITING = {
-    "wallet.web.admin": {"wallet.store.people"},  # orgs.member(), orgs.members()
-    "wallet.web.admin.overview": {"wallet.store.people"},  # orgs.audit_events()
-    "wallet.web.auth": {"wallet.store.people"},  # accounts.memberships()
-    "wallet.web.guard": {"wallet.store.people"},  # orgs.org_by_slug(), orgs.membership()
-    "wallet.web.portal.notes": {"wallet.store.notes"},  # notes.note_of()
-    "wallet.web.portal.tokens": {"wallet.store.people"},  # orgs.tokens_of()
-    "wallet.web.portal.transactions": {"wallet.store.ledger"},  # ledger.transfers_of()
-}
-
-
 def _imported(tree: ast.Module) -> set[str]:
     found = set()
     for node in ast.walk(tree):
@@ -90,12 +77,11 @@ def _imported(tree: ast.Module) -> set[str]:
     return found
 
 
-def test_views_read_the_store_only_where_an_action_is_still_missing() -> None:
-    reads = {name: {m for m in _imported(tree) if m.startswith("wallet.store.")}
+def test_views_read_through_actions_never_the_store() -> None:
+    """Reads go through wallet/actions, as changes do (docs/architecture.md, thin shells)."""
+    reads = {name: sorted(m for m in _imported(tree) if m.split(".")[:2] == ["wallet", "store"])
              for name, tree in _modules().items()}
-    extra = {name: found - STORE_READS_WAITING.get(name, set())
-             for name, found in reads.items() if found - STORE_READS_WAITING.get(name, set())}
-    assert extra == {}
+    assert {name: found for name, found in reads.items() if found} == {}
 
 
 def test_views_are_short_and_route_no_refusal_through_an_exception_of_their_own() -> None:

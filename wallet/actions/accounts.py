@@ -1,5 +1,5 @@
 """A person's account: sign in (throttled), join through an invitation, reset and change
-the password.
+the password; and reading an account (its memberships, whether it administers any).
 
 People are shared by every organisation of an instance, so nothing one organisation
 hands out may open another's: an invitation confirms its own organisation's membership
@@ -205,3 +205,24 @@ def change_password(session: Session, *, person: Person, current: str, new: str,
     sessions.end_all(person.id)
     session.refresh(person)
     return person
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def person_by_id(session: Session, *, person_id: int) -> Person | None:
+    """The account with this id; None when there is none (deleted)."""
+    return session.get(Person, person_id)
+
+
+def memberships(session: Session, *,
+                person: Person) -> list[tuple[Membership, Organization]]:
+    """A person's confirmed memberships with their organisations, by slug."""
+    assert person.id is not None
+    return people.memberships_of(session, person_id=person.id, confirmed_only=True)
+
+
+def is_admin_anywhere(session: Session, *, person: Person) -> bool:
+    """Tell whether a person administers any organisation (a confirmed admin role)."""
+    assert person.id is not None
+    return people.is_admin_anywhere(session, person_id=person.id)

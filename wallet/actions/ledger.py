@@ -1,4 +1,4 @@
-"""Funding the pool, reading balances and checking the ledger's invariants."""
+"""Funding the pool, reading balances and transfers, checking the ledger's invariants."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from wallet.actions._base import Actor, atomic, org_or_404, require_admin
 from wallet.core import ledger as rules
 from wallet.core.errors import Malformed
 from wallet.core.money import Money, parse_money
-from wallet.models import Organization, Transfer
+from wallet.models import Organization, Person, Transfer
 from wallet.store import holds as hold_store
 from wallet.store import ledger, people
 
@@ -54,6 +54,33 @@ def pool(session: Session, *, org: Organization) -> Money:
     """Return the unallocated pool of an organisation."""
     return Money(ledger.balance(session, org_id=_id(org), name=rules.POOL,
                                 currency=org.currency), org.currency)
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """A transfer as a person's transactions list it: its accounts by name, and what it
+    did to their available balance (`sign`: in 1, out -1, neither 0)."""
+
+    row: Transfer
+    source: str
+    destination: str
+    sign: int
+
+
+def transfers_of(session: Session, *, org: Organization, person: Person,
+                 kind: str | None = None, limit: int = 50, offset: int = 0) -> list[Movement]:
+    """A person's transfers at `org` (their wallet and unvested credit), newest first."""
+    assert person.id is not None
+    wallet = rules.wallet(person.id)
+    rows = ledger.transfers(session, org_id=_id(org),
+                            account_names=[wallet, rules.unvested(person.id)], kind=kind,
+                            limit=limit, offset=offset)
+    names = ledger.account_names(
+        session, org_id=_id(org),
+        ids={r.from_account_id for r in rows} | {r.to_account_id for r in rows})
+    return [Movement(r, names.get(r.from_account_id, "?"), names.get(r.to_account_id, "?"),
+                     1 if names.get(r.to_account_id) == wallet
+                     else -1 if names.get(r.from_account_id) == wallet else 0) for r in rows]
 
 
 def check(session: Session, *, slug: str | None = None) -> dict[str, list[str]]:

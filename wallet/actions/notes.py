@@ -422,6 +422,13 @@ class NoteView:
         return "expired" if self.expired else self.row.state
 
 
+def note_of(session: Session, *, org: Organization, person: Person, jti: str) -> Note | None:
+    """One of a person's own notes at `org`, by jti; None when it is not theirs."""
+    assert org.id is not None
+    row = note_store.note_by_jti(session, org_id=org.id, jti=jti)
+    return None if row is None or row.person_id != person.id else row
+
+
 def of_person(session: Session, *, org: Organization, person: Person) -> list[NoteView]:
     """A person's notes at an organisation, newest first."""
     assert org.id is not None

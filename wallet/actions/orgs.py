@@ -1,4 +1,5 @@
-"""Organisations and their people: create, add, invite, reset links, API tokens."""
+"""Organisations and their people: create, add, invite, reset links, API tokens; and
+reading them (members, a membership, the audit log, a person's tokens)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from wallet.actions._base import (
     require_admin,
 )
 from wallet.core.errors import Conflict, Forbidden, Malformed, Unauthorized
-from wallet.models import ApiToken, Membership, Organization, Person
+from wallet.models import ApiToken, AuditEvent, Membership, Organization, Person
 from wallet.store import people
 
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,39}")
@@ -263,3 +264,45 @@ def authenticate(session: Session, *, token: str) -> tuple[
     if people.touch_token(session, token=row, now=now):
         commit(session)
     return found
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def confirmed_membership(session: Session, *, slug: str,
+                         person: Person) -> tuple[Organization, Membership] | None:
+    """Organisation `slug` and the person's confirmed membership of it; None when either
+    is missing (an invitation not accepted yet opens nothing)."""
+    org = people.org_by_slug(session, slug=slug)
+    if org is None or org.id is None or person.id is None:
+        return None
+    m = people.membership(session, org_id=org.id, person_id=person.id)
+    return None if m is None or m.confirmed_at is None else (org, m)
+
+
+def member(session: Session, *, org: Organization,
+           person_id: int) -> tuple[Membership, Person] | None:
+    """A member of `org` by person id, with the person; None when not one of its members."""
+    assert org.id is not None
+    m = people.membership(session, org_id=org.id, person_id=person_id)
+    person = None if m is None else session.get(Person, person_id)
+    return None if m is None or person is None else (m, person)
+
+
+def members(session: Session, *, org: Organization) -> list[tuple[Membership, Person]]:
+    """Every member of `org` with the person, by email."""
+    assert org.id is not None
+    return people.members(session, org_id=org.id)
+
+
+def audit_events(session: Session, *, org: Organization, limit: int = 50,
+                 offset: int = 0) -> list[AuditEvent]:
+    """The audit log of `org`, newest first."""
+    assert org.id is not None
+    return people.audit_events(session, org_id=org.id, limit=limit, offset=offset)
+
+
+def tokens_of(session: Session, *, org: Organization, person: Person) -> list[ApiToken]:
+    """A person's API tokens at `org`, newest first."""
+    assert org.id is not None and person.id is not None
+    return people.tokens_of(session, org_id=org.id, person_id=person.id)

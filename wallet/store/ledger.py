@@ -452,12 +452,14 @@ def transfers(session: Session, *, org_id: int, account_names: Sequence[str] = (
     return list(session.exec(query))
 
 
-def account_names(session: Session, *, ids: Iterable[int]) -> dict[int, str]:
-    """Map account ids to names."""
+def account_names(session: Session, *, org_id: int, ids: Iterable[int]) -> dict[int, str]:
+    """Map account ids of an organisation to names."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    return dict(session.exec(select(Account.id, Account.name).where(Account.id.in_(wanted))).all())  # type: ignore[union-attr,arg-type]
+    query = select(Account.id, Account.name).where(
+        Account.org_id == org_id, Account.id.in_(wanted))  # type: ignore[union-attr]
+    return dict(session.exec(query).all())  # type: ignore[arg-type]
 
 
 def invariant_inputs(session: Session, *,

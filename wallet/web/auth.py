@@ -12,7 +12,6 @@ from wallet.actions import accounts
 from wallet.actions import sessions as session_actions
 from wallet.core.errors import RateLimited, Unauthorized, WalletError
 from wallet.models import Person
-from wallet.store import people
 from wallet.web import guard
 from wallet.web.forms import (
     ChangePasswordForm,
@@ -50,8 +49,7 @@ def home() -> Response | str:
     person = guard.current_person()
     if person is None:
         return redirect(url_for("auth.login"))
-    assert person.id is not None
-    rows = people.memberships_of(db.session(), person_id=person.id, confirmed_only=True)
+    rows = accounts.memberships(db.session(), person=person)
     if len(rows) == 1:
         return redirect(url_for("portal.dashboard", slug=rows[0][1].slug))
     return render_template("choose_org.html", rows=rows)

@@ -21,12 +21,12 @@ from flask_wtf.csrf import validate_csrf
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from wallet import db
+from wallet.actions import accounts
 from wallet.actions import orgs as org_actions
 from wallet.actions import sessions as session_actions
 from wallet.actions._base import Actor, today
 from wallet.core.errors import Forbidden, NotFound, Unauthorized
 from wallet.models import ApiToken, Membership, Organization, Person
-from wallet.store import people
 from wallet.web import sessions as web_sessions
 from wallet.web.sessions import ServerSessionInterface
 
@@ -49,7 +49,7 @@ def init_app(app: Flask) -> None:
         pid = session.get("pid")
         if pid is None:
             return
-        person = db.session().get(Person, pid)
+        person = accounts.person_by_id(db.session(), person_id=pid)
         if person is None or session.get("mk") != _marker(person):
             session.clear()  # deleted account or changed password: this session is over
             return
@@ -68,7 +68,7 @@ def start_session(person: Person) -> None:
     current["pid"] = person.id
     current["mk"] = _marker(person)
     current.rotate = True
-    current.admin = people.is_admin_anywhere(db.session(), person_id=person.id)
+    current.admin = accounts.is_admin_anywhere(db.session(), person=person)
     g.person = person
 
 
@@ -149,15 +149,11 @@ def org_access(slug: str, *, admin: bool = False, write: bool = False) -> Access
 
 def access_for(person: Person, slug: str, *, admin: bool = False, write: bool = False) -> Access:
     """Resolve a person's access to `slug` (used for sessions and tokens alike)."""
-    session_ = db.session()
-    org = people.org_by_slug(session_, slug=slug)
-    m = None
-    if org is not None and org.id is not None and person.id is not None:
-        m = people.membership(session_, org_id=org.id, person_id=person.id)
-    if org is None or m is None or m.confirmed_at is None:
+    found = org_actions.confirmed_membership(db.session(), slug=slug, person=person)
+    if found is None:
         # Not confirmed (through this organisation's own invitation): nothing opens yet.
         raise NotFound("no such organisation")
-    return check_access(org, person, m, admin=admin, write=write)
+    return check_access(found[0], person, found[1], admin=admin, write=write)
 
 
 def check_access(org: Organization, person: Person, m: Membership, *, admin: bool = False,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from wallet import db
+from wallet.actions import orgs as org_actions
 from wallet.models import Membership, Person
-from wallet.store import people as people_store
 from wallet.web import guard
 from wallet.web.forms import PersonForm
 
@@ -19,17 +19,10 @@ bp = Blueprint("admin", __name__, url_prefix="/orgs/<slug>/admin")
 
 def member(access: guard.Access, person_id: int) -> tuple[Membership, Person] | None:
     """A member of the administered organisation, by person id; None if there is none."""
-    assert access.org.id is not None
-    session = db.session()
-    person = session.get(Person, person_id)
-    if person is None:
-        return None
-    membership = people_store.membership(session, org_id=access.org.id, person_id=person_id)
-    return None if membership is None else (membership, person)
+    return org_actions.member(db.session(), org=access.org, person_id=person_id)
 
 
 def members_page(access: guard.Access, form: PersonForm, **shown: str | None) -> str:
     """The members page with `form`, and what else it shows once (an invitation link...)."""
-    assert access.org.id is not None
-    rows = people_store.members(db.session(), org_id=access.org.id)
+    rows = org_actions.members(db.session(), org=access.org)
     return render_template("admin/people.html", access=access, form=form, rows=rows, **shown)

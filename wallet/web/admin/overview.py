@@ -8,9 +8,9 @@ from werkzeug.wrappers import Response
 from wallet import db
 from wallet.actions import finance
 from wallet.actions import ledger as ledger_actions
+from wallet.actions import orgs as org_actions
 from wallet.core.errors import IdempotencyConflict, WalletError
 from wallet.core.money import format_display
-from wallet.store import people
 from wallet.web import guard
 from wallet.web.admin import bp
 from wallet.web.fields import add_error
@@ -66,6 +66,5 @@ def _fund(slug: str, form: FundForm) -> Response | int:
 def audit(slug: str) -> str:
     """Every administrative action: who, what, when."""
     access = guard.org_access(slug, admin=True)
-    assert access.org.id is not None
-    events = people.audit_events(db.session(), org_id=access.org.id, limit=200)
+    events = org_actions.audit_events(db.session(), org=access.org, limit=200)
     return render_template("admin/audit.html", access=access, events=events)

@@ -15,7 +15,6 @@ from wallet.actions import wallets
 from wallet.core.errors import IdempotencyConflict, NotFound, WalletError
 from wallet.core.money import format_display
 from wallet.models import Note
-from wallet.store import notes as note_store
 from wallet.web import guard
 from wallet.web.fields import FieldError, add_error, json_of
 from wallet.web.forms import ExportForm
@@ -24,9 +23,8 @@ from wallet.web.portal import bp
 
 def _my_note(slug: str, jti: str) -> tuple[guard.Access, Note]:
     access = guard.org_access(slug)
-    assert access.org.id is not None
-    row = note_store.note_by_jti(db.session(), org_id=access.org.id, jti=jti)
-    if row is None or row.person_id != access.person.id:
+    row = note_actions.note_of(db.session(), org=access.org, person=access.person, jti=jti)
+    if row is None:
         raise NotFound("no such note")
     return access, row
 

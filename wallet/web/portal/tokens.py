@@ -9,7 +9,6 @@ from wallet import db
 from wallet.actions import orgs as org_actions
 from wallet.actions._base import utcnow
 from wallet.core.errors import WalletError
-from wallet.store import people
 from wallet.web import guard
 from wallet.web.fields import add_error
 from wallet.web.forms import TokenForm
@@ -34,8 +33,7 @@ def tokens(slug: str) -> tuple[str, int]:
 
 def _page(access: guard.Access, form: TokenForm, new_token: str | None) -> str:
     """The tokens page; `new_token`: one just made, shown once."""
-    assert access.org.id is not None
-    rows = people.tokens_of(db.session(), org_id=access.org.id, person_id=access.person.id)
+    rows = org_actions.tokens_of(db.session(), org=access.org, person=access.person)
     # The token goes out in this answer and nowhere else (not the session, not a log):
     # the page is not cached, and a reload would ask before sending the form again.
     return render_template("portal/tokens.html", access=access, form=form, rows=rows,
