@@ -171,6 +171,27 @@ def test_presentations_with_a_nonce_verify_without_consuming_it(ctx: Ctx) -> Non
         assert db.session().execute(sa.select(Nonce).where(Nonce.value == nonce)).first() is None
 
 
+def test_presentations_answer_with_the_first_invalid_report_and_every_result(
+        ctx: Ctx) -> None:
+    nonce = ctx.nonce()
+    ns.give(ctx.app, "5.00")
+    other = ns.export(ctx.app, "5.00", key=ctx.note.holder_key)
+    ns.revoke_note(ctx.app, other.jti)
+    body = {"presentations": [ctx.presented(nonce=nonce),
+                              ctx.presented(other.token, nonce=nonce), "junk"]}
+    report = ns.verify(ctx.client, body)
+    assert list(report) == ["checks", "errors", "note", "results", "valid"]  # sorted by Flask
+    first, revoked, junk = report["results"]
+    assert first["valid"] is True and revoked["valid"] is False and junk["valid"] is False
+    assert report["valid"] is False
+    # The summary is the first invalid report, with every presentation's errors by index.
+    assert (report["checks"], report["note"]) == (revoked["checks"], revoked["note"])
+    assert report["errors"] == [{**e, "index": i} for i, r in enumerate(report["results"])
+                                for e in r["errors"]]
+    assert [(e["index"], e["code"]) for e in report["errors"]] == [(1, "revoked"),
+                                                                   (2, "malformed")]
+
+
 def test_nonces_are_fresh_long_and_for_this_audience(ctx: Ctx) -> None:
     r = ctx.client.post("/api/v1/orgs/acme/nonces")
     assert r.status_code == 201

@@ -238,7 +238,7 @@ def note_verify(ctx: click.Context, file: str, slug: str | None, jwks_file: str 
 
 
 def _verify_online(session: Session, slug: str, items: list[str]) -> list[dict[str, Any]]:
-    return check_texts(session, slug=slug, texts=items)
+    return [r.as_json() for r in check_texts(session, slug=slug, texts=items)]
 
 
 def _verify_offline(item: str, jwks_text: str) -> dict[str, Any]:

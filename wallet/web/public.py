@@ -39,7 +39,7 @@ def verify_page(slug: str) -> tuple[str, int]:
         ratelimit.limit("verify", guard.current_person())
         text = _note_text(form)
         if text:
-            report = verify_as(session, slug=slug, body={"note": text})
+            report = verify_as(session, slug=slug, body={"note": text}).as_json()
         status = 400 if form.errors else 200
     return render_template("public/verify.html", org=org, form=form, report=report,
                            labels=CHECK_LABELS, issuer=key_actions.issuer_id(org)), status

@@ -92,7 +92,7 @@ def verify(slug: str) -> dict[str, Any]:
     except BadRequest:
         raise Malformed("the body is not valid JSON") from None
     return verify_as(db.session(), slug=slug, body=body,
-                     person_id=caller.id if caller is not None else None)
+                     person_id=caller.id if caller is not None else None).as_json()
 
 
 @bp.post("/orgs/<slug>/notes/reissue")
