@@ -46,6 +46,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from tests import holds_support as hs
+from tests.holds_support import MICROS, MODEL
 from tests.support import PASSWORD
 from wallet import clock, db
 from wallet.actions import grants as grant_actions
@@ -57,30 +59,11 @@ from wallet.models import Account, Hold, UsageRecord
 from wallet.store import people
 
 CLI = Actor.cli()
-MICROS = 1_000_000
 ENGINEERS = 2
-MODEL = "claude-sonnet-4"  # the shipped catalogue: 3.00 in, 0.30 cached in, 15.00 out /Mtok
-PRICE_IN, PRICE_CACHED, PRICE_OUT = 3 * MICROS, 300_000, 15 * MICROS
 START = datetime(2031, 3, 3, 12, 0, tzinfo=UTC)
 EXAMPLES = int(os.environ.get("WALLET_HOLDS_MODEL_EXAMPLES", "25"))
 STEPS = int(os.environ.get("WALLET_HOLDS_MODEL_STEPS", "30"))
 TTLS = st.sampled_from([1, 60, 600, 3600]) | st.integers(1, 3600)
-
-
-def _money(micros: int) -> str:
-    return f"{micros // MICROS}.{micros % MICROS:06d}"
-
-
-def _micros(text: str) -> int:
-    whole, _, fraction = text.partition(".")
-    return int(whole) * MICROS + int(fraction.ljust(6, "0"))
-
-
-def _cost(input_tokens: int, cached: int, output: int) -> int:
-    """What a call costs, computed here from docs/gateway.md (not by wallet.core.usage):
-    cached input at the cached price, rounded up to the next micro once."""
-    numerator = (input_tokens - cached) * PRICE_IN + cached * PRICE_CACHED + output * PRICE_OUT
-    return -(-numerator // MICROS)
 
 
 @dataclass
@@ -203,7 +186,7 @@ class HoldJourneys(RuleBasedStateMachine):
 
     def _grant(self, email: str, amount: int) -> None:
         grant_actions.create_grant(self.session, slug=self.slug, email=email,
-                                   amount=_money(amount), actor=CLI)
+                                   amount=hs.money(amount), actor=CLI)
         self.books.move("pool", self.wallet(email), amount)
 
     def _due(self, email: str | None = None) -> list[MHold]:
@@ -245,9 +228,9 @@ class HoldJourneys(RuleBasedStateMachine):
             if max_in == max_out == 0:
                 max_out = 1
             body.update(model=MODEL, max_input_tokens=max_in, max_output_tokens=max_out)
-            amount = _cost(max_in, 0, max_out)
+            amount = hs.cost(max_in, 0, max_out)
         else:
-            body["amount"] = _money(amount)
+            body["amount"] = hs.money(amount)
             if kind == "priced":
                 body["model"] = MODEL
         key = self._fresh_key("place")
@@ -268,9 +251,9 @@ class HoldJourneys(RuleBasedStateMachine):
         hold = MHold(got["id"], email, amount, kind != "bare", self.now + ttl)
         self.books.holds.append(hold)
         self.books.move(self.wallet(email), self.held(email), amount)
-        assert _micros(got["amount"]) == amount and got["state"] == "open"
+        assert hs.micros(got["amount"]) == amount and got["state"] == "open"
         assert got["person"] == email and got["model"] == (None if kind == "bare" else MODEL)
-        assert _micros(got["available"]) == self.books.balance(self.wallet(email))
+        assert hs.micros(got["available"]) == self.books.balance(self.wallet(email))
         expires = (START + timedelta(seconds=self.now + ttl)).isoformat().replace("+00:00", "Z")
         assert got["expires_at"] == expires
         HoldJourneys.seen[f"place {kind}"] += 1
@@ -289,7 +272,7 @@ class HoldJourneys(RuleBasedStateMachine):
         if again and hold.usage is not None:  # the same capture again, under a new key
             used_in, used_out, used_cached = hold.usage
             if used_in is None:
-                by, body = "amount", {"amount": _money(hold.cost or 0)}
+                by, body = "amount", {"amount": hs.money(hold.cost or 0)}
             else:
                 by, body = "tokens", {"input_tokens": used_in, "output_tokens": used_out,
                                       "cached_input_tokens": used_cached}
@@ -301,11 +284,11 @@ class HoldJourneys(RuleBasedStateMachine):
                    "overrun": hold.amount + wallet + data.draw(st.integers(1, 5 * MICROS)),
                    }[aim_at]
             if by == "amount":
-                body = {"amount": _money(max(1, aim))}
+                body = {"amount": hs.money(max(1, aim))}
             else:  # about `aim`: output tokens at 15.00, input at 3.00 (cached at 0.30)
                 used_in = data.draw(st.integers(0, aim // 6))
                 used_cached = int(used_in * cached)
-                left = aim - _cost(used_in, used_cached, 0)
+                left = aim - hs.cost(used_in, used_cached, 0)
                 body = {"input_tokens": used_in, "output_tokens": max(0, left) // 15,
                         "cached_input_tokens": used_cached}
         path = f"/holds/{hold.public_id}/capture"
@@ -313,12 +296,12 @@ class HoldJourneys(RuleBasedStateMachine):
         answer = self._post(path, key, body)
         self._record(path, key, body, answer)
         if by == "tokens":
-            cost = _cost(body["input_tokens"], body["cached_input_tokens"],
+            cost = hs.cost(body["input_tokens"], body["cached_input_tokens"],
                          body["output_tokens"])
             usage: tuple[int | None, ...] = (body["input_tokens"], body["output_tokens"],
                                              body["cached_input_tokens"])
         else:
-            cost, usage = _micros(body["amount"]), (None, None, None)
+            cost, usage = hs.micros(body["amount"]), (None, None, None)
         if by == "tokens" and not hold.priced:
             self._refused(answer, 400, "malformed")
             HoldJourneys.seen["capture by tokens of a bare hold: malformed"] += 1
@@ -380,10 +363,10 @@ class HoldJourneys(RuleBasedStateMachine):
 
     def _check_closed(self, hold: MHold, got: dict[str, Any]) -> None:
         assert got["id"] == hold.public_id and got["state"] == hold.state, got
-        assert _micros(got["available"]) == self.books.balance(self.wallet(hold.email)), got
-        assert _micros(got["released"]) == hold.released
+        assert hs.micros(got["available"]) == self.books.balance(self.wallet(hold.email)), got
+        assert hs.micros(got["released"]) == hold.released
         if hold.state == "captured":
-            assert (_micros(got["cost"]), _micros(got["overrun"])) == (hold.cost, hold.overrun)
+            assert (hs.micros(got["cost"]), hs.micros(got["overrun"])) == (hold.cost, hold.overrun)
 
     @precondition(lambda self: bool(self.books.keyed))
     @rule(data=st.data(), other_body=st.booleans())

@@ -35,7 +35,9 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests import holds_support as hs
 from tests import support
+from tests.holds_support import MICROS, MODEL
 from tests.support import World
 from wallet import clock, db
 from wallet.actions import grants as grant_actions
@@ -51,8 +53,6 @@ from wallet.store import people
 CLI = Actor.cli()
 ADA = "ada@example.test"
 BASE = "/api/v1/orgs/acme/holds"
-MICROS = 1_000_000
-MODEL = "claude-sonnet-4"  # the shipped catalogue: 3.00 in, 0.30 cached in, 15.00 out /Mtok
 START = datetime(2031, 5, 5, 9, 0, tzinfo=UTC)
 
 # The placement race: PLACERS holds of HOLD micros each, a wallet of exactly GRANTED x HOLD.
@@ -63,23 +63,6 @@ HOLD = 1_234_567
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _money(micros: int) -> str:
-    return f"{micros // MICROS}.{micros % MICROS:06d}"
-
-
-def _micros(text: str) -> int:
-    whole, _, fraction = text.partition(".")
-    return int(whole) * MICROS + int(fraction.ljust(6, "0"))
-
-
-def _cost(input_tokens: int, cached: int, output: int) -> int:
-    """A call's cost at claude-sonnet-4's catalogue price, from docs/gateway.md (rounded
-    up to the next micro once), computed here rather than by wallet.core.usage."""
-    numerator = ((input_tokens - cached) * 3 * MICROS + cached * 300_000
-                 + output * 15 * MICROS)
-    return -(-numerator // MICROS)
 
 
 @dataclass(frozen=True)
@@ -127,7 +110,7 @@ def _fund_ada(app: Flask, credit: int, *others: str) -> str:
             org_actions.add_person(s, slug="acme", email=email, password=support.PASSWORD,
                                    actor=CLI)
         for email in (ADA, *others):
-            grant_actions.create_grant(s, slug="acme", email=email, amount=_money(credit),
+            grant_actions.create_grant(s, slug="acme", email=email, amount=hs.money(credit),
                                        actor=CLI)
     return token
 
@@ -228,7 +211,7 @@ def _place_many(args: tuple[int, dict[str, Any], str, int, Any]) -> list[tuple[i
             client.get("/healthz")  # warm up: a connection each, before the race
             gate.wait(timeout=60)
             r = _send(client, token, BASE, f"p{index}-{i}",
-                      {"person": ADA, "amount": _money(HOLD), "reference": f"call {index}/{i}"})
+                      {"person": ADA, "amount": hs.money(HOLD), "reference": f"call {index}/{i}"})
             return r.status, r.body, r.replayed
 
         barrier.wait(120)  # both processes start together
@@ -256,15 +239,15 @@ def test_64_concurrent_holds_for_a_wallet_that_covers_23_grant_exactly_23(
     assert not any(r.replayed for r in replies)
     granted = [r.body for r in replies if r.status == 201]
     assert len({h["id"] for h in granted}) == GRANTED
-    assert all(_micros(h["amount"]) == HOLD and h["state"] == "open" and h["person"] == ADA
+    assert all(hs.micros(h["amount"]) == HOLD and h["state"] == "open" and h["person"] == ADA
                for h in granted)
     # Each hold saw the wallet right after its own debit: the wallet row serialises
     # them, so the balances they answer are every step from 22 x HOLD down to 0, once.
-    assert sorted(_micros(h["available"]) for h in granted) == [
+    assert sorted(hs.micros(h["available"]) for h in granted) == [
         k * HOLD for k in range(GRANTED)]
     # A refusal comes only once nothing is left, and says so.
     for refused in (r.body for r in replies if r.status == 422):
-        assert _micros(refused["available"]) == 0 and _micros(refused["amount"]) == HOLD
+        assert hs.micros(refused["available"]) == 0 and hs.micros(refused["amount"]) == HOLD
 
     books = _assert_sound(app)
     assert books.wallet == 0
@@ -288,8 +271,8 @@ def test_one_key_and_body_placed_16_times_at_once_makes_one_hold(app: Flask,
     assert all(r.body == replies[0].body for r in replies)  # the same hold, 16 times
     assert sorted(r.replayed for r in replies) == [False] + [True] * 15
     hold = replies[0].body
-    assert _micros(hold["amount"]) == 600_000  # 100k x 3.00 + 20k x 15.00 per Mtok
-    assert _micros(hold["available"]) == 5 * MICROS - 600_000
+    assert hs.micros(hold["amount"]) == 600_000  # 100k x 3.00 + 20k x 15.00 per Mtok
+    assert hs.micros(hold["available"]) == 5 * MICROS - 600_000
     books = _assert_sound(app)
     assert books.holds == {"open": 1} and books.held == 600_000
     assert books.wallet == 5 * MICROS - 600_000
@@ -310,7 +293,7 @@ def test_16_identical_captures_at_once_capture_once(app: Flask, world: World) ->
     hold = _place(app, token, "h", model=MODEL, max_input_tokens=100_000,
                   max_output_tokens=20_000)
     usage = {"input_tokens": 12_345, "cached_input_tokens": 2_345, "output_tokens": 1_001}
-    cost = _cost(12_345, 2_345, 1_001)
+    cost = hs.cost(12_345, 2_345, 1_001)
     assert cost == 45_719  # 45,718.5 micros, rounded up once
     path = f"{BASE}/{hold['id']}/capture"
     replies = _race(app, [lambda c: _send(c, token, path, "h:capture", usage)] * 16)
@@ -319,9 +302,9 @@ def test_16_identical_captures_at_once_capture_once(app: Flask, world: World) ->
     assert all(r.body == replies[0].body for r in replies)
     assert sorted(r.replayed for r in replies) == [False] + [True] * 15
     done = replies[0].body
-    assert done["state"] == "captured" and _micros(done["cost"]) == cost
-    assert _micros(done["released"]) == 600_000 - cost and _micros(done["overrun"]) == 0
-    assert _micros(done["available"]) == 5 * MICROS - cost
+    assert done["state"] == "captured" and hs.micros(done["cost"]) == cost
+    assert hs.micros(done["released"]) == 600_000 - cost and hs.micros(done["overrun"]) == 0
+    assert hs.micros(done["available"]) == 5 * MICROS - cost
     books = _assert_sound(app)
     assert (books.wallet, books.held, books.spent) == (5 * MICROS - cost, 0, cost)
     assert books.holds == {"captured": 1}
@@ -337,14 +320,14 @@ def test_identical_captures_under_different_keys_at_once_capture_once(
     hold = _place(app, token, "h", model=MODEL, max_input_tokens=100_000,
                   max_output_tokens=20_000)
     usage = {"input_tokens": 12_345, "cached_input_tokens": 2_345, "output_tokens": 1_001}
-    cost = _cost(12_345, 2_345, 1_001)
+    cost = hs.cost(12_345, 2_345, 1_001)
     path = f"{BASE}/{hold['id']}/capture"
     replies = _race(app, [lambda c, i=i: _send(c, token, path, f"replica-{i}", usage)
                           for i in range(8)])
 
     done = [r for r in replies if r.status == 200]
     assert done and all(r.body == done[0].body for r in done)
-    assert done[0].body["state"] == "captured" and _micros(done[0].body["cost"]) == cost
+    assert done[0].body["state"] == "captured" and hs.micros(done[0].body["cost"]) == cost
     assert not any(r.replayed for r in replies)  # each key ran once
     for r in replies:
         if r.status != 200:
@@ -399,13 +382,13 @@ def test_captures_and_voids_of_one_hold_at_once_one_wins(app: Flask, world: Worl
     credit = 5 * MICROS
     token = _fund_ada(app, credit)
     usage = {"input_tokens": 40_000, "cached_input_tokens": 30_000, "output_tokens": 2_000}
-    cost = _cost(40_000, 30_000, 2_000)  # 0.03 + 0.009 + 0.03 = 0.069
+    cost = hs.cost(40_000, 30_000, 2_000)  # 0.03 + 0.009 + 0.03 = 0.069
     winners: Counter[str] = Counter()
     for n in range(ROUNDS):
         before = _books(app)
         hold = _place(app, token, f"h{n}", model=MODEL, max_input_tokens=50_000,
                       max_output_tokens=10_000)  # 0.15 + 0.15 = 0.30
-        amount = _micros(hold["amount"])
+        amount = hs.micros(hold["amount"])
         assert amount == 300_000
         capture_path, void_path = (f"{BASE}/{hold['id']}/capture", f"{BASE}/{hold['id']}/void")
         works: list[Callable[[FlaskClient], Any]] = []
@@ -423,14 +406,14 @@ def test_captures_and_voids_of_one_hold_at_once_one_wins(app: Flask, world: Worl
             winner, losers = "captured", voids
             assert all((r.status, r.body) == (200, captures[0].body) for r in captures)
             assert captures[0].body["state"] == "captured"
-            assert _micros(captures[0].body["cost"]) == cost
+            assert hs.micros(captures[0].body["cost"]) == cost
             assert after.wallet == before.wallet - cost
             assert after.spent == before.spent + cost
             assert after.usage == before.usage + 1
         else:
             winner, losers = "voided", captures
             assert all(r.status == 200 and r.body["state"] == "voided"
-                       and _micros(r.body["released"]) == amount for r in voids), voids
+                       and hs.micros(r.body["released"]) == amount for r in voids), voids
             assert after.wallet == before.wallet and after.spent == before.spent
             assert after.usage == before.usage
         for r in losers:
@@ -488,7 +471,7 @@ def test_an_expiry_sweep_racing_captures_moves_each_hold_once(
     token = _fund_ada(app, credit, *ENGINEERS)
     outcomes: Counter[str] = Counter()
     for n in range(3):
-        holds = [_place(app, token, f"r{n}-{i}", person=email, amount=_money(amount),
+        holds = [_place(app, token, f"r{n}-{i}", person=email, amount=hs.money(amount),
                         ttl_seconds=TTL + i) for i, email in enumerate(ENGINEERS)]
         before = {email: _books(app, email) for email in ENGINEERS}
         placed_at = fake_clock.now()
@@ -497,14 +480,14 @@ def test_an_expiry_sweep_racing_captures_moves_each_hold_once(
 
         def capture(client: FlaskClient, hold: dict[str, Any]) -> tuple[str, Any]:
             return "capture", _send(client, token, f"{BASE}/{hold['id']}/capture",
-                                    f"{hold['id']}:capture", {"amount": _money(cost)})
+                                    f"{hold['id']}:capture", {"amount": hs.money(cost)})
 
         works: list[Callable[[FlaskClient], Any]] = [
             lambda c, h=h: capture(c, h) for h in holds]
         works += [lambda _c: ("sweep", _sweep(second_app))] * 2
         works.append(lambda _c, key=f"after-{n}": ("place", _send(
             second_app.test_client(), token, BASE, key,
-            {"person": ENGINEERS[0], "amount": _money(amount)})))
+            {"person": ENGINEERS[0], "amount": hs.money(amount)})))
         results = _race(app, works)
 
         replies = dict(zip([h["id"] for h in holds], [r for _, r in results[:len(holds)]],
@@ -512,8 +495,8 @@ def test_an_expiry_sweep_racing_captures_moves_each_hold_once(
         captured = {hid for hid, r in replies.items() if r.status == 200}
         for r in replies.values():
             if r.status == 200:
-                assert r.body["state"] == "captured" and _micros(r.body["cost"]) == cost
-                assert _micros(r.body["released"]) == amount - cost
+                assert r.body["state"] == "captured" and hs.micros(r.body["cost"]) == cost
+                assert hs.micros(r.body["released"]) == amount - cost
             else:
                 assert (r.status, r.code, r.body.get("state")) == (409, "conflict",
                                                                    "expired"), r
