@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -15,7 +18,9 @@ from tests.support import World
 from wallet import clock, db
 from wallet.actions import grants as grant_actions
 from wallet.actions import orgs
+from wallet.actions import usage as usage_actions
 from wallet.actions._base import Actor
+from wallet.core.ledger import fingerprint
 
 CLI = Actor.cli()
 ADA = "ada@example.test"
@@ -170,4 +175,76 @@ def test_the_portal_shows_calls_in_progress_and_spend_per_model(
     assert "0.0075 USD" in page
     me = client.get("/api/v1/orgs/acme/me", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code in (403, 200)  # a service token has no wallet of its own
+    support.assert_ledger_sound(app)
+
+
+@contextmanager
+def _statements(app: Flask) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
+        seen.append(" ".join(sql.split()))
+
+    engine = app.extensions["wallet.engine"]
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_write_stores_its_answer_in_one_statement_and_reads_prices_once_per_version(
+        app: Flask, client: FlaskClient, token: str) -> None:
+    """The key is not claimed ahead (the hold's own writes serialise duplicates): one
+    INSERT of the answer per write. The price is kept per config version: a second
+    placement reads no price row, and a price set since is the price used next."""
+    body = {"model": "gpt-4o", "max_input_tokens": 1_000, "max_output_tokens": 1_000}
+    assert _hold(client, token, "warm", **body).status_code == 201  # prices read, kept
+    with _statements(app) as seen:
+        hold = _hold(client, token, "k1", **body)
+        assert hold.status_code == 201, hold.get_json()
+        done = _send(client, token, f"{BASE}/{hold.get_json()['id']}/capture", "c1",
+                     {"input_tokens": 10, "output_tokens": 10})
+        assert done.status_code == 200 and done.get_json()["state"] == "captured"
+    keyed = [s for s in seen if "idempotency_record" in s]
+    assert len(keyed) == 2 and all(s.startswith("INSERT") for s in keyed), keyed
+    assert not [s for s in seen if "FROM price" in s], seen
+    with app.app_context():
+        usage_actions.set_price(db.session(), slug="acme", model="gpt-4o",
+                                input_price="1.00", output_price="1.00", actor=CLI)
+    again = _hold(client, token, "k2", **body).get_json()
+    assert again["amount"] == "0.002"  # 2,000 tokens at 1.00 per million
+    support.assert_ledger_sound(app)
+
+
+def test_a_key_still_in_flight_elsewhere_is_409_and_moves_nothing_until_its_lease_ends(
+        app: Flask, client: FlaskClient, token: str) -> None:
+    """A write runs before it stores its answer; a key some other request claimed and
+    has not finished (a claim committed, its lease live) rolls that work back and
+    answers 409, as a claiming request would; once the lease is over, it runs."""
+    from wallet.store import idempotency as idempotency_store
+    from wallet.store import people
+
+    now = set_clock(app, date(2027, 2, 1))
+    with app.app_context():
+        s = db.session()
+        org = people.org_by_slug(s, slug="acme")
+        assert org is not None and org.id is not None
+        body = {"person": ADA, "amount": "1.00"}
+        assert idempotency_store.claim(
+            s, org_id=org.id, scope="holds", key="busy", request_hash=fingerprint(body),
+            now=now, lease=timedelta(seconds=60)) is None
+        s.commit()
+    r = _hold(client, token, "busy", amount="1.00")
+    assert r.status_code == 409 and r.get_json()["code"] == "idempotency_in_flight"
+    assert _me(app) == (10_000_000, 0)
+    other = _hold(client, token, "busy", amount="2.00")
+    assert other.status_code == 422 and other.get_json()["code"] == "idempotency_conflict"
+    assert _me(app) == (10_000_000, 0)
+    app.extensions[clock.EXTENSION].advance(seconds=61)
+    taken = _hold(client, token, "busy", amount="1.00")
+    assert taken.status_code == 201 and _me(app) == (9_000_000, 1_000_000)
+    replay = _hold(client, token, "busy", amount="1.00")
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+    assert replay.get_json() == taken.get_json()
     support.assert_ledger_sound(app)

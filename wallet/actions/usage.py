@@ -31,6 +31,7 @@ from wallet.core.errors import (
 )
 from wallet.core.money import format_amount, format_display, parse_amount
 from wallet.core.usage import Price, check_model, check_tokens, cost_at, parse_catalogue
+from wallet.memo import memo
 from wallet.models import Organization, Person, UsageRecord
 from wallet.store import ledger, people
 from wallet.store import usage as store
@@ -71,7 +72,28 @@ def catalogue(session: Session, *, org: Organization) -> list[Price]:
 
 
 def price_of(session: Session, *, org: Organization, model: str) -> Price:
-    """Return one model's effective price, or raise `NotFound` naming the model."""
+    """Return one model's effective price, or raise `NotFound` naming the model.
+
+    Kept per process and organisation config version, which `set_price` bumps in its
+    transaction (as key and trust changes do): every hold placement asks, and between
+    price changes none reads a price row.
+    """
+    assert org.id is not None
+    kept = memo("prices")
+    found = kept.get((org.id, model))
+    if found is not None and found[0] == org.config_version:
+        price = found[1]
+    else:
+        price = _price_now(session, org, model)
+        if found is None or found[0] < org.config_version:  # the newest version wins
+            kept.put((org.id, model), (org.config_version, price))
+    if price is None:
+        raise NotFound(f"model {model!r} has no price in {org.slug}'s catalogue;"
+                       " an administrator can add it on the Prices page")
+    return price
+
+
+def _price_now(session: Session, org: Organization, model: str) -> Price | None:
     assert org.id is not None
     row = store.price(session, org_id=org.id, model=model)
     if row is not None:
@@ -80,8 +102,7 @@ def price_of(session: Session, *, org: Organization, model: str) -> Price:
     for entry in default_catalogue():
         if entry.model == model and entry.currency == org.currency:
             return entry
-    raise NotFound(f"model {model!r} has no price in {org.slug}'s catalogue;"
-                   " an administrator can add it on the Prices page")
+    return None
 
 
 def set_price(session: Session, *, slug: str, model: str, input_price: str,
@@ -102,6 +123,7 @@ def set_price(session: Session, *, slug: str, model: str, input_price: str,
         store.upsert_price(session, org_id=org.id, model=model, input_per_mtok=input_micros,
                            output_per_mtok=output_micros, currency=org.currency,
                            source=label, as_of=day)
+        people.bump_config(session, org_id=org.id)  # every process's kept prices are stale
         people.audit(session, org_id=org.id, actor=actor.label, action="price.set",
                      target=model, details={
                          "input": format_display(input_micros, org.currency),

@@ -81,6 +81,17 @@ def finish(session: Session, *, org_id: int, scope: str, key: str, request_hash:
         "created_at": clock.now()}, ("org_id", "scope", "key"))
 
 
+def record(session: Session, *, org_id: int, scope: str, key: str, request_hash: str,
+           status: int, body: str, now: datetime) -> bool:
+    """Store the response of a key nobody claimed (`INSERT … ON CONFLICT DO NOTHING`):
+    True when it was stored; False when the key is taken (finished, or in flight), and
+    then nothing changed (a concurrent claimant is waited for first)."""
+    return dialect_of(session).insert_ignore(session, _RECORD, {
+        "org_id": org_id, "scope": scope, "key": key, "request_hash": request_hash,
+        "state": "done", "locked_until": None, "status_code": status, "response_body": body,
+        "created_at": now}, ("org_id", "scope", "key")) is not None
+
+
 _FINISH = (sa.update(_RECORD)
            .where(_RECORD.c.org_id == sa.bindparam("w_org"),
                   _RECORD.c.scope == sa.bindparam("w_scope"),

@@ -42,13 +42,14 @@ def request_key() -> str:
     return key
 
 
-def run(*, org_id: int, scope: str,
-        handler: Callable[[dict[str, Any]], idempotency.Reply]) -> Response:
-    """Call `handler(body)` at most once per (scope, Idempotency-Key) and request body."""
+def run(*, org_id: int, scope: str, handler: Callable[[dict[str, Any]], idempotency.Reply],
+        claim: bool = True) -> Response:
+    """Call `handler(body)` at most once per (scope, Idempotency-Key) and request body
+    (`claim=False`: see `wallet.actions.idempotency.once`)."""
     key = request_key()
     body = json_body()
     answer = idempotency.once(db.session(), idempotency.Keyed(org_id, scope, key, body),
-                              lambda: handler(body), problem=_problem)
+                              lambda: handler(body), problem=_problem, claim=claim)
     mimetype = "application/problem+json" if answer.status >= 400 else "application/json"
     response = Response(answer.body, status=answer.status, mimetype=mimetype)
     if answer.replayed:

@@ -1,6 +1,10 @@
 """Holds: a gateway reserves credit before a model call and settles it after
 (docs/gateway.md). Service token only; writes need an `Idempotency-Key`.
 
+The writes store their answer without claiming the key first (`claim=False`): each is
+one short transaction that never commits on the way, and its duplicates meet on the
+hold's own unique key or on the conditional update of its row.
+
     POST /api/v1/orgs/<slug>/holds                 place (201)
     POST /api/v1/orgs/<slug>/holds/<id>/capture    settle with the usage (200)
     POST /api/v1/orgs/<slug>/holds/<id>/void       release it all (200)
@@ -31,7 +35,8 @@ def place_hold(slug: str) -> Response:
                                     actor=principal.actor)
         return 201, hold_actions.as_json(placed)
 
-    return idempotency.run(org_id=principal.org.id, scope="holds", handler=place)
+    return idempotency.run(org_id=principal.org.id, scope="holds", handler=place,
+                           claim=False)
 
 
 @bp.post("/orgs/<slug>/holds/<hold_id>/capture")
@@ -46,7 +51,7 @@ def capture_hold(slug: str, hold_id: str) -> Response:
         return 200, hold_actions.as_json(closed)
 
     return idempotency.run(org_id=principal.org.id, scope=f"holds/{hold_id[:60]}/capture",
-                           handler=capture)
+                           handler=capture, claim=False)
 
 
 @bp.post("/orgs/<slug>/holds/<hold_id>/void")
@@ -61,7 +66,7 @@ def void_hold(slug: str, hold_id: str) -> Response:
         return 200, hold_actions.as_json(closed)
 
     return idempotency.run(org_id=principal.org.id, scope=f"holds/{hold_id[:60]}/void",
-                           handler=void)
+                           handler=void, claim=False)
 
 
 @bp.get("/orgs/<slug>/holds/<hold_id>")
