@@ -256,8 +256,8 @@ def test_the_bring_credits_page_lists_pending_honours_with_their_state(
     _pending_answer(w.honour())
     support.login(client, fs.ADA)
     page = client.get("/orgs/globex/bring").get_data(as_text=True)
-    assert 'data-testid="pending"' in page and "Waiting for the issuer" in page
-    assert 'data-state="pending"' in page and "tried 0 times" in page
+    assert 'data-testid="pending"' in page and "Pending credits" in page
+    assert 'data-state="pending"' in page and "has not answered yet. Next try:" in page
     w.back(after=31)
     assert jobs.retry_pending(app) == 1
     page = client.get("/orgs/globex/bring").get_data(as_text=True)

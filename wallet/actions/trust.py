@@ -290,3 +290,10 @@ def listing(session: Session, *, slug: str) -> list[TrustedIssuer]:
     org = org_or_404(session, slug)
     assert org.id is not None
     return fed_store.entries(session, org_id=org.id)
+
+
+def names(session: Session, *, org: Organization) -> dict[str, str]:
+    """What `org` calls the issuers it trusts (the name on each trust entry), by issuer
+    id: pages show an employer's name, not its URL, wherever one is known."""
+    assert org.id is not None
+    return {e.issuer: e.name for e in fed_store.entries(session, org_id=org.id) if e.name}

@@ -10,6 +10,7 @@ from wallet.actions import honour as honour_actions
 from wallet.actions import keys as key_actions
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import pending as pending_actions
+from wallet.actions import trust as trust_actions
 from wallet.actions import wallets
 from wallet.actions.honour import Honoured
 from wallet.core.errors import RateLimited, RateLimitUnavailable, WalletError
@@ -39,7 +40,8 @@ def bring(slug: str) -> tuple[str, int]:
         "portal/bring.html", access=access, wallet_form=wallet_form, pres_form=pres_form,
         result=result, summary=summary, nonce=nonce, nonce_expires=expires,
         audience=key_actions.issuer_id(access.org),
-        waiting=pending_actions.listing(session, org=access.org, person=access.person)), status
+        waiting=pending_actions.listing(session, org=access.org, person=access.person),
+        issuer_names=trust_actions.names(session, org=access.org)), status
 
 
 Brought = tuple[Honoured | None, int]
