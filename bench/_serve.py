@@ -650,20 +650,43 @@ class Meter:
     cpu: dict[str, float] = field(default_factory=dict)
     busy: int = 0
     total: int = 0
+    seconds: float = 0.0
+    workers: dict[int, float] = field(default_factory=dict)  # gunicorn worker pid -> CPU s
 
     @contextlib.contextmanager
-    def measure(self, sessions: dict[str, int], database: str | None = None) -> Iterator[None]:
-        """Count what runs inside the block. wrk is counted apart: it is started and
-        reaped inside, so its time is in this process's children's usage, not in /proc."""
-        cpu0, ticks0, kids0 = cpu_groups(sessions, database), machine_ticks(), _children()
+    def measure(self, sessions: dict[str, int], database: str | None = None,
+                masters: tuple[subprocess.Popen[bytes] | None, ...] = ()) -> Iterator[None]:
+        """Count what runs inside the block; `masters`: gunicorn masters whose workers'
+        CPU is also kept one by one. wrk is counted apart: it is started and reaped
+        inside, so its time is in this process's children's usage, not in /proc."""
+        def workers() -> dict[int, float]:
+            return {pid: used for m in masters for pid, used in worker_cpu(m).items()}
+
+        cpu0, ticks0, kids0, w0 = (cpu_groups(sessions, database), machine_ticks(),
+                                   _children(), workers())
+        started = time.monotonic()
         yield
-        cpu1, ticks1, kids1 = cpu_groups(sessions, database), machine_ticks(), _children()
+        self.seconds += time.monotonic() - started
+        cpu1, ticks1, kids1, w1 = (cpu_groups(sessions, database), machine_ticks(),
+                                   _children(), workers())
         for k, v in cpu1.items():
             # A process that ended mid-phase takes its time with it: never below zero.
             self.cpu[k] = self.cpu.get(k, 0.0) + max(0.0, v - cpu0.get(k, 0.0))
         self.cpu["wrk"] = self.cpu.get("wrk", 0.0) + kids1 - kids0
+        for pid, used in w1.items():
+            self.workers[pid] = self.workers.get(pid, 0.0) + max(0.0, used - w0.get(pid, 0.0))
         self.busy += ticks1[0] - ticks0[0]
         self.total += ticks1[1] - ticks0[1]
+
+    def cpus_used(self, groups: tuple[str, ...]) -> float:
+        """CPU seconds per second of wall time that `groups` used together."""
+        return sum(self.cpu.get(g, 0.0) for g in groups) / self.seconds if self.seconds else 0.0
+
+    def worker_load(self) -> list[float]:
+        """Each worker's share of one CPU over the phases (busiest first)."""
+        if not self.seconds:
+            return []
+        return sorted((round(v / self.seconds, 2) for v in self.workers.values()), reverse=True)
 
     @property
     def busy_share(self) -> float:
@@ -736,13 +759,14 @@ _AREAS = (
 )
 
 
-def profile_summary(raw: Path, top: int = 16) -> dict[str, Any]:
+def profile_summary(raws: list[Path], top: int = 16) -> dict[str, Any]:
     """Shares of GIL samples by area and by wallet function (inclusive), from py-spy's raw
-    output."""
+    output (of several workers: summed)."""
     areas: dict[str, int] = {}
     functions: dict[str, int] = {}
     total = 0
-    for line in raw.read_text(errors="replace").splitlines():
+    text = "\n".join(raw.read_text(errors="replace") for raw in raws if raw.exists())
+    for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue

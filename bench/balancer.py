@@ -72,6 +72,7 @@ VALID = '"valid":true'
 KEYS = '{"keys":'  # the start of a JWKS; no verify answer holds it
 SERVERS = ("wallet1", "wallet2")
 PHASES = ("one", "two")
+OURS = ("haproxy", *SERVERS, "postgres", "wrk")
 
 
 def main() -> int:
@@ -195,7 +196,8 @@ def measure(args: argparse.Namespace, balancer: HAProxy, instances: list[Gunicor
             stats = balancer.servers()
             before = {n: int(row["stot"]) for n, row in stats.items()}
             opened0 = sum(int(row.get("connect") or 0) for row in stats.values())
-            with meters[phase].measure(sessions, database):
+            with meters[phase].measure(sessions, database,
+                                       tuple(i.process for i in instances)):
                 done = run(args.seconds)
             stats = balancer.servers()
             for name in SERVERS:
@@ -241,6 +243,9 @@ def measure(args: argparse.Namespace, balancer: HAProxy, instances: list[Gunicor
             "server_connections_opened": connects[phase],
             "cpu_ms_per_request": meter.per_request_ms(requests),
             "cpus_busy": round(meter.busy_share, 3),
+            # CPU seconds per second of HAProxy, the instances, our PostgreSQL backends, wrk
+            "cpus_used_by_the_bench": round(meter.cpus_used(OURS), 2),
+            "worker_cpu": [w for w in meter.worker_load() if w >= 0.05],  # the serving ones
         }
     result.update(ratio=round(result["two"]["per_second"] / result["one"]["per_second"], 3),
                   bad_answers=bad)
@@ -257,31 +262,47 @@ def _backend_qmax(balancer: HAProxy) -> int:
     return 0
 
 
+def _workers(phase: dict[str, Any]) -> str:
+    return " + ".join(f"{w:.0%}" for w in phase["worker_cpu"]) or "-"
+
+
 def explain(result: dict[str, Any]) -> str:
-    """Where the time went, and so what limits a second instance on this machine."""
+    """Where the time went, and what limited one instance and then two on this machine."""
     one, two = result["one"], result["two"]
     cpus = len(os.sched_getaffinity(0))
     split = one["cpu_ms_per_request"]
-    gunicorn = sum(split.get(n, 0.0) for n in SERVERS)
-    parts = {"gunicorn": gunicorn, "PostgreSQL": split.get("postgres", 0.0)
-             + split.get("postgres-server", 0.0), "HAProxy": split.get("haproxy", 0.0),
-             "wrk": split.get("wrk", 0.0), "others on the machine": split.get("other", 0.0)}
-    total = sum(parts.values()) or 1.0
-    where = ", ".join(f"{k} {v:.2f} ms ({v / total:.0%})" for k, v in parts.items())
-    if one["cpus_busy"] >= 0.9:
-        limit = (f"with one instance the {cpus} CPUs were already {one['cpus_busy']:.0%} busy,"
-                 " so a second instance on the same machine adds processes, not CPU time"
-                 f" (two: {two['cpus_busy']:.0%} busy); the next bottleneck is CPU, most of"
-                 " it Python in the gunicorn workers: more instances pay off on more cores"
-                 " or hosts, not here")
+    parts = {"gunicorn": sum(split.get(n, 0.0) for n in SERVERS),
+             "PostgreSQL": split.get("postgres", 0.0) + split.get("postgres-server", 0.0),
+             "HAProxy": split.get("haproxy", 0.0), "wrk": split.get("wrk", 0.0)}
+    ours = sum(parts.values()) or 1.0
+    where = ", ".join(f"{k} {v:.2f} ms ({v / ours:.0%})" for k, v in parts.items())
+    used = (f"with one instance the benchmark's processes used"
+            f" {one['cpus_used_by_the_bench']:.2f} of the {cpus} CPUs (its workers"
+            f" {_workers(one)} of a CPU each), with two {two['cpus_used_by_the_bench']:.2f}"
+            f" (workers {_workers(two)})")
+    if result["ratio"] > 1.1 and one["cpus_used_by_the_bench"] < 0.85 * cpus:
+        limit = ("one instance left CPU unused: each worker is one process with one GIL, and"
+                 " its threads also wait on PostgreSQL round trips (five per verify), so two"
+                 " workers do not keep two CPUs busy; the second instance's workers fill"
+                 " that gap (more workers in one instance would too). What is left is the"
+                 f" {cpus} CPUs themselves: at {two['cpus_used_by_the_bench']:.2f} of"
+                 f" {cpus} (the machine {two['cpus_busy']:.0%} busy), more instances here"
+                 " only add processes")
+    elif one["cpus_used_by_the_bench"] >= 0.85 * cpus:
+        limit = (f"one instance already kept the {cpus} CPUs busy, so a second on the same"
+                 " machine adds processes, not CPU time; the bottleneck is CPU, most of it"
+                 " Python in the gunicorn workers: more instances pay off on more cores or"
+                 " hosts")
     else:
-        limit = (f"with one instance the CPUs were only {one['cpus_busy']:.0%} busy: the"
-                 f" limit was elsewhere (HAProxy queued up to {one['haproxy_max_queued']}"
-                 " requests behind maxconn 16 per instance; or waits in PostgreSQL)")
-    others = parts["others on the machine"] / total
+        limit = ("neither phase kept the CPUs busy with the benchmark's own work: other"
+                 f" people's processes and the kernel took the rest (machine"
+                 f" {one['cpus_busy']:.0%} / {two['cpus_busy']:.0%} busy), or the limit is"
+                 f" elsewhere (HAProxy queued up to {one['haproxy_max_queued']} requests"
+                 " behind maxconn 16 per instance)")
+    others = split.get("other", 0.0) / (ours + split.get("other", 0.0))
     busy = (f"; other people's processes took {others:.0%} of the CPU time counted: a busy"
             " machine, judge the ratio only" if others >= 0.2 else "")
-    return f"CPU per request with one instance: {where}; {limit}{busy}"
+    return f"CPU per request with one instance: {where}; {used}; {limit}{busy}"
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
@@ -305,7 +326,9 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         split = result[phase]["cpu_ms_per_request"]
         print(f"CPU ms per request, {phase}: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                          split.items())
-              + f" (total {sum(split.values()):.2f})")
+              + f" (total {sum(split.values()):.2f}; the bench used"
+              f" {result[phase]['cpus_used_by_the_bench']:.2f} CPUs, workers"
+              f" {_workers(result[phase])} of one)")
     print(f"ratio two/one = {result['ratio']:.3f} (rounds:"
           f" {', '.join(map(str, result['round_ratios']))})")
     print(f"why: {result['why']}")

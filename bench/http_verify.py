@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--rate-limits", choices=_serve.RATE_LIMITS, default="database",
                         help="where verify's rate-limit count goes (off: not counted)")
     parser.add_argument("--py-spy", metavar="DIR", type=Path,
-                        help="after the rounds, profile one worker during one more phase of"
+                        help="after the rounds, profile the workers during one more phase of"
                         " each kind (not counted) and summarise it (py-spy must be installed)")
     args = parser.parse_args()
     if args.py_spy is not None and _serve.py_spy() is None:
@@ -159,7 +159,7 @@ def measure(args: argparse.Namespace, server: Gunicorn, wrk: Wrk, note: str,
         order = list(specs) if number % 2 == 0 else list(reversed(specs))
         rates = {}
         for kind in order:
-            with meters[kind].measure(sessions, database):
+            with meters[kind].measure(sessions, database, (server.process,)):
                 done = run(kind, args.seconds)
             runs[kind].append(done)
             rates[kind] = done.rate
@@ -172,16 +172,20 @@ def measure(args: argparse.Namespace, server: Gunicorn, wrk: Wrk, note: str,
         binary = _serve.py_spy()
         assert binary is not None
         args.py_spy.mkdir(parents=True, exist_ok=True)
-        worker = min(_serve.worker_cpu(server.process))  # the first worker
+        workers = sorted(_serve.worker_cpu(server.process))
         for kind in specs:
-            out = args.py_spy / f"{kind}.txt"
-            spy = _serve.record(binary, worker, args.seconds, out)
+            # Every worker: wrk's keep-alive connections stay with the worker that accepted
+            # them, and one may hold most of them.
+            outs = [args.py_spy / f"{kind}-worker{n + 1}.txt" for n in range(len(workers))]
+            spies = [_serve.record(binary, pid, args.seconds, out)
+                     for pid, out in zip(workers, outs, strict=True)]
             run(kind, args.seconds)
-            try:
-                spy.wait(30)
-            finally:
-                _serve.stop_group(spy, grace=5)
-            profiles[kind] = {"raw": str(out), **_serve.profile_summary(out)}
+            for spy in spies:
+                try:
+                    spy.wait(args.seconds + 60)  # it writes its file when its time is over
+                finally:
+                    _serve.stop_group(spy, grace=10)
+            profiles[kind] = {"raw": [str(o) for o in outs], **_serve.profile_summary(outs)}
 
     result: dict = {"bench": "http_verify", "connections": args.connections,
                     "workers": args.workers, "threads_per_worker": 4, "rounds": args.rounds,
@@ -206,6 +210,10 @@ def measure(args: argparse.Namespace, server: Gunicorn, wrk: Wrk, note: str,
                               for k in done_runs[0].errors},
             "cpu_ms_per_request": meter.per_request_ms(requests),
             "cpus_busy": round(meter.busy_share, 3),
+            # CPU seconds per second: gunicorn, our PostgreSQL backends and wrk together
+            "cpus_used_by_the_bench": round(meter.cpus_used(("gunicorn", "postgres", "wrk")),
+                                            2),
+            "worker_cpu": meter.worker_load(),  # each worker's share of one CPU
         }
     ratio = result["verify"]["per_second"] / result["plain"]["per_second"]
     result.update(ratio=round(ratio, 3), goal_ratio=GOAL_RATIO, met=ratio >= GOAL_RATIO,
@@ -230,11 +238,13 @@ def report(result: dict, args: argparse.Namespace) -> None:
         split = result[kind]["cpu_ms_per_request"]
         print(f"CPU ms per {kind} request: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                           split.items())
-              + f" (total {sum(split.values()):.2f}; CPUs {result[kind]['cpus_busy']:.0%} busy)")
+              + f" (total {sum(split.values()):.2f}; CPUs {result[kind]['cpus_busy']:.0%} busy;"
+              f" the bench used {result[kind]['cpus_used_by_the_bench']:.2f} CPUs, the"
+              f" workers {' + '.join(map(str, result[kind]['worker_cpu']))})")
     for kind, found in result.get("profiles", {}).items():
-        print(f"py-spy, one worker, {kind} ({found['samples']} samples holding the GIL;"
-              f" {found['raw']}): " + ", ".join(f"{k} {v:.0%}" for k, v in
-                                                found["areas"].items()))
+        print(f"py-spy, every worker, {kind} ({found['samples']} samples holding the GIL;"
+              f" {', '.join(found['raw'])}): " + (", ".join(f"{k} {v:.0%}" for k, v in
+                                                 found["areas"].items()) or "no samples"))
         if found["wallet_functions"]:
             print("  in wallet (inclusive): " + ", ".join(
                 f"{k} {v:.0%}" for k, v in found["wallet_functions"].items()))
