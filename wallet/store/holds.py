@@ -13,6 +13,7 @@ from sqlmodel import Session
 from wallet.core import holds, ledger
 from wallet.models import Hold, Membership, Person, Tranche, UsageRecord
 from wallet.store._dialect import dialect_of, run
+from wallet.store._rows import as_inserted
 
 HOLD: sa.Table = Hold.__table__  # type: ignore[attr-defined]
 USAGE: sa.Table = UsageRecord.__table__  # type: ignore[attr-defined]
@@ -26,20 +27,7 @@ def insert(session: Session, values: dict[str, Any]) -> Hold | None:
     (None: one exists). The row is exactly what was inserted: it is not read back."""
     new_id = dialect_of(session).insert_ignore(session, HOLD, values,
                                                ("org_id", "idempotency_key"))
-    return None if new_id is None else _as_inserted({**values, "id": new_id})
-
-
-_HOLD_DEFAULTS = {column.name: None for column in HOLD.columns}
-
-
-def _as_inserted(values: dict[str, Any]) -> Hold:
-    """A transient `Hold` holding exactly these column values (the others None), made as
-    the ORM makes a loaded one: SQLModel's constructor, which sets each field through
-    its attribute events, costs about five times as much, on every placement."""
-    hold: Hold = Hold._sa_class_manager.new_instance()  # type: ignore[attr-defined]
-    for name, value in {**_HOLD_DEFAULTS, **values}.items():
-        set_committed_value(hold, name, value)
-    return hold
+    return None if new_id is None else as_inserted(Hold, {**values, "id": new_id})
 
 
 class Placing(NamedTuple):

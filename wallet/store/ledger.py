@@ -20,6 +20,7 @@ from wallet.core.errors import IdempotencyConflict, InsufficientFunds
 from wallet.models import Account, Note, Transfer
 from wallet.store._dialect import chunks, dialect_of, run
 from wallet.store._process import kept
+from wallet.store._rows import as_inserted
 
 
 def account(session: Session, *, org_id: int, name: str, currency: str) -> Account:
@@ -226,8 +227,8 @@ def post(session: Session, *, org_id: int, posting: ledger.Posting,
         replayed = _replayed(session, org_id=org_id, posting=posting, values=values)
         return Posted(replayed, False, None)
     # The row is exactly what was inserted: no need to read it back.
-    return Posted(Transfer(id=new_id, **values), True, balances[values["to_account_id"]],
-                  balances.get(values["from_account_id"]))
+    return Posted(as_inserted(Transfer, {**values, "id": new_id}), True,
+                  balances[values["to_account_id"]], balances.get(values["from_account_id"]))
 
 
 def _record(session: Session, *, org_id: int, posting: ledger.Posting,
