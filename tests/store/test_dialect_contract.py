@@ -1,8 +1,9 @@
 """The seam's contract (`wallet/store/_dialect.py`): each operation answers alike on SQLite
 and on PostgreSQL, on scratch tables in the test's own freshly migrated database.
 
-What differs is pinned too, where the store relies on it: PostgreSQL's record-and-move is
-one statement, its `IN` one parameter, its committed read another connection's.
+What differs is pinned too, where the store relies on it: PostgreSQL's record-and-move and
+its moves are one statement (which still locks rows in the order given), its `IN` one
+parameter, its committed read another connection's.
 """
 
 from __future__ import annotations
@@ -266,6 +267,103 @@ def test_record_and_move_moves_once_reports_replays_and_refuses_overdrafts(
     session.commit()
     assert _count(session, ITEM.c.key == "k2") == 0
     assert (_count(session), _balance(session)) == (1, 70)
+
+
+def _pots(session: Session, *balances: int) -> None:
+    """Pots 2, 3, ... with these balances beside pot 1 (100)."""
+    run(session, sa.insert(POT), [{"id": i, "balance": b} for i, b in enumerate(balances, 2)])
+    session.commit()
+
+
+def _pot(session: Session, pot: int) -> int:
+    return int(run(session, sa.select(POT.c.balance).where(POT.c.id == pot)).scalar_one())
+
+
+def test_moves_run_in_order_and_stop_at_the_first_refusal(
+        engine: Engine, session: Session, backend: str) -> None:
+    seam = dialect_of(session)
+    _pots(session, 10, 0)
+
+    def steps(*deltas: int) -> list[dict[str, int]]:
+        return [{"w_pot": pot, "w_delta": d} for pot, d in enumerate(deltas, 1)]
+
+    statements = _statements(engine)
+    assert seam.moves(session, TAKE, steps(-30, 5, 7)) == [70, 15, 7]
+    # PostgreSQL: the three updates are one statement (one round trip).
+    assert len([s for s, _ in statements if not s.startswith("BEGIN")]) == (
+        1 if backend == "postgresql" else 3)
+    session.commit()
+    # Pot 2 refuses: pot 1 moved (the caller rolls back), pot 3 was not asked.
+    assert seam.moves(session, TAKE, steps(-1, -16, 1)) == [69, None, None]
+    assert (_pot(session, 1), _pot(session, 2), _pot(session, 3)) == (69, 15, 7)
+    session.rollback()
+    assert (_pot(session, 1), _pot(session, 2), _pot(session, 3)) == (70, 15, 7)
+    assert seam.moves(session, TAKE, steps(-71, 1)) == [None, None]
+    assert seam.moves(session, TAKE, steps(-1)) == [69] and seam.moves(session, TAKE, []) == []
+    session.rollback()
+
+
+def test_moves_lock_their_rows_in_the_order_given(engine: Engine, backend: str) -> None:
+    """PostgreSQL runs the steps as one statement: each must still take its row only
+    after the step before it took its own (the ledger's lock order keeps transactions
+    from deadlocking). With pot 2 held elsewhere, the moves hold pot 1 and wait, and
+    pot 3 is still free."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing to order")
+    with Session(engine) as s:
+        _pots(s, 10, 10)
+    done: list[list[Any]] = []
+    with Session(engine) as holder, Session(engine) as mover:
+        run(holder, sa.select(POT.c.id).where(POT.c.id == 2).with_for_update())
+
+        def move() -> None:
+            done.append(dialect_of(mover).moves(mover, TAKE, [
+                {"w_pot": pot, "w_delta": 1} for pot in (1, 2, 3)]))
+            mover.commit()
+
+        racer = threading.Thread(target=move)
+        racer.start()
+        time.sleep(0.5)
+        assert done == []  # waiting for pot 2
+        with Session(engine) as probe:
+            def locked(pot: int) -> bool:
+                try:
+                    with probe.begin_nested():
+                        run(probe, sa.select(POT.c.id).where(POT.c.id == pot)
+                            .with_for_update(nowait=True))
+                except sa.exc.OperationalError:
+                    return True
+                return False
+
+            assert locked(1) and not locked(3)
+            probe.rollback()
+        holder.rollback()
+        racer.join(10)
+    assert done == [[101, 11, 11]]
+
+
+def test_record_and_moves_records_then_moves_in_order(
+        engine: Engine, session: Session, backend: str) -> None:
+    seam = dialect_of(session)
+    _pots(session, 10)
+    statements = _statements(engine)
+    new_id, moved = seam.record_and_moves(
+        session, ITEM, {"scope": "m", "key": "k1", "value": 5}, conflict=("scope", "key"),
+        move=TAKE, steps=[{"w_pot": 1, "w_delta": -5}, {"w_pot": 2, "w_delta": 5}])
+    assert isinstance(new_id, int) and moved == [95, 15]
+    assert len([s for s, _ in statements if not s.startswith("BEGIN")]) == (
+        1 if backend == "postgresql" else 3)
+    session.commit()
+    assert seam.record_and_moves(
+        session, ITEM, {"scope": "m", "key": "k1", "value": 5}, conflict=("scope", "key"),
+        move=TAKE, steps=[{"w_pot": 1, "w_delta": -5}, {"w_pot": 2, "w_delta": 5}]) == (
+        None, [None, None])  # a replay: nothing moves
+    refused_id, refused = seam.record_and_moves(
+        session, ITEM, {"scope": "m", "key": "k2", "value": 1}, conflict=("scope", "key"),
+        move=TAKE, steps=[{"w_pot": 2, "w_delta": 1}, {"w_pot": 1, "w_delta": -96}])
+    assert isinstance(refused_id, int) and refused == [16, None]
+    session.rollback()
+    assert (_pot(session, 1), _pot(session, 2), _count(session)) == (95, 15, 1)
 
 
 def test_copy_rows_inserts_the_given_columns_in_the_sessions_transaction(

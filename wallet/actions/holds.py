@@ -191,12 +191,17 @@ def capture(session: Session, *, slug: str, hold_id: str, body: dict[str, Any],
         if _captured_so(hold, cost, tokens):
             return _closed(session, org, hold, email)  # an identical capture got there first
         raise _closed_conflict(hold, "captured", now)
-    settled, transfers = _post_capture(session, org, hold, cost, within)
+    settled, batch = _post_capture(session, org, hold, cost, within)
     if within is None:
         store.claim_values(session, hold=hold, values={
             "released": settled.released, "overrun": settled.overrun})
-    _record_usage(session, org, hold, settled, tokens, transfers)
-    return _closed(session, org, hold, email)
+    _record_usage(session, org, hold, settled, tokens, batch.transfers)
+    # The wallet's balance as its update returned it, when the capture moved it (a
+    # release or a cost above the hold); read otherwise (a cost of exactly the hold).
+    available = batch.balances.get((ledger.wallet(hold.person_id), hold.currency))
+    if available is None:
+        return _closed(session, org, hold, email)
+    return Closed(hold, email, available)
 
 
 def _captured_so(hold: Hold, cost: int, tokens: tuple[int | None, ...]) -> bool:
@@ -332,9 +337,9 @@ def _closed_conflict(hold: Hold, wanted: str, now: Any) -> Conflict:
 
 
 def _post_capture(session: Session, org: Organization, hold: Hold, cost: int,
-                  within: holds.Settled | None) -> tuple[holds.Settled, dict[str, int]]:
-    """The capture's postings, their deltas applied in lock order in one step; the split
-    and the new transfers' ids by key.
+                  within: holds.Settled | None) -> tuple[holds.Settled, ledger_store.Batch]:
+    """The capture's postings, their deltas applied in lock order in one step; the split,
+    the new transfers' ids by key and the balances of the accounts moved.
 
     A cost the hold covers (`within`) moves only the hold's own account, which holds at
     least this open hold's amount: nothing to read first, nothing that can be refused. A
@@ -348,19 +353,19 @@ def _post_capture(session: Session, org: Organization, hold: Hold, cost: int,
             session, org, ledger.wallet(hold.person_id)))
         savepoint = session.begin_nested()
         try:
-            transfers = _post_legs(session, org, hold, settled)
+            batch = _post_legs(session, org, hold, settled)
         except InsufficientFunds:
             savepoint.rollback()
             if attempt == _RETRIES - 1:
                 raise
             continue
         savepoint.commit()
-        return settled, transfers
+        return settled, batch
     raise AssertionError("unreachable")
 
 
 def _post_legs(session: Session, org: Organization, hold: Hold,
-               settled: holds.Settled) -> dict[str, int]:
+               settled: holds.Settled) -> ledger_store.Batch:
     assert org.id is not None
     pid, person_id, currency = hold.public_id, hold.person_id, hold.currency
     legs = [(ledger.held(person_id), ledger.SPENT, settled.from_hold, "hold_capture"),

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql import visitors
 from sqlmodel import Session
 
 from wallet import clock
@@ -186,7 +187,36 @@ class Dialect:
         existed, nothing moved) and the value `move` returned (None: its WHERE refused,
         for instance an overdraft; the caller then rolls back, which removes the row).
         """
+        new_id, moved = self.record_and_moves(session, table, values, conflict=conflict,
+                                              move=move, steps=[params])
+        return new_id, moved[0]
+
+    def record_and_moves(self, session: Session, table: sa.Table, values: Mapping[str, Any],
+                         *, conflict: Sequence[str], move: sa.Update,
+                         steps: Sequence[Mapping[str, Any]]) -> tuple[int | None, list[Any]]:
+        """`record_and_move` with several moves: if the row was new, `moves(move, steps)`.
+        Returns the new id (None: the key existed, nothing moved) and what each step
+        returned."""
         raise NotImplementedError
+
+    def moves(self, session: Session, move: sa.Update,
+              steps: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Run `move`, an UPDATE … RETURNING one value that is never NULL, once per
+        parameters in `steps`, in that order, each only if the one before it returned
+        its row; return what each returned (None from the first one refused on, for
+        instance an overdraft: the caller then rolls back what the others did).
+
+        The steps must change distinct rows, and their order is the order the rows are
+        locked in (the ledger's lock order), on both databases. SQLite: one statement
+        each. PostgreSQL: one statement, each step a CTE that runs only once the one
+        before it has returned (`EXISTS` over it: a one-time filter, evaluated before
+        the step's own scan).
+        """
+        moved: list[Any] = []
+        for params in steps:
+            moved.append(run(session, move, params).scalar()
+                         if not moved or moved[-1] is not None else None)
+        return moved
 
     def copy_rows(self, session: Session, table: sa.Table, columns: Sequence[str],
                   rows: Sequence[Mapping[str, Any]]) -> None:
@@ -248,13 +278,13 @@ class SQLite(Dialect):
     def may_have_written(self, connection: sa.Connection) -> bool:
         return True  # BEGIN IMMEDIATE took the write lock: end it as a write
 
-    def record_and_move(self, session: Session, table: sa.Table, values: Mapping[str, Any], *,
-                        conflict: Sequence[str], move: sa.Update,
-                        params: Mapping[str, Any]) -> tuple[int | None, Any]:
+    def record_and_moves(self, session: Session, table: sa.Table, values: Mapping[str, Any],
+                         *, conflict: Sequence[str], move: sa.Update,
+                         steps: Sequence[Mapping[str, Any]]) -> tuple[int | None, list[Any]]:
         new_id = self.insert_ignore(session, table, values, conflict)
         if new_id is None:
-            return None, None
-        return new_id, run(session, move, params).scalar()
+            return None, [None] * len(steps)
+        return new_id, self.moves(session, move, steps)
 
     def copy_rows(self, session: Session, table: sa.Table, columns: Sequence[str],
                   rows: Sequence[Mapping[str, Any]]) -> None:
@@ -303,31 +333,44 @@ class PostgreSQL(Dialect):
         # standbys do not see it: counts start again, which a rate limit can afford.
         connection.exec_driver_sql(f'ALTER TABLE "{table}" SET UNLOGGED')
 
-    def record_and_move(self, session: Session, table: sa.Table, values: Mapping[str, Any], *,
-                        conflict: Sequence[str], move: sa.Update,
-                        params: Mapping[str, Any]) -> tuple[int | None, Any]:
-        # One statement, one round trip: the INSERT and the UPDATE as two CTEs.
-        statement = self._record_and_move(table, tuple(conflict), move, tuple(values))
+    def record_and_moves(self, session: Session, table: sa.Table, values: Mapping[str, Any],
+                         *, conflict: Sequence[str], move: sa.Update,
+                         steps: Sequence[Mapping[str, Any]]) -> tuple[int | None, list[Any]]:
+        # One statement, one round trip: the INSERT and the UPDATEs as chained CTEs.
+        statement = self._record_and_moves(table, tuple(conflict), move, tuple(values),
+                                           len(steps))
         row: Any = run(session, statement, {
-            **{f"t_{column}": value for column, value in values.items()}, **params}).one()
-        return (None if row[0] is None else int(row[0])), row[1]
+            **{f"t_{column}": value for column, value in values.items()},
+            **_numbered(steps)}).one()
+        return (None if row[0] is None else int(row[0])), list(row[1:])
+
+    def moves(self, session: Session, move: sa.Update,
+              steps: Sequence[Mapping[str, Any]]) -> list[Any]:
+        if len(steps) < 2:
+            return super().moves(session, move, steps)
+        return list(run(session, self._moves(move, len(steps)), _numbered(steps)).one())
 
     @functools.cache  # noqa: B019
-    def _record_and_move(self, table: sa.Table, conflict: tuple[str, ...], move: sa.Update,
-                         columns: tuple[str, ...]) -> sa.Select[Any]:
+    def _record_and_moves(self, table: sa.Table, conflict: tuple[str, ...], move: sa.Update,
+                          columns: tuple[str, ...], count: int) -> sa.Select[Any]:
         # The row's parameters are named `t_<column>`: an UPDATE would take parameters
         # named like its table's columns into its SET clause. The statement always
-        # answers one row: the new id (NULL: the key existed) and what `move` returned
-        # (NULL: nothing moved, or its WHERE refused).
+        # answers one row: the new id (NULL: the key existed) and what each move
+        # returned (NULL: nothing moved, or its WHERE or one before it refused).
         given = set(columns)
         inserted = (postgresql.insert(table)
                     .values({c.name: sa.bindparam(f"t_{c.name}") for c in table.c
                              if c.name in given})
                     .on_conflict_do_nothing(index_elements=list(conflict))
                     .returning(table.c.id).cte("inserted"))
-        moved = move.where(sa.exists(sa.select(inserted.c.id))).cte("moved")
+        chain = _chained(move, count, after=inserted)
         return sa.select(sa.select(inserted.c.id).scalar_subquery(),
-                         sa.select(*moved.c).scalar_subquery())
+                         *(sa.select(*step.c).scalar_subquery() for step in chain))
+
+    @functools.cache  # noqa: B019
+    def _moves(self, move: sa.Update, count: int) -> sa.Select[Any]:
+        return sa.select(*(sa.select(*step.c).scalar_subquery()
+                           for step in _chained(move, count)))
 
     def copy_rows(self, session: Session, table: sa.Table, columns: Sequence[str],
                   rows: Sequence[Mapping[str, Any]]) -> None:
@@ -359,6 +402,28 @@ class PostgreSQL(Dialect):
         assert isinstance(engine, Engine)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             return Committed(connection.execute(statement, params).scalar(), committed=True)
+
+
+def _numbered(steps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The parameters of each step under the names its CTE uses (`_chained`)."""
+    return {f"{name}_{i}": value for i, params in enumerate(steps)
+            for name, value in params.items()}
+
+
+def _chained(move: sa.Update, count: int, *, after: Any = None) -> list[Any]:
+    """`count` copies of `move` as CTEs, each of step i's parameters renamed `<name>_i`,
+    each running only once the one before it (or `after`) has returned a row."""
+    chain: list[Any] = []
+    for i in range(count):
+        def rename(bind: Any, suffix: str = f"_{i}") -> None:
+            bind.key = bind.key + suffix
+
+        step = visitors.cloned_traverse(move, {}, {"bindparam": rename})
+        before = chain[-1] if chain else after
+        if before is not None:
+            step = step.where(sa.exists(sa.select(*before.c)))
+        chain.append(step.cte(f"moved_{i}"))
+    return chain
 
 
 @functools.lru_cache(maxsize=256)

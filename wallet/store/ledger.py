@@ -253,17 +253,14 @@ def _record(session: Session, *, org_id: int, posting: ledger.Posting,
                    key=lambda step: lock_order(step[0], step[1]))
     if defer_debit:
         steps = [step for step in steps if step[0] != source]
-    # The transfer's INSERT and the first update: one statement on PostgreSQL.
-    (first, name, delta), steps = steps[0], steps[1:]
-    new_id, moved = dialect_of(session).record_and_move(
+    # The transfer's INSERT and the updates, in that order: one statement on PostgreSQL.
+    new_id, moved = dialect_of(session).record_and_moves(
         session, _TRANSFER, values, conflict=_TRANSFER_KEY, move=_CHANGE,
-        params={"w_account": first, "w_delta": delta})
+        steps=[{"w_account": account_id, "w_delta": delta} for account_id, _, delta in steps])
     if new_id is None:
         return None, values, {}
-    balances = {first: _moved(moved, name)}
-    for account_id, name, delta in steps:
-        balances[account_id] = _moved(run(session, _CHANGE, {
-            "w_account": account_id, "w_delta": delta}).scalar(), name)
+    balances = {account_id: _moved(balance, name)  # the first refusal raises
+                for (account_id, name, _), balance in zip(steps, moved, strict=True)}
     if defer_debit:
         deferred = _pending(session).deferred
         name, owed = deferred.get(source, (posting.source, 0))
@@ -312,15 +309,30 @@ def post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posti
     return len(postings)
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A few postings recorded: the new transfers' ids by idempotency key, and the
+    balance of each account they moved, right after, by (name, currency)."""
+
+    transfers: dict[str, int]
+    balances: dict[tuple[str, str], int]
+
+
 def post_batch_keyed(session: Session, *, org_id: int, postings: Sequence[ledger.Posting],
-                     at: datetime | None = None) -> dict[str, int]:
-    """`post_batch`, answering the new transfers' ids by idempotency key (for a few
-    postings, such as a capture's: the INSERT returns them in the same round trip)."""
-    return _post_batch(session, org_id=org_id, postings=postings, at=at, keyed=True)
+                     at: datetime | None = None) -> Batch:
+    """`post_batch` for a few postings, such as a capture's: the INSERT returns the new
+    transfers' ids, and the accounts' updates (in lock order, one statement on
+    PostgreSQL) their balances. A debit that would overdraw raises `InsufficientFunds`
+    (the caller rolls back)."""
+    balances: dict[tuple[str, str], int] = {}
+    transfers = _post_batch(session, org_id=org_id, postings=postings, at=at, keyed=True,
+                            balances=balances)
+    return Batch(transfers, balances)
 
 
 def _post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Posting],
-                at: datetime | None, keyed: bool) -> dict[str, int]:
+                at: datetime | None, keyed: bool,
+                balances: dict[tuple[str, str], int] | None = None) -> dict[str, int]:
     if not postings:
         return {}
     when = at or clock.now()
@@ -347,6 +359,16 @@ def _post_batch(session: Session, *, org_id: int, postings: Sequence[ledger.Post
         else:
             run(session, _INSERT_TRANSFER, list(chunk))
     names = {account_id: name for (name, _currency), account_id in ids.items()}
+    if balances is not None:  # a few accounts: each update answers its balance
+        keys = {account_id: key for key, account_id in ids.items()}
+        steps = sorted(((k, v) for k, v in deltas.items() if v),
+                       key=lambda kv: lock_order(kv[0], names[kv[0]]))
+        moved = dialect_of(session).moves(session, _CHANGE, [
+            {"w_account": k, "w_delta": v} for k, v in steps])
+        for (account_id, _delta), balance in zip(steps, moved, strict=True):
+            balances[keys[account_id]] = _moved(balance, names[account_id])
+        _expire_loaded(session, *(k for k, _ in steps))
+        return inserted
     params = [{"account_id": k, "delta": v}
               for k, v in sorted(deltas.items(), key=lambda kv: lock_order(kv[0], names[kv[0]]))
               if v]
