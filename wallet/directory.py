@@ -140,7 +140,7 @@ class Directory:
 
     def _own_status(self, note: notes.Note) -> None:
         assert self.org.id is not None
-        row = note_store.note_by_jti(self.session, org_id=self.org.id, jti=note.jti)
+        row = note_store.note_status(self.session, org_id=self.org.id, jti=note.jti)
         if row is None or row.status_idx != note.status_idx:
             raise UnknownNote("this issuer has no record of the note")
         if row.state == "redeemed":
