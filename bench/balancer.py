@@ -299,6 +299,12 @@ def explain(result: dict[str, Any]) -> str:
                  f" {one['cpus_busy']:.0%} / {two['cpus_busy']:.0%} busy), or the limit is"
                  f" elsewhere (HAProxy queued up to {one['haproxy_max_queued']} requests"
                  " behind maxconn 16 per instance)")
+    h1, h2 = split.get("haproxy", 0.0), two["cpu_ms_per_request"].get("haproxy", 0.0)
+    if h2 and h1 > 1.5 * h2:
+        limit += (f"; HAProxy spent {h1:.2f} ms per request with one instance against"
+                  f" {h2:.2f} with two: with one, the connections over its maxconn (16)"
+                  f" waited in its queue (up to {one['haproxy_max_queued']}), and queueing"
+                  " costs it CPU")
     others = split.get("other", 0.0) / (ours + split.get("other", 0.0))
     busy = (f"; other people's processes took {others:.0%} of the CPU time counted: a busy"
             " machine, judge the ratio only" if others >= 0.2 else "")
