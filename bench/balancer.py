@@ -277,8 +277,8 @@ def explain(result: dict[str, Any]) -> str:
     ours = sum(parts.values()) or 1.0
     where = ", ".join(f"{k} {v:.2f} ms ({v / ours:.0%})" for k, v in parts.items())
     used = (f"with one instance the benchmark's processes used"
-            f" {one['cpus_used_by_the_bench']:.2f} of the {cpus} CPUs (its workers"
-            f" {_workers(one)} of a CPU each), with two {two['cpus_used_by_the_bench']:.2f}"
+            f" {one['cpus_used_by_the_bench']:.2f} of the {cpus} CPUs (its serving workers"
+            f" {_workers(one)} of a CPU), with two {two['cpus_used_by_the_bench']:.2f}"
             f" (workers {_workers(two)})")
     if result["ratio"] > 1.1 and one["cpus_used_by_the_bench"] < 0.85 * cpus:
         limit = ("one instance left CPU unused: each worker is one process with one GIL, and"
@@ -299,6 +299,13 @@ def explain(result: dict[str, Any]) -> str:
                  f" {one['cpus_busy']:.0%} / {two['cpus_busy']:.0%} busy), or the limit is"
                  f" elsewhere (HAProxy queued up to {one['haproxy_max_queued']} requests"
                  " behind maxconn 16 per instance)")
+    for phase, instances in (("one", 1), ("two", 2)):
+        expected = instances * result["workers_per_instance"]
+        serving = len(result[phase]["worker_cpu"])
+        if serving < expected:
+            limit += (f"; with {phase} only {serving} of {expected} workers served (over 5 %"
+                      " of a CPU): HAProxy's connections to an instance stay with the worker"
+                      " that accepted them")
     h1, h2 = split.get("haproxy", 0.0), two["cpu_ms_per_request"].get("haproxy", 0.0)
     if h2 and h1 > 1.5 * h2:
         limit += (f"; HAProxy spent {h1:.2f} ms per request with one instance against"
