@@ -166,3 +166,31 @@ def test_share_hands_a_failure_to_the_waiting_callers_and_keeps_nothing() -> Non
     with app.app_context():
         assert box.get("list") is None
         assert box.share("list", lambda: "back") == "back"  # the next caller makes again
+
+
+def test_a_caller_waits_for_a_shared_make_at_most_wait_then_makes_its_own() -> None:
+    # A slow source must not hold every waiting thread until it answers: past `wait`, a
+    # caller goes to the source itself (where its own limits apply).
+    app = _app()
+    clock.install(app, clock.FakeClock())
+    box: Memo[str] = Memo()
+    gate, made = threading.Event(), []
+    lock = threading.Lock()
+
+    def make() -> str:
+        with lock:
+            made.append(1)
+            first = len(made) == 1
+        if first:
+            gate.wait(5)  # the shared one is slow; the others give up waiting for it
+            return "shared"
+        return "own"
+
+    def call() -> object:
+        with app.app_context():
+            return box.share("list", make, wait=0.2)
+
+    threading.Timer(1.0, gate.set).start()
+    answers = _at_once(4, call)
+    assert sorted(answers) == ["own", "own", "own", "shared"]  # type: ignore[type-var]
+    assert len(made) == 4

@@ -38,7 +38,7 @@ def app_config(db_url: str, tmp_path: Path) -> dict[str, Any]:
 
 def _slow_status_lists(method: str, url: str, forward: Any) -> Any:
     if "/status/" in url:
-        time.sleep(0.3)  # every request arriving meanwhile misses the list
+        time.sleep(0.2)  # every request arriving meanwhile misses the list (< SHARED_WAIT)
     return forward()
 
 

@@ -15,6 +15,7 @@ cache. Lifetimes run on `wallet.clock.monotonic()`, so a faked clock expires the
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -71,10 +72,14 @@ class Memo(Generic[V]):
             return found  # type: ignore[no-any-return]
         return self.put(key, make(), ttl=ttl)
 
-    def share(self, key: Hashable, make: Callable[[], T]) -> V | T:
+    def share(self, key: Hashable, make: Callable[[], T], *,
+              wait: float | None = None) -> V | T:
         """The value kept for `key`, else what `make()` returns, with one `make` per key
         running at a time: callers that come while it runs wait for it and get what it
         returned (or raised). `make` keeps what should be kept (`put`, with its ttl).
+        With `wait`, a caller waits only until the shared `make` has run `wait` seconds
+        (real time); when it has not finished by then, or had run longer already, the
+        caller runs `make()` itself: a slow source does not hold every waiting thread.
 
         Many requests of one process that miss the same entry at once (a status list
         that has just expired) then cost its source one fetch, not one per thread.
@@ -88,7 +93,8 @@ class Memo(Generic[V]):
             if making is None:
                 making = self._making[key] = _Making()
         if not leader:
-            making.done.wait()
+            if not self._waited(making, wait):
+                return make()
             if making.error is not None:
                 raise making.error
             return making.result  # type: ignore[no-any-return]
@@ -102,6 +108,14 @@ class Memo(Generic[V]):
             with self._lock:
                 del self._making[key]
             making.done.set()
+
+    @staticmethod
+    def _waited(making: _Making, wait: float | None) -> bool:
+        """Wait for `making` until it has run `wait` seconds; whether it finished."""
+        if wait is None:
+            return making.done.wait()
+        left = making.started + wait - time.monotonic()
+        return making.done.is_set() or (left > 0 and making.done.wait(left))
 
     def pop(self, key: Hashable) -> None:
         """Forget `key`."""
@@ -121,9 +135,10 @@ class Memo(Generic[V]):
 class _Making:
     """One `make` under way in `Memo.share`, and what it came to."""
 
-    __slots__ = ("done", "error", "result")
+    __slots__ = ("done", "error", "result", "started")
 
     def __init__(self) -> None:
+        self.started = time.monotonic()
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None

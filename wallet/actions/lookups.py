@@ -9,8 +9,9 @@ holds a `Lookups`, which takes the steps the directory cannot:
   verification once more against the snapshot of the new config version;
 - `fetch_lists(...)` fetches the status lists that verified notes point to and that this
   process does not hold (verified with the issuer's keys; an unknown kid there re-pins
-  too; one fetch per list at a time in the process, shared by the requests that wait
-  for it), and `listed(...)` hands each back, or the reason it could not be had.
+  too; one request per list at a time in the process, its answer shared by the requests
+  that wait for it while it is young), and `listed(...)` hands each back, or the reason
+  it could not be had.
 
 Before either step the open transaction ends (`end_transaction`), so no lock is held
 while a peer answers. Each issuer is re-pinned at most once per action.
@@ -30,9 +31,10 @@ from wallet.core import notes, status
 from wallet.core.errors import WalletError
 from wallet.directory import Directory, check_listed, status_lists
 from wallet.models import Organization
-from wallet.peers import fetch_status_list
+from wallet.peers import get_status_token, read_status_token
 
 T = TypeVar("T")
+SHARED_WAIT = 0.5  # seconds; a well issuer answers a status list quicker than that
 
 
 def end_transaction(session: Session) -> None:
@@ -117,22 +119,22 @@ class Lookups:
                ) -> status.StatusList | WalletError:
         if isinstance(keys, WalletError):
             return keys
-        mine = []
-
-        def fetch() -> status.StatusList | WalletError:
-            mine.append(True)
-            try:
-                listed = fetch_status_list(uri, keys, now=clock.unix())
-            except WalletError as err:
-                return err
-            return status_lists().put(uri, listed, ttl=listed.ttl)
-
-        # One fetch of a list at a time in this process: the requests that miss it while
-        # it is under way wait for it, so a cold or just-expired list costs the issuer one
-        # fetch per ttl, not one per thread. Only a list is shared: a request that waited
-        # for a failed fetch tries with its own keys (its own re-pin may follow).
-        found = status_lists().share(uri, fetch)
-        return fetch() if isinstance(found, WalletError) and not mine else found
+        # One request for a list at a time in this process: the requests that miss it
+        # while one is under way wait for the issuer's answer and each verifies it with
+        # its own keys (its own re-pin may follow), so a cold or just-expired list costs
+        # the issuer one request per ttl, not one per thread. They wait only until that
+        # request is SHARED_WAIT old, then ask the issuer themselves, through its
+        # concurrency cap (as requests over the cap queue only while those in flight are
+        # young): a slow issuer holds no more threads than the cap allows.
+        kept = status_lists()
+        answer = kept.share(uri, lambda: _get(uri), wait=SHARED_WAIT)
+        if not isinstance(answer, str):  # a list kept meanwhile, or why it could not be had
+            return answer
+        try:
+            listed = read_status_token(uri, answer, keys, now=clock.unix())
+        except WalletError as err:
+            return err
+        return kept.put(uri, listed, ttl=listed.ttl)
 
     def _repin(self, wanted: set[str]) -> bool:
         """Re-pin issuers not tried yet (network, then a transaction each); on any change
@@ -149,3 +151,11 @@ class Lookups:
         self.session.refresh(self.org)  # the config version the re-pin bumped
         self.directory = Directory(self.session, self.org)
         return True
+
+
+def _get(uri: str) -> str | WalletError:
+    """The issuer's status list token at `uri`, unverified, or why it could not be had."""
+    try:
+        return get_status_token(uri)
+    except WalletError as err:
+        return err

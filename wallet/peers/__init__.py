@@ -16,8 +16,9 @@ from wallet.peers.http import HttpTransport
 from wallet.peers.issuers import (
     Pinned,
     fetch_issuer,
-    fetch_status_list,
     get_json,
+    get_status_token,
+    read_status_token,
     well_known_url,
 )
 from wallet.peers.local import LOCAL_CALL, LocalTransport
@@ -26,5 +27,5 @@ from wallet.peers.transports import check_peer_url, http_transport, transport_fo
 
 __all__ = ["LOCAL_CALL", "Fetched", "Guard", "HttpTransport", "Limits", "LocalTransport",
            "Pinned", "Transport", "check_peer_url", "clean", "clean_code", "fetch_issuer",
-           "fetch_status_list", "get_json", "http_transport", "origin", "shown",
-           "transport_for", "well_known_url"]
+           "get_json", "get_status_token", "http_transport", "origin", "read_status_token",
+           "shown", "transport_for", "well_known_url"]

@@ -69,14 +69,21 @@ def check_metadata(issuer: str, metadata: dict[str, Any]) -> None:
         raise MalformedToken("metadata name must be a string")
 
 
-def fetch_status_list(uri: str, keys: notes.IssuerKeys, *, now: int) -> status.StatusList:
-    """GET a trusted issuer's status list and verify it with the issuer's keys; any
-    failure is `IssuerUnavailable` (a verifier fails closed)."""
+def get_status_token(uri: str) -> str:
+    """GET the status list token at `uri` (the network step, unverified), or raise
+    `IssuerUnavailable` when the issuer did not answer it."""
     answer = transport_for(uri).request("GET", uri)
     if answer.status != 200:
         raise IssuerUnavailable(f"status list {shown(uri)} answered {answer.status}")
+    return answer.body.decode("ascii", "replace").strip()
+
+
+def read_status_token(uri: str, token: str, keys: notes.IssuerKeys, *,
+                      now: int) -> status.StatusList:
+    """Verify a status list token fetched from `uri` with the issuer's keys (no network);
+    any failure is `IssuerUnavailable`."""
     try:
-        jws = jose.parse(answer.body.decode("ascii", "replace").strip(), typ=status.TYP,
+        jws = jose.parse(token, typ=status.TYP,
                          max_bytes=status.MAX_TOKEN_BYTES)  # its own, larger limit
         iat = jws.payload.get("iat")
         if type(iat) is not int:  # the peer's word: checked before it picks a key
