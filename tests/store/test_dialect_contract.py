@@ -307,14 +307,13 @@ def test_moves_lock_their_rows_in_the_order_given(engine: Engine, backend: str) 
     """PostgreSQL runs the steps as one statement: each must still take its row only
     after the step before it took its own (the ledger's lock order keeps transactions
     from deadlocking). With pot 2 held elsewhere, the moves hold pot 1 and wait, and
-    pot 3 is still free."""
-    if backend != "postgresql":
-        pytest.skip("SQLite has one writer at a time: nothing to order")
+    pot 3 is still free. SQLite has one writer at a time: the moves wait for the other
+    writer as a whole, then all apply, in order."""
     with Session(engine) as s:
         _pots(s, 10, 10)
     done: list[list[Any]] = []
     with Session(engine) as holder, Session(engine) as mover:
-        run(holder, sa.select(POT.c.id).where(POT.c.id == 2).with_for_update())
+        run(holder, TAKE, {"w_pot": 2, "w_delta": 0})  # pot 2 written: held until rollback
 
         def move() -> None:
             done.append(dialect_of(mover).moves(mover, TAKE, [
@@ -324,19 +323,20 @@ def test_moves_lock_their_rows_in_the_order_given(engine: Engine, backend: str) 
         racer = threading.Thread(target=move)
         racer.start()
         time.sleep(0.5)
-        assert done == []  # waiting for pot 2
-        with Session(engine) as probe:
-            def locked(pot: int) -> bool:
-                try:
-                    with probe.begin_nested():
-                        run(probe, sa.select(POT.c.id).where(POT.c.id == pot)
-                            .with_for_update(nowait=True))
-                except sa.exc.OperationalError:
-                    return True
-                return False
+        assert done == []  # waiting for pot 2 (SQLite: for the other writer)
+        if backend == "postgresql":
+            with Session(engine) as probe:
+                def locked(pot: int) -> bool:
+                    try:
+                        with probe.begin_nested():
+                            run(probe, sa.select(POT.c.id).where(POT.c.id == pot)
+                                .with_for_update(nowait=True))
+                    except sa.exc.OperationalError:
+                        return True
+                    return False
 
-            assert locked(1) and not locked(3)
-            probe.rollback()
+                assert locked(1) and not locked(3)
+                probe.rollback()
         holder.rollback()
         racer.join(10)
     assert done == [[101, 11, 11]]
