@@ -34,6 +34,7 @@ def blueprints() -> list[tuple[Blueprint, tuple[ModuleType, ...]]]:
     before the first app registers the blueprint, which takes no new route after that.)
     """
     from wallet.web import admin, api, auth, portal, public, wellknown
+    from wallet.web.admin import exports as admin_exports
     from wallet.web.admin import federation as admin_federation
     from wallet.web.admin import grants as admin_grants
     from wallet.web.admin import issued as admin_issued
@@ -42,6 +43,7 @@ def blueprints() -> list[tuple[Blueprint, tuple[ModuleType, ...]]]:
     from wallet.web.admin import people as admin_people
     from wallet.web.admin import people_actions as admin_people_actions
     from wallet.web.admin import prices as admin_prices
+    from wallet.web.admin import reports as admin_reports
     from wallet.web.api import federation as api_federation
     from wallet.web.api import holds as api_holds
     from wallet.web.api import me as api_me
@@ -62,7 +64,8 @@ def blueprints() -> list[tuple[Blueprint, tuple[ModuleType, ...]]]:
         (portal.bp, (portal_dashboard, portal_tokens, portal_bring, portal_notes,
                      portal_transactions)),
         (admin.bp, (admin_overview, admin_people, admin_federation, admin_grants,
-                    admin_issued, admin_keys, admin_people_actions, admin_prices)),
+                    admin_issued, admin_keys, admin_people_actions, admin_prices,
+                    admin_exports, admin_reports)),
         (api.bp, (api_me, api_federation, api_holds, api_notes, api_openapi, api_pending,
                   api_usage)),
     ]

@@ -1,0 +1,1 @@
+"""`wallet export KIND`: CSV exports for finance (issue 15)."""

@@ -1,0 +1,1 @@
+"""`wallet report`: the liability roll-forward for finance (issue 15)."""

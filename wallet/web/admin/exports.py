@@ -1,0 +1,1 @@
+"""CSV downloads of the admin tables (issue 15)."""

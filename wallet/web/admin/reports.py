@@ -1,0 +1,1 @@
+"""The liability roll-forward page (issue 15)."""
