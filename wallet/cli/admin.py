@@ -11,7 +11,7 @@ from sqlmodel import Session
 from wallet.actions import demo as demo_actions
 from wallet.actions import ledger as ledger_actions
 from wallet.actions import orgs as org_actions
-from wallet.actions import wallets
+from wallet.actions import reports, wallets
 from wallet.actions._base import Actor, member_or_404, org_or_404, parse_date
 from wallet.cli.base import (
     cli,
@@ -222,15 +222,36 @@ def fund(session: Session, slug: str, amount: str, currency: str | None,
 @cli.command()
 @org_option
 @click.option("--email", required=True)
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="Balances at the end of this day (YYYY-MM-DD, UTC), from the ledger's"
+                   " transfers; default: now.")
 @json_option
 @with_session
-def balance(session: Session, slug: str, email: str, as_json: bool) -> None:
+def balance(session: Session, slug: str, email: str, as_of: str | None, as_json: bool) -> None:
     """Show a person's available, held, unvested, spent and outstanding credit.
 
     Available is what the wallet can spend now: credit held for calls in progress
-    is not in it."""
+    is not in it. With --as-of, what the ledger held at the end of that day (nothing is
+    vested on the way: tranches count once their vesting was posted)."""
+    on = None if as_of is None else parse_date(as_of, "--as-of")
     organisation = org_or_404(session, slug)
     _m, who = member_or_404(session, organisation, email)
+    if on is not None:
+        b = reports.person_balance(session, org=organisation, person=who, on=on)
+        shown = [("available", b.available), ("held", b.held), ("unvested", b.unvested),
+                 ("spent", b.spent), ("outstanding_notes", b.outstanding_notes)]
+        if as_json:
+            emit_json({"org": slug, "email": who.email, "currency": b.currency,
+                       "as_of": on.isoformat(),
+                       **{name: format_amount(micros) for name, micros in shown},
+                       "outstanding_count": b.outstanding_count})
+            return
+        info(f"{who.email} at {slug}, as of {on.isoformat()} (end of day, UTC)")
+        for name, micros in shown:
+            label = name.replace("_", " ").capitalize()
+            info(f"  {label:<18} {format_display(micros, b.currency)}"
+                 + (f" in {b.outstanding_count} note(s)" if name == "outstanding_notes" else ""))
+        return
     s = wallets.summary(session, org=organisation, person=who)
     nxt = wallets.next_vesting(session, org=organisation, person=who)
     if as_json:

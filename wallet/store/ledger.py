@@ -542,3 +542,72 @@ def total_moved(session: Session, *, org_id: int, currency: str,
     if kind is not None:
         query = query.where(t.c.kind == kind)
     return int(run(session, query).scalar_one())
+
+# -- positions and flows as of a time (issue 15: the roll-forward, balances as of a date) --
+
+
+def flows_between(session: Session, *, org_id: int, currency: str, start: datetime | None,
+                  end: datetime) -> dict[tuple[str, str, str], int]:
+    """Sum the transfers made in [start, end) (from the first, without `start`) by
+    (transfer kind, source account kind, destination account kind)."""
+    t = _TRANSFER
+    src, dst = _ACCOUNT.alias("src"), _ACCOUNT.alias("dst")
+    query = (sa.select(t.c.kind, src.c.kind, dst.c.kind, sa.func.sum(t.c.amount))
+             .select_from(t.join(src, src.c.id == t.c.from_account_id)
+                          .join(dst, dst.c.id == t.c.to_account_id))
+             .where(t.c.org_id == org_id, t.c.currency == currency, t.c.created_at < end)
+             .group_by(t.c.kind, src.c.kind, dst.c.kind))
+    if start is not None:
+        query = query.where(t.c.created_at >= start)
+    return {(str(k), str(s), str(d)): int(total) for k, s, d, total in run(session, query)}
+
+
+def balances_before(session: Session, *, org_id: int, currency: str, names: Sequence[str],
+                    before: datetime) -> dict[str, int]:
+    """Balances of a few accounts by name from their transfers made before `before`
+    (accounts that did not move: 0)."""
+    t, a = _TRANSFER, _ACCOUNT
+    found = {name: 0 for name in names}
+    for column, sign in ((t.c.to_account_id, 1), (t.c.from_account_id, -1)):
+        rows = run(session, sa.select(a.c.name, sa.func.sum(t.c.amount))
+                   .select_from(t.join(a, a.c.id == column))
+                   .where(t.c.org_id == org_id, t.c.currency == currency,
+                          t.c.created_at < before, a.c.name.in_(list(names)))
+                   .group_by(a.c.name))
+        for name, total in rows:
+            found[str(name)] += sign * int(total)
+    return found
+
+
+def moved_before(session: Session, *, org_id: int, currency: str, sources: Sequence[str],
+                 destination: str, before: datetime) -> int:
+    """Sum the transfers from any of `sources` to `destination` made before `before`."""
+    t = _TRANSFER
+    src, dst = _ACCOUNT.alias("src"), _ACCOUNT.alias("dst")
+    return int(run(session, sa.select(sa.func.coalesce(sa.func.sum(t.c.amount), 0))
+                   .select_from(t.join(src, src.c.id == t.c.from_account_id)
+                                .join(dst, dst.c.id == t.c.to_account_id))
+                   .where(t.c.org_id == org_id, t.c.currency == currency,
+                          t.c.created_at < before, src.c.name.in_(list(sources)),
+                          dst.c.name == destination)).scalar_one())
+
+
+def notes_outstanding_before(session: Session, *, org_id: int, currency: str, person_id: int,
+                             before: datetime) -> tuple[int, int]:
+    """A person's notes still in `notes_outstanding` just before `before`: (micros, count),
+    from the transfers in and out of it that name each note (`ref` = its jti)."""
+    t, a, note = _TRANSFER, _ACCOUNT, Note.__table__
+    signed = sa.case((t.c.to_account_id == a.c.id, t.c.amount), else_=-t.c.amount)
+    per_note = (sa.select(sa.func.sum(signed).label("net"))
+                .select_from(t.join(a, sa.or_(a.c.id == t.c.to_account_id,
+                                              a.c.id == t.c.from_account_id)))
+                .where(t.c.org_id == org_id, t.c.currency == currency, t.c.created_at < before,
+                       a.c.org_id == org_id, a.c.name == ledger.NOTES_OUTSTANDING,
+                       t.c.ref.in_(sa.select(note.c.jti).where(note.c.org_id == org_id,
+                                                                note.c.person_id == person_id)))
+                .group_by(t.c.ref).subquery())
+    total, count = run(session, sa.select(
+        sa.func.coalesce(sa.func.sum(per_note.c.net), 0),
+        sa.func.coalesce(sa.func.sum(sa.case((per_note.c.net > 0, 1), else_=0)), 0))).one()
+    return int(total), int(count)
+
