@@ -409,3 +409,20 @@ def test_reports_nav_entry_shows(app: Flask) -> None:
     support.login(client, "admin@acme.test")
     html = client.get("/orgs/acme/admin/").get_data(as_text=True)
     assert 'href="/orgs/acme/admin/reports"' in html
+
+
+def test_the_widest_dates_answer(app: Flask, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first and last days a date can name: the whole ledger, no overflow."""
+    _fed, books = build_books(app)
+    done = support.run_cli(app, capsys, "report", "rollforward", "--org", "acme",
+                           "--from", "0001-01-01", "--to", "9999-12-31", "--json")
+    assert done.exit_code == 0, done.err
+    data = json.loads(done.out)
+    assert data["reconciles"] is True
+    assert _micros(data["closing"]["liability"]) == books.org["acme", books.days[-1]].liability
+    last = support.run_cli(app, capsys, "balance", "--org", "acme", "--email", ADA,
+                           "--as-of", "9999-12-31", "--json")
+    assert last.exit_code == 0, last.err
+    assert _micros(json.loads(last.out)["available"]) == \
+        books.person["acme", ADA, books.days[-1]][0]
+    support.assert_ledger_sound(app)

@@ -31,6 +31,13 @@ def start_of(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+def end_of(day: date) -> datetime:
+    """The end of `day` (00:00 UTC of the next day): transfers before it are "as of" it."""
+    if day == date.max:
+        return datetime.max.replace(tzinfo=UTC)
+    return start_of(day + timedelta(days=1))
+
+
 def parse_range(start: object, end: object) -> tuple[date, date]:
     """Parse a [from, to) range of ISO dates, or raise `Malformed` with every problem by
     field in `extra["fields"]` (the message is the first)."""
@@ -75,17 +82,13 @@ def roll_forward(session: Session, *, org: Organization, start: date, end: date)
     assert org_id is not None
     if start >= end:
         raise Malformed("from must be before to", fields={"to": "from must be before to"})
-    opening, closing = start_of(start), start_of(end)
-
-    def flows(since: datetime | None, until: datetime) -> dict[tuple[str, str, str], int]:
-        return ledger_store.flows_between(session, org_id=org_id, currency=currency,
-                                          start=since, end=until)
-
-    # Three independent sums (before, within, before the end) so that `reconciles`
-    # checks the ledger's queries rather than restating one of them.
+    sums = ledger_store.flows_around(session, org_id=org_id, currency=currency,
+                                     start=start_of(start), end=start_of(end))
     report = rollforward.roll_forward(
-        currency=currency, opening=_by_kind(flows(None, opening)),
-        flows=flows(opening, closing), closing=_by_kind(flows(None, closing)))
+        currency=currency,
+        opening=_by_kind({key: before for key, (before, _in, _upto) in sums.items()}),
+        flows={key: within for key, (_before, within, _upto) in sums.items() if within},
+        closing=_by_kind({key: upto for key, (_before, _in, upto) in sums.items()}))
     return Report(org.slug, start, end, report)
 
 
@@ -93,7 +96,7 @@ def org_position(session: Session, *, org: Organization, on: date) -> rollforwar
     """The organisation's positions (and so its liability) at the end of `on`."""
     assert org.id is not None
     flows = ledger_store.flows_between(session, org_id=org.id, currency=org.currency,
-                                       start=None, end=start_of(on + timedelta(days=1)))
+                                       start=None, end=end_of(on))
     return rollforward.position(_by_kind(flows))
 
 
@@ -125,7 +128,7 @@ def person_balance(session: Session, *, org: Organization, person: Person,
     """A person's available, held, unvested, spent and outstanding notes at the end of
     `on`, from the transfers (what had vested by then, not what would vest on reading)."""
     assert org.id is not None and person.id is not None
-    before = start_of(on + timedelta(days=1))
+    before = end_of(on)
     wallet, held = rules.wallet(person.id), rules.held(person.id)
     unvested = rules.unvested(person.id)
     balances = ledger_store.balances_before(session, org_id=org.id, currency=org.currency,
