@@ -304,3 +304,35 @@ def first_start(session: Session, *, org_id: int, person_id: int) -> date | None
     value = run(session, sa.select(sa.func.min(GRANT.c.start_on)).where(
         GRANT.c.org_id == org_id, GRANT.c.person_id == person_id)).scalar_one()
     return value if isinstance(value, date) else None
+
+
+# -- exports (issue 15) --------------------------------------------------------------------
+
+
+def grants_page(session: Session, *, org_id: int, since: datetime | None,
+                before: datetime | None, after_id: int, limit: int) -> list[sa.Row[Any]]:
+    """Grants made in [since, before) with their person's email, oldest first, the
+    `limit` after id `after_id` (keyset pages for an export)."""
+    g, p = GRANT, Person.__table__  # type: ignore[attr-defined]
+    query = (sa.select(g.c.id, g.c.created_at, p.c.email, g.c.amount, g.c.currency,
+                       g.c.start_on, g.c.every, g.c.months, g.c.cliff_months, g.c.source,
+                       g.c.created_by)
+             .select_from(g.join(p, p.c.id == g.c.person_id))
+             .where(g.c.org_id == org_id, g.c.id > after_id))
+    if since is not None:
+        query = query.where(g.c.created_at >= since)
+    if before is not None:
+        query = query.where(g.c.created_at < before)
+    return list(run(session, query.order_by(g.c.id).limit(limit)).all())
+
+
+def tranches_of_grants(session: Session, *, org_id: int,
+                       grant_ids: Sequence[int]) -> list[sa.Row[Any]]:
+    """The tranches of some grants of an organisation, by grant and sequence number."""
+    if not grant_ids:
+        return []
+    t = TRANCHE
+    return list(run(session, sa.select(t.c.grant_id, t.c.seq, t.c.due_on, t.c.amount,
+                                       t.c.state, t.c.settled_at)
+                    .where(t.c.org_id == org_id, t.c.grant_id.in_(list(grant_ids)))
+                    .order_by(t.c.grant_id, t.c.seq)).all())

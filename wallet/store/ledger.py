@@ -636,3 +636,29 @@ def notes_outstanding_before(session: Session, *, org_id: int, currency: str, pe
         sa.func.coalesce(sa.func.sum(sa.case((per_note.c.net > 0, 1), else_=0)), 0))).one()
     return int(total), int(count)
 
+
+# -- exports (issue 15) --------------------------------------------------------------------
+
+
+def transfers_page(session: Session, *, org_id: int, since: datetime | None,
+                   before: datetime | None, after_id: int, limit: int,
+                   account_names: Sequence[str] = ()) -> list[sa.Row[Any]]:
+    """Transfers made in [since, before) with their accounts' names (`source`,
+    `destination`), oldest first, the `limit` after id `after_id` (keyset pages for an
+    export); with `account_names`, only those moving money in or out of one of them."""
+    t = _TRANSFER
+    src, dst = _ACCOUNT.alias("src"), _ACCOUNT.alias("dst")
+    query = (sa.select(t.c.id, t.c.created_at, t.c.kind, src.c.name.label("source"),
+                       dst.c.name.label("destination"), t.c.amount, t.c.currency, t.c.memo,
+                       t.c.ref)
+             .select_from(t.join(src, src.c.id == t.c.from_account_id)
+                          .join(dst, dst.c.id == t.c.to_account_id))
+             .where(t.c.org_id == org_id, t.c.id > after_id))
+    if account_names:
+        query = query.where(sa.or_(src.c.name.in_(list(account_names)),
+                                   dst.c.name.in_(list(account_names))))
+    if since is not None:
+        query = query.where(t.c.created_at >= since)
+    if before is not None:
+        query = query.where(t.c.created_at < before)
+    return list(run(session, query.order_by(t.c.id).limit(limit)).all())

@@ -219,3 +219,24 @@ def _same_spender(spending: Any) -> sa.ColumnElement[bool]:
     """The row already spent is the same organisation's, by the same consumer."""
     return sa.and_(_NONCE.c.org_id == spending.org_id,
                    _NONCE.c.consumed_by == spending.consumed_by)
+
+
+# -- exports (issue 15) --------------------------------------------------------------------
+
+
+def notes_page(session: Session, *, org_id: int, since: datetime | None,
+               before: datetime | None, after_id: int, limit: int) -> list[sa.Row[Any]]:
+    """Notes issued in [since, before) with their person's email, oldest first, the
+    `limit` after id `after_id` (keyset pages for an export; the token itself is left out)."""
+    n, p = _NOTE, Person.__table__  # type: ignore[attr-defined]
+    query = (sa.select(n.c.id, n.c.jti, p.c.email, n.c.amount, n.c.currency, n.c.state,
+                       n.c.issued_at, n.c.expires_at, n.c.kid, n.c.status_list,
+                       n.c.status_idx, n.c.revoked_at, n.c.revoke_reason, n.c.redeemed_at,
+                       n.c.redeemed_by, n.c.reclaimed_at, n.c.reclaim_kind, n.c.replaced_by)
+             .select_from(n.join(p, p.c.id == n.c.person_id))
+             .where(n.c.org_id == org_id, n.c.id > after_id))
+    if since is not None:
+        query = query.where(n.c.issued_at >= since)
+    if before is not None:
+        query = query.where(n.c.issued_at < before)
+    return list(run(session, query.order_by(n.c.id).limit(limit)).all())

@@ -353,3 +353,20 @@ def audit_events(session: Session, *, org_id: int, limit: int = 50,
 def is_employed(m: Membership, *, on: date) -> bool:
     """Tell whether a membership is within its employment dates on a day."""
     return m.started_on <= on and (m.ended_on is None or on <= m.ended_on)
+
+
+# -- exports (issue 15) --------------------------------------------------------------------
+
+
+def audit_page(session: Session, *, org_id: int, since: datetime | None,
+               before: datetime | None, after_id: int, limit: int) -> list[sa.Row[Any]]:
+    """Audit events made in [since, before), oldest first, the `limit` after id `after_id`
+    (an export reads page after page: keyset, so each page costs the same)."""
+    a = AuditEvent.__table__  # type: ignore[attr-defined]
+    query = sa.select(a.c.id, a.c.created_at, a.c.actor, a.c.action, a.c.target,
+                      a.c.details).where(a.c.org_id == org_id, a.c.id > after_id)
+    if since is not None:
+        query = query.where(a.c.created_at >= since)
+    if before is not None:
+        query = query.where(a.c.created_at < before)
+    return list(run(session, query.order_by(a.c.id).limit(limit)).all())

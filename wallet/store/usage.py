@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -72,3 +72,25 @@ def recent(session: Session, *, org_id: int, person_id: int | None = None,
     if person_id is not None:
         query = query.where(UsageRecord.person_id == person_id)  # type: ignore[arg-type]
     return list(session.scalars(query.order_by(UsageRecord.id.desc()).limit(limit)))  # type: ignore[union-attr]
+
+
+# -- exports (issue 15) --------------------------------------------------------------------
+
+_PERSON: sa.Table = USAGE.metadata.tables["person"]
+
+
+def usage_page(session: Session, *, org_id: int, since: datetime | None,
+               before: datetime | None, after_id: int, limit: int) -> list[sa.Row[Any]]:
+    """Usage records made in [since, before) with their person's email, oldest first, the
+    `limit` after id `after_id` (keyset pages for an export)."""
+    u, p = USAGE, _PERSON
+    query = (sa.select(u.c.id, u.c.created_at, p.c.email, u.c.model, u.c.input_tokens,
+                       u.c.output_tokens, u.c.cached_input_tokens, u.c.cost, u.c.currency,
+                       u.c.transfer_id)
+             .select_from(u.join(p, p.c.id == u.c.person_id))
+             .where(u.c.org_id == org_id, u.c.id > after_id))
+    if since is not None:
+        query = query.where(u.c.created_at >= since)
+    if before is not None:
+        query = query.where(u.c.created_at < before)
+    return list(run(session, query.order_by(u.c.id).limit(limit)).all())
