@@ -1,0 +1,222 @@
+"""Settlement statements between organisations, as pure functions (DESIGN §11.2).
+
+The payer (the issuer A, who owes the verifier B for A's notes that B redeemed) sends B a
+statement JWS signed with A's org key, as redeem requests are signed:
+
+    header  {"alg": "EdDSA", "typ": "cc-settlement+jwt", "kid": <A's kid>}
+    claims  {"iss": A, "aud": B, "jti": "urn:uuid:…", "iat": …,
+             "amount": {"value", "currency"}, "direction": "pay",
+             "through": <unix time> | "receipts": [<note jti>, …], "reference": "…"}
+
+B answers with an acknowledgement JWS signed by B's org key:
+
+    header  {"alg": "EdDSA", "typ": "cc-settlement-ack+jwt", "kid": <B's kid>}
+    claims  {"iss": B, "aud": A, "jti": "urn:uuid:…", "iat": …, "statement": <statement jti>,
+             "digest": <statement content digest>, "amount": {"value", "currency"},
+             "outstanding": {"value", "currency"}}
+
+`outstanding` is what A still owes B after this payment, by B's own receipts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from wallet.core import jose, notes
+from wallet.core.errors import (
+    AudienceMismatch,
+    IdempotencyConflict,
+    MalformedToken,
+    NotYetValid,
+    PolicyRejected,
+    TooLarge,
+)
+from wallet.core.money import Money, parse_currency, parse_money_json
+
+STATEMENT_TYP = "cc-settlement+jwt"
+ACK_TYP = "cc-settlement-ack+jwt"
+# A statement whose acknowledgement was lost is sent again as it was: the payee answers a
+# statement it has stored whatever its age, and accepts a new one for a day.
+STATEMENT_MAX_AGE = 86_400
+MAX_RECEIPTS = 100
+MAX_REFERENCE = 200
+DIRECTIONS = ("pay",)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A settlement statement's content (signed or verified)."""
+
+    payer: str
+    payee: str
+    jti: str
+    iat: int
+    amount: Money
+    reference: str
+    direction: str = "pay"
+    through: int | None = None
+    receipts: tuple[str, ...] | None = None
+
+    def claims(self) -> dict[str, Any]:
+        """The JWS claims, DESIGN §11.2."""
+        out: dict[str, Any] = {"iss": self.payer, "aud": self.payee, "jti": self.jti,
+                               "iat": self.iat, "amount": self.amount.as_json(),
+                               "direction": self.direction, "reference": self.reference}
+        if self.receipts is not None:
+            out["receipts"] = list(self.receipts)
+        else:
+            out["through"] = self.through
+        return out
+
+    def digest(self) -> str:
+        """What makes two statements with one jti the same: every claim but `iat`
+        (a payer may sign a lost statement again), canonical JSON, SHA-256, base64url."""
+        content = {k: v for k, v in self.claims().items() if k != "iat"}
+        raw = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).rstrip(b"=").decode()
+
+
+def check_reference(reference: object) -> str:
+    """A bank reference or invoice number: 1-200 printable characters."""
+    if not isinstance(reference, str) or not reference.strip():
+        raise MalformedToken("the statement needs a reference (bank reference or invoice)")
+    text = reference.strip()
+    if len(text) > MAX_REFERENCE or not text.isprintable():
+        raise MalformedToken(f"the reference is at most {MAX_REFERENCE} printable characters")
+    return text
+
+
+def sign_statement(statement: Statement, *, kid: str, key: Ed25519PrivateKey) -> str:
+    """Sign the payer's statement."""
+    return jose.sign({"alg": jose.SIGNING_ALG, "typ": STATEMENT_TYP, "kid": kid},
+                     statement.claims(), key)
+
+
+def peek_payer(token: object) -> tuple[jose.Jws, str]:
+    """Parse a statement enough to know who claims to send it (before choosing its key)."""
+    jws = jose.parse(jose.check_size(token), typ=STATEMENT_TYP)
+    iss = jws.payload.get("iss")
+    if not isinstance(iss, str) or not iss:
+        raise MalformedToken("the statement names no iss")
+    return jws, iss
+
+
+def read_statement(jws: jose.Jws, *, keys: notes.IssuerKeys, payee: str) -> Statement:
+    """Verify a statement's signature with the payer's keys and read its claims (no
+    freshness: `check_fresh` is for a statement not seen before)."""
+    p = jws.payload
+    iat = p.get("iat")
+    if not isinstance(iat, int) or isinstance(iat, bool):
+        raise MalformedToken("the statement needs an integer iat")
+    jws.verify(keys.for_token(jose.kid_of(jws), iat).key)
+    if p.get("aud") != payee:
+        raise AudienceMismatch("the statement is addressed to another organisation")
+    jti = p.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > 100:
+        raise MalformedToken("the statement needs a jti")
+    direction = p.get("direction")
+    if direction not in DIRECTIONS:
+        raise MalformedToken("direction must be 'pay'")
+    amount = parse_money_json(p.get("amount"))
+    reference = check_reference(p.get("reference"))
+    through, receipts = p.get("through"), p.get("receipts")
+    if (through is None) == (receipts is None):
+        raise MalformedToken("the statement names either receipts or a 'through' time")
+    if receipts is not None:
+        if (not isinstance(receipts, list) or not receipts
+                or not all(isinstance(r, str) and 0 < len(r) <= 64 for r in receipts)
+                or len(set(receipts)) != len(receipts)):
+            raise MalformedToken("receipts must be a list of distinct note jtis")
+        if len(receipts) > MAX_RECEIPTS:
+            raise TooLarge(f"at most {MAX_RECEIPTS} receipts per statement")
+        return Statement(str(p["iss"]), payee, jti, iat, amount, reference, direction,
+                         receipts=tuple(receipts))
+    if not isinstance(through, int) or isinstance(through, bool) or through < 0:
+        raise MalformedToken("through must be a unix time")
+    return Statement(str(p["iss"]), payee, jti, iat, amount, reference, direction,
+                     through=through)
+
+
+def check_fresh(statement: Statement, *, now: int) -> None:
+    """A statement the payee has not stored yet must be recent."""
+    if statement.iat > now + notes.SKEW:
+        raise NotYetValid("the statement is dated in the future")
+    if statement.iat < now - STATEMENT_MAX_AGE - notes.SKEW:
+        raise MalformedToken("the statement is older than a day; send a new one")
+    if statement.through is not None and statement.through > now + notes.SKEW:
+        raise NotYetValid("the statement settles receipts through a time still to come")
+
+
+def check_same(stored_digest: str, statement: Statement) -> None:
+    """A statement sent again must be the one stored under its jti."""
+    if stored_digest != statement.digest():
+        raise IdempotencyConflict("a different statement was received with this jti")
+
+
+def check_owed(amount: Money, *, outstanding: int, settles: int) -> None:
+    """The payee's check: `amount` within what the payer owes by the payee's receipts.
+
+    `outstanding` is all the payer owes now (receipts less payments received);
+    `settles` what the statement's receipts come to, or, with a cut-off, what was owed
+    through it. A payment is for no more than either."""
+    limit = min(outstanding, settles)
+    if amount.micros > limit:
+        raise PolicyRejected(f"the statement pays {amount}; by our receipts"
+                             f" {Money(max(limit, 0), amount.currency)} is owed")
+
+
+def sign_ack(*, payee: str, payer: str, jti: str, iat: int, statement: Statement,
+             outstanding: Money, kid: str, key: Ed25519PrivateKey) -> str:
+    """Sign the payee's acknowledgement of a statement."""
+    return jose.sign({"alg": jose.SIGNING_ALG, "typ": ACK_TYP, "kid": kid},
+                     {"iss": payee, "aud": payer, "jti": jti, "iat": iat,
+                      "statement": statement.jti, "digest": statement.digest(),
+                      "amount": statement.amount.as_json(),
+                      "outstanding": outstanding.as_json()}, key)
+
+
+def read_balance(obj: object) -> Money:
+    """A balance on the wire: an amount, or `"0.00"` (which an amount never is)."""
+    if isinstance(obj, dict) and obj.keys() == {"value", "currency"} and obj["value"] == "0.00":
+        return Money(0, parse_currency(obj["currency"]))
+    return parse_money_json(obj)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A verified acknowledgement."""
+
+    token: str
+    jti: str
+    iat: int
+    statement: str
+    outstanding: Money
+
+
+def check_ack(token: object, *, keys: notes.IssuerKeys, statement: Statement) -> Ack:
+    """Verify the payee's acknowledgement of `statement` as the payer."""
+    jws = jose.parse(jose.check_size(token), typ=ACK_TYP)
+    p: dict[str, Any] = jws.payload
+    iat = p.get("iat")
+    if not isinstance(iat, int) or isinstance(iat, bool):
+        raise MalformedToken("the acknowledgement needs an integer iat")
+    jws.verify(keys.for_token(jose.kid_of(jws), iat).key)
+    if p.get("iss") != statement.payee or p.get("aud") != statement.payer:
+        raise MalformedToken("the acknowledgement is from or for another organisation")
+    if p.get("statement") != statement.jti or p.get("digest") != statement.digest():
+        raise MalformedToken("the acknowledgement is for another statement")
+    if parse_money_json(p.get("amount")) != statement.amount:
+        raise MalformedToken("the acknowledgement's amount differs from the statement's")
+    left = read_balance(p.get("outstanding"))
+    if left.currency != statement.amount.currency:
+        raise MalformedToken("the acknowledgement's outstanding is in another currency")
+    jti = p.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise MalformedToken("the acknowledgement needs a jti")
+    return Ack(str(token), jti, iat, statement.jti, left)
