@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -303,3 +304,29 @@ def test_big_exports_are_read_page_by_page(app: Flask, world: World, client: Fla
         paged = parse(download(client, f"/orgs/acme/admin/export/{kind}.csv"))
         assert paged == rows, kind  # every row once, in the same order
     assert len(whole["transactions"]) > 10 and len(whole["grants"]) == 1 + 12 + 1
+
+
+def test_a_download_in_progress_holds_no_transaction(
+        app: Flask, world: World, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite a transaction holds the one write lock: a client reading slowly must not
+    stop payments. Half-way through a download, another request's write goes through."""
+    populate(app)
+    monkeypatch.setattr(export_actions, "PAGE", 2)
+    login(client, world.acme_admin)
+    response = client.get("/orgs/acme/admin/export/transactions.csv")
+    pieces = iter(response.response)
+    received = [next(pieces), next(pieces)]  # the header, then the first page
+    assert len(parse(b"".join(received))) == 3
+
+    def fund() -> None:
+        with app.app_context():
+            ledger_actions.fund(db.session(), slug="acme", amount="1.00",
+                                idempotency_key="meanwhile", actor=CLI)
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(fund).result(timeout=10)  # SQLite's busy timeout is 30 s
+    received += list(pieces)
+    response.close()
+    rows = parse(b"".join(received))
+    assert len(rows) == len(set(map(tuple, rows)))  # no row twice
+    assert rows[1][2] == "fund"  # oldest first

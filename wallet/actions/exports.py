@@ -102,8 +102,9 @@ class Export:
     rows: Iterator[Row]
 
     def chunks(self) -> Iterator[bytes]:
-        """The document as UTF-8 bytes, piece by piece, the header row first."""
-        return csvout.stream(self.header, self.rows)
+        """The document as UTF-8 bytes, piece by piece, the header row first (a piece per
+        page read, so a piece goes out when its page's transaction has ended)."""
+        return csvout.stream(self.header, self.rows, chunk=PAGE)
 
 
 def export(session: Session, *, slug: str, kind: str, start: object = None,
