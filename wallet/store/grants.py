@@ -336,3 +336,10 @@ def tranches_of_grants(session: Session, *, org_id: int,
                                        t.c.state, t.c.settled_at)
                     .where(t.c.org_id == org_id, t.c.grant_id.in_(list(grant_ids)))
                     .order_by(t.c.grant_id, t.c.seq)).all())
+
+
+def grants_of(session: Session, *, org_id: int, person_id: int) -> list[Grant]:
+    """Return a person's grants at an organisation, oldest first."""
+    return list(session.scalars(sa.select(Grant).where(
+        Grant.org_id == org_id, Grant.person_id == person_id,  # type: ignore[arg-type]
+    ).order_by(Grant.start_on, Grant.id)))  # type: ignore[arg-type]

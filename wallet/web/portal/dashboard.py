@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from wallet import db
-from wallet.actions import wallets
+from wallet import clock, db
+from wallet.actions import statements, wallets
+from wallet.actions._base import Actor
 from wallet.web import guard
 from wallet.web.portal import bp
 
@@ -26,3 +27,18 @@ def dashboard(slug: str) -> str:
     access = guard.org_access(slug)
     summary = wallets.summary(db.session(), org=access.org, person=access.person)
     return render_template("portal/dashboard.html", access=access, summary=summary)
+
+
+@bp.get("/wallet/statement.jwt")
+@guard.login_required
+def statement(slug: str) -> Response:
+    """A signed statement of the engineer's holdings here, as a file to keep or show."""
+    access = guard.org_access(slug)
+    token = statements.issue(db.session(), org=access.org, person=access.person,
+                             actor=Actor.of(access.person))
+    day = clock.today().isoformat()
+    answer = Response(token + "\n", mimetype="application/jwt")
+    answer.headers["Content-Disposition"] = (
+        f'attachment; filename="{slug}-statement-{day}.jwt"')
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
