@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests import fed_support as fs
 from tests import notes_support as ns
 from tests.grant_helpers import real_clock, set_clock
 from tests.support import World, login, run_cli
@@ -26,7 +27,7 @@ from wallet.actions._base import Actor
 
 CLI = Actor.cli()
 EVIL = "=HYPERLINK(\"http://evil.example\",\"click\")"
-TRICKY = 'a "quoted", comma\nand a line break'
+TRICKY = 'a "quoted", comma\nand a line break, Zoë 日本 🚀'
 
 
 def parse(data: bytes) -> list[list[str]]:
@@ -330,3 +331,27 @@ def test_a_download_in_progress_holds_no_transaction(
     rows = parse(b"".join(received))
     assert len(rows) == len(set(map(tuple, rows)))  # no row twice
     assert rows[1][2] == "fund"  # oldest first
+
+
+def test_settlement_rows_are_the_settlement_pages_figures(
+        app: Flask, client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
+    fs.clear_caches()
+    try:
+        fed = fs.setup_federation(app)
+        note = fs.export(app, fed.holder, "100.00")
+        assert fs.bring(fed, app.test_client(), note).status_code == 200
+    finally:
+        fs.clear_caches()
+    login(client, "admin@acme.test")
+    (acme,) = as_dicts(download(client, "/orgs/acme/admin/export/settlement.csv"))
+    assert acme["counterparty"] == fs.GLOBEX and acme["currency"] == "USD"
+    assert (acme["our_notes_redeemed_count"], acme["our_notes_redeemed_gross"],
+            acme["we_owe_outstanding"]) == ("1", "100.00", "100.00")
+    assert (acme["their_notes_honoured_count"], acme["they_owe_outstanding"]) == ("0", "0.00")
+    done = run_cli(app, capsys, "export", "settlement", "--org", "globex")
+    (globex,) = as_dicts(done.out.encode())
+    assert globex["counterparty"] == fs.ACME
+    assert (globex["their_notes_honoured_count"], globex["their_notes_honoured_gross"],
+            globex["they_owe_outstanding"]) == ("1", "100.00", "100.00")
+    moved = as_dicts(download(client, "/orgs/acme/admin/export/transactions.csv"))
+    assert f"payable:{fs.GLOBEX}" in {r["to_account"] for r in moved}
