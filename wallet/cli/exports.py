@@ -21,7 +21,7 @@ from wallet.cli.base import cli, discard_file, org_option, reserve_new_file, wit
 
 
 @cli.command("export")
-@click.argument("kind", type=click.Choice(export_actions.KINDS))
+@click.argument("kind", metavar="KIND", type=click.Choice(export_actions.KINDS))
 @org_option
 @click.option("--from", "start", metavar="DATE", help="First day (YYYY-MM-DD, UTC), included.")
 @click.option("--to", "end", metavar="DATE", help="Last day (YYYY-MM-DD, UTC), included.")
