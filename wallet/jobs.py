@@ -30,7 +30,7 @@ from huey.api import TaskWrapper
 from huey.exceptions import ConfigurationError
 
 from wallet import db
-from wallet.actions import pending, sweeps
+from wallet.actions import mail, pending, sweeps, webhooks
 from wallet.actions._base import Actor
 from wallet.config import ConfigError
 
@@ -69,6 +69,18 @@ def retry_honour(app: Flask, pending_id: int) -> int:
         return int(pending.retry(db.session(), pending_id=pending_id) is not None)
 
 
+def deliver_webhooks(app: Flask) -> int:
+    """Deliver the webhook messages whose next attempt is due; how many were tried."""
+    with app.app_context():
+        return webhooks.deliver_due(db.session())
+
+
+def send_mail(app: Flask) -> int:
+    """Send the email messages waiting in the outbox; how many were tried."""
+    with app.app_context():
+        return mail.send_due(db.session())
+
+
 def expire_holds(app: Flask) -> int:
     """Release the holds past their expiry everywhere; how many (`wallet holds expire`)."""
     with app.app_context():
@@ -85,6 +97,8 @@ PERIODIC: dict[str, tuple[Callable[..., int], Schedule | None]] = {
     "refresh_trust": (refresh_trust, crontab(minute="*/10")),  # only stale pins are fetched
     "expire_holds": (expire_holds, crontab()),  # every minute
     "retry_pending": (retry_pending, crontab()),  # every minute; each row has its backoff
+    "deliver_webhooks": (deliver_webhooks, crontab()),  # every minute; each message its backoff
+    "send_mail": (send_mail, crontab()),  # every minute: what the outbox holds
 }
 
 

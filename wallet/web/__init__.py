@@ -44,6 +44,7 @@ def blueprints() -> list[tuple[Blueprint, tuple[ModuleType, ...]]]:
     from wallet.web.admin import people_actions as admin_people_actions
     from wallet.web.admin import prices as admin_prices
     from wallet.web.admin import reports as admin_reports
+    from wallet.web.admin import webhooks as admin_webhooks
     from wallet.web.api import federation as api_federation
     from wallet.web.api import holds as api_holds
     from wallet.web.api import me as api_me
@@ -65,7 +66,7 @@ def blueprints() -> list[tuple[Blueprint, tuple[ModuleType, ...]]]:
                      portal_transactions)),
         (admin.bp, (admin_overview, admin_people, admin_federation, admin_grants,
                     admin_issued, admin_keys, admin_people_actions, admin_prices,
-                    admin_exports, admin_reports)),
+                    admin_exports, admin_reports, admin_webhooks)),
         (api.bp, (api_me, api_federation, api_holds, api_notes, api_openapi, api_pending,
                   api_usage)),
     ]
