@@ -4,24 +4,61 @@ Both sides compute the same gross figures from the same signed receipts (the iss
 its redemptions, the verifier from its honoured notes); the outstanding figures are the
 `payable:<party>` and `receivable:<party>` balances, which a recorded payment moves to
 or from `external` (docs/federation.md, "Settlement").
+
+Paying is a protocol step (DESIGN §11.2), so that both sides post the same payment once:
+
+1. `pay` (the payer, one transaction): store a statement signed with our org key (the
+   same statement is sent again when `pay` runs again with its reference), commit;
+2. (network, no transaction open) POST it to the payee's settlements endpoint, which
+   comes from its pinned metadata;
+3. `receive` (the payee, one transaction): verify it against its trust entry, check the
+   amount against what the payer owes by its own receipts, claim the statement's jti,
+   post `external -> receivable:payer` and answer a signed acknowledgement; a statement
+   received before gets the acknowledgement stored for it;
+4. (the payer, one transaction) verify the acknowledgement, move the statement `sent ->
+   acknowledged` once and post `payable:payee -> external`.
+
+`record` (one side's note of money that changed hands outside the protocol) is kept for
+a counterparty that cannot receive statements; each side then records its own half.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlmodel import Session
 
-from wallet.actions._base import Actor, atomic, org_or_404, require_admin
+from wallet import clock
+from wallet.actions import signing
+from wallet.actions._base import Actor, atomic, commit, org_or_404, require_admin
 from wallet.actions.ledger import check_key
+from wallet.actions.lookups import Lookups
 from wallet.actions.trust import normalise_issuer
-from wallet.core import ledger
-from wallet.core.errors import InsufficientFunds, Malformed
+from wallet.core import jose, ledger, notes
+from wallet.core import settlement as core
+from wallet.core.errors import (
+    IdempotencyConflict,
+    InsufficientFunds,
+    IssuerUnavailable,
+    Malformed,
+    PolicyRejected,
+    Refusal,
+    UntrustedIssuer,
+    WalletError,
+)
 from wallet.core.money import Money, parse_money
+from wallet.models import Organization, TrustedIssuer
+from wallet.peers import clean, clean_code, transport_for
+from wallet.peers.base import origin
 from wallet.store import federation as fed_store
 from wallet.store import ledger as ledger_store
 from wallet.store import people
+from wallet.store import settlement as store
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +134,261 @@ def record(session: Session, *, slug: str, counterparty: str, direction: str, am
                          target=party, details={"direction": direction, "amount": str(money),
                                                 "reference": reference})
     return created
+
+
+# -- paying: the payer's side ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Paid:
+    """A statement the payee acknowledged (now, or before: `replayed`)."""
+
+    jti: str
+    counterparty: str
+    amount: Money
+    reference: str
+    outstanding: Money  # what we still owe the payee, by its receipts (its acknowledgement)
+    we_owe: int  # what we owe it by ours, after posting
+    replayed: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {"statement": self.jti, "counterparty": self.counterparty,
+                "amount": self.amount.as_json(), "reference": self.reference,
+                "outstanding": self.outstanding.as_json(),
+                "we_owe": Money(self.we_owe, self.amount.currency).as_json(),
+                "replayed": self.replayed}
+
+
+def pay(session: Session, *, slug: str, counterparty: str, amount: str,
+        currency: str | None = None, reference: str, actor: Actor) -> Paid:
+    """Pay a counterparty what we owe it: send it a signed statement, post once its
+    acknowledgement verifies. Run again with the same reference, it sends the same
+    statement again (its acknowledgement was lost) and posts nothing twice."""
+    org = org_or_404(session, slug)
+    require_admin(session, org, actor)
+    assert org.id is not None
+    money = parse_money(amount, currency or org.currency)
+    party = normalise_issuer(counterparty)
+    reference = core.check_reference(reference)
+    entry = fed_store.entry(session, org_id=org.id, issuer=party)
+    if entry is None:
+        raise UntrustedIssuer(f"{party[:200]!r} is not in {slug}'s trust list: trust it"
+                              " first ('wallet trust add'), its keys sign the acknowledgement")
+    endpoint = settlement_endpoint(entry)
+    row = store.sent_with_reference(session, org_id=org.id, counterparty=party,
+                                    reference=reference)
+    if row is None:
+        row = _new_statement(session, org, party, money, reference, actor)
+    if (row.amount, row.currency) != (money.micros, money.currency):
+        raise IdempotencyConflict(f"the reference {reference!r} paid"
+                                  f" {Money(row.amount, row.currency)} already; use another")
+    statement_token, row_id, jti = row.statement, row.id, row.jti
+    assert row_id is not None
+    if row.state == "acknowledged":  # paid before: the same answer, nothing posted
+        assert row.outstanding is not None
+        return _paid(session, org, jti, party, money, reference,
+                     Money(row.outstanding, money.currency), replayed=True)
+    commit(session)  # the statement is kept before it leaves: a retry sends this one
+    answer = _post_statement(session, org_id=org.id, row_id=row_id, endpoint=endpoint,
+                             token=statement_token)
+    lookups = Lookups(session, org)
+    sent = core.read_statement(jose.parse(statement_token, typ=core.STATEMENT_TYP),
+                               keys=lookups.directory.own_keys(), payee=party)
+    try:
+        ack = lookups.verify(lambda d: core.check_ack(answer, keys=d.resolve(party),
+                                                     statement=sent))
+    except WalletError as err:
+        session.rollback()
+        raise IssuerUnavailable("the acknowledgement did not verify: "
+                                f"{err.message}; run the same 'pay' again") from None
+    with atomic(session):
+        if store.set_ack(session, row_id=row_id, ack=ack.token, ack_jti=ack.jti,
+                         outstanding=ack.outstanding.micros, at=clock.now(),
+                         from_state="sent"):
+            ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
+                ledger.payable(party), ledger.EXTERNAL, money.micros, money.currency,
+                kind="settle", key=f"settlement:{sent.jti}", ref=party,
+                memo=f"statement {sent.jti}: {reference}"[:300]))
+            people.audit(session, org_id=org.id, actor=actor.label, action="settlement.pay",
+                         target=party, details={"statement": sent.jti, "amount": str(money),
+                                                "reference": reference})
+    return _paid(session, org, sent.jti, party, money, reference, ack.outstanding,
+                 replayed=False)
+
+
+def _paid(session: Session, org: Organization, jti: str, party: str, money: Money,
+          reference: str, outstanding: Money, *, replayed: bool) -> Paid:
+    assert org.id is not None
+    owe = ledger_store.balance(session, org_id=org.id, name=ledger.payable(party),
+                               currency=money.currency)
+    session.rollback()  # a read
+    return Paid(jti, party, money, reference, outstanding, owe, replayed)
+
+
+def settlement_endpoint(entry: TrustedIssuer) -> str:
+    """Where the counterparty takes statements: its pinned metadata's
+    `settlement_endpoint`, else beside its `redeem_endpoint` (never a caller's address)."""
+    meta = entry.issuer_metadata
+    home = origin(entry.issuer)
+    given = meta.get("settlement_endpoint")
+    if isinstance(given, str) and len(given) <= 2000 and origin(given) == home:
+        return given
+    redeem_at = meta.get("redeem_endpoint")
+    if isinstance(redeem_at, str) and redeem_at.endswith("/redeem") \
+            and origin(redeem_at) == home:
+        return redeem_at.removesuffix("/redeem") + "/settlements"
+    raise IssuerUnavailable(f"{entry.issuer[:200]} publishes no settlements endpoint;"
+                            " refresh its trust entry")
+
+
+def _new_statement(session: Session, org: Organization, party: str, money: Money,
+                   reference: str, actor: Actor) -> store.SettlementStatement:
+    """Sign and store a statement for `money` (within what we owe by our receipts)."""
+    assert org.id is not None
+    owe = ledger_store.balance(session, org_id=org.id, name=ledger.payable(party),
+                               currency=money.currency)
+    owe -= store.unacknowledged_total(session, org_id=org.id, counterparty=party,
+                                      currency=money.currency)
+    if money.micros > owe:
+        raise PolicyRejected(f"we owe {party[:200]} {Money(max(owe, 0), money.currency)}"
+                             " (less any statement not acknowledged yet), less than"
+                             f" {money}")
+    kid, key = signing.signer(session, org=org)
+    now = clock.unix()
+    statement = core.Statement(payer=signing.issuer_id(org), payee=party,
+                               jti=notes.new_jti(secrets.token_bytes(16)), iat=now,
+                               amount=money, reference=reference, through=now)
+    values = {"org_id": org.id, "counterparty": party, "jti": statement.jti,
+              "digest": statement.digest(), "amount": money.micros,
+              "currency": money.currency, "direction": statement.direction,
+              "reference": reference, "created_at": clock.now(),
+              "statement": core.sign_statement(statement, kid=kid, key=key)}
+    store.add_sent(session, values)  # a concurrent pay with this reference: theirs
+    people.audit(session, org_id=org.id, actor=actor.label, action="settlement.statement",
+                 target=party, details={"statement": statement.jti, "amount": str(money),
+                                        "reference": reference})
+    row = store.sent_with_reference(session, org_id=org.id, counterparty=party,
+                                    reference=reference)
+    assert row is not None
+    return row
+
+
+def _post_statement(session: Session, *, org_id: int, row_id: int, endpoint: str,
+                    token: str) -> object:
+    """Send the statement (no transaction open); the acknowledgement JWS, unverified.
+
+    A refusal (a 4xx problem) means the payee stored and posted nothing: the statement
+    is dropped, so its reference may be used again. Anything else leaves it to be sent
+    again (`IssuerUnavailable`)."""
+    body = json.dumps({"statement": token}).encode()
+    try:
+        answer = transport_for(endpoint).request("POST", endpoint, body=body,
+                                                 content_type="application/json")
+    except WalletError as err:
+        raise IssuerUnavailable(f"the counterparty could not be reached ({err.message});"
+                                " run the same 'pay' again to send the same statement") from None
+    if answer.status >= 500 or answer.status in (408, 409, 429):
+        raise IssuerUnavailable(f"the counterparty answered {answer.status}; run the same"
+                                " 'pay' again to send the same statement")
+    try:
+        data = jose.json_object(answer.body)
+    except WalletError:
+        raise IssuerUnavailable("the counterparty's answer was not JSON") from None
+    if answer.status != 200:
+        with atomic(session):
+            store.forget_sent(session, row_id=row_id)
+            people.audit(session, org_id=org_id, actor="settlement", action="settlement.refused",
+                         target=endpoint[:200], details={"code": clean_code(data.get("code"))})
+        why = clean(data.get("detail"), 300) or clean(data.get("title"), 300) or "no reason"
+        raise Refusal(clean_code(data.get("code")), f"the counterparty refused: {why}")
+    return data.get("acknowledgement")
+
+
+# -- being paid: the payee's side --------------------------------------------------------
+
+
+def receive(session: Session, *, slug: str, token: object) -> str:
+    """Take a counterparty's settlement statement; answer our signed acknowledgement.
+
+    Posted once per statement jti: the same statement again gets the acknowledgement
+    stored for it (however old); other content under its jti is `idempotency_conflict`.
+    """
+    jws, payer = core.peek_payer(token)
+    org = org_or_404(session, slug)
+    assert org.id is not None
+    lookups = Lookups(session, org)
+    if payer == lookups.directory.own_id:
+        raise Malformed("an organisation does not pay itself")
+    statement = lookups.verify(lambda d: core.read_statement(
+        jws, keys=d.resolve(payer), payee=d.own_id))
+    stored = _stored_ack(session, org_id=org.id, statement=statement)
+    if stored is not None:
+        return stored
+    core.check_fresh(statement, now=clock.unix())
+    money = statement.amount
+    owed = -ledger_store.balance(session, org_id=org.id, name=ledger.receivable(payer),
+                                 currency=money.currency)
+    core.check_owed(money, outstanding=owed, settles=_settles(session, org.id, statement, owed))
+    kid, key = signing.signer(session, org=org, rows=lookups.directory.own_key_rows())
+    with atomic(session):
+        row_id = store.add_received(session, {
+            "org_id": org.id, "counterparty": payer, "jti": statement.jti,
+            "digest": statement.digest(), "amount": money.micros, "currency": money.currency,
+            "direction": statement.direction, "reference": statement.reference,
+            "statement": str(token), "created_at": clock.now()})
+        if row_id is None:  # the same statement, delivered twice at once: the first won
+            session.rollback()
+            again = _stored_ack(session, org_id=org.id, statement=statement)
+            assert again is not None
+            return again
+        posted = ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
+            ledger.EXTERNAL, ledger.receivable(payer), money.micros, money.currency,
+            kind="settle", key=f"settlement:{statement.jti}", ref=payer,
+            memo=f"statement {statement.jti}: {statement.reference}"[:300]))
+        # The receivable row is locked from this update to the commit: a concurrent
+        # statement read the balance before this one and is refused here.
+        left = -(posted.balance if posted.balance is not None else -owed + money.micros)
+        if left < 0:
+            raise PolicyRejected(f"the statement pays {money}; by our receipts"
+                                 f" {Money(owed, money.currency)} is owed")
+        ack_jti = notes.new_jti(secrets.token_bytes(16))
+        ack = core.sign_ack(payee=lookups.directory.own_id, payer=payer, jti=ack_jti,
+                            iat=clock.unix(), statement=statement,
+                            outstanding=Money(left, money.currency), kid=kid, key=key)
+        store.set_ack(session, row_id=row_id, ack=ack, ack_jti=ack_jti, outstanding=left,
+                      at=clock.now())
+        people.audit(session, org_id=org.id, actor=payer, action="settlement.received",
+                     target=payer, details={"statement": statement.jti, "amount": str(money),
+                                            "reference": statement.reference})
+    return ack
+
+
+def _stored_ack(session: Session, *, org_id: int, statement: core.Statement) -> str | None:
+    """The acknowledgement we gave for this statement before, if we received it."""
+    row = store.by_jti(session, org_id=org_id, jti=statement.jti)
+    if row is None:
+        return None
+    if row.role != "received" or row.counterparty != statement.payer:
+        raise IdempotencyConflict("a different statement was received with this jti")
+    core.check_same(row.digest, statement)
+    assert row.ack is not None
+    return row.ack
+
+
+def _settles(session: Session, org_id: int, statement: core.Statement, owed: int) -> int:
+    """What the receipts a statement names (or those through its cut-off) come to."""
+    currency = statement.amount.currency
+    if statement.receipts is not None:
+        found = store.honoured_of(session, org_id=org_id, issuer=statement.payer,
+                                  note_jtis=list(statement.receipts))
+        unknown = [j for j in statement.receipts
+                   if j not in found or found[j][1] != currency]
+        if unknown:
+            raise PolicyRejected(f"we hold no receipt for {len(unknown)} of the statement's"
+                                 f" notes (first {clean(unknown[0], 64)})")
+        return sum(amount for amount, _c in found.values())
+    assert statement.through is not None
+    later = store.honoured_total(session, org_id=org_id, issuer=statement.payer,
+                                 currency=currency,
+                                 since=datetime.fromtimestamp(statement.through + 1, UTC))
+    return owed - later

@@ -228,7 +228,8 @@ def settlement_list(session: Session, slug: str, as_json: bool) -> None:
 @with_session
 def settlement_record(session: Session, slug: str, counterparty: str, paid: str | None,
                       received: str | None, reference: str, idempotency_key: str) -> None:
-    """Record a settlement payment (a ledger transfer), once per idempotency key."""
+    """Record one side of a payment made outside the protocol (a ledger transfer), once per
+    idempotency key; the counterparty records its own half. Prefer 'settlement pay'."""
     if bool(paid) == bool(received):
         raise click.UsageError("give exactly one of --paid or --received")
     created = settlement_actions.record(
@@ -236,3 +237,31 @@ def settlement_record(session: Session, slug: str, counterparty: str, paid: str 
         direction="paid" if paid else "received", amount=paid or received or "",
         reference=reference, idempotency_key=idempotency_key, actor=Actor.cli())
     info("Recorded" if created else "Already recorded; nothing changed")
+
+
+@settlement.command("pay")
+@org_option
+@click.option("--counterparty", required=True, metavar="ISSUER_ID",
+              help="The organisation paid (in the trust list: its keys sign the answer).")
+@click.option("--amount", required=True, metavar="AMOUNT", help="What we pay, e.g. 1000.00.")
+@click.option("--currency", default=None, metavar="CODE",
+              help="Currency of the amount (default: the organisation's).")
+@click.option("--reference", required=True,
+              help="Bank reference or invoice number; once per counterparty (run again"
+                   " with it to send the same statement again).")
+@json_option
+@with_session
+def settlement_pay(session: Session, slug: str, counterparty: str, amount: str,
+                   currency: str | None, reference: str, as_json: bool) -> None:
+    """Pay a counterparty: send it a signed statement; post once it acknowledges."""
+    paid = settlement_actions.pay(session, slug=slug, counterparty=counterparty, amount=amount,
+                                  currency=currency, reference=reference, actor=Actor.cli())
+    if as_json:
+        emit_json(paid.as_json())
+        return
+    cur = paid.amount.currency
+    info(("Already paid and acknowledged; nothing changed: " if paid.replayed else "Paid ")
+         + f"{format_display(paid.amount.micros, cur)} to {paid.counterparty}"
+         f" ({paid.reference}), statement {paid.jti}")
+    info(f"  they say we still owe {format_display(paid.outstanding.micros, cur)};"
+         f" by our receipts {format_display(paid.we_owe, cur)}")

@@ -51,6 +51,7 @@ def blueprints() -> list[tuple[Blueprint, tuple[ModuleType, ...]]]:
     from wallet.web.api import notes as api_notes
     from wallet.web.api import openapi as api_openapi
     from wallet.web.api import pending as api_pending
+    from wallet.web.api import settlements as api_settlements
     from wallet.web.api import usage as api_usage
     from wallet.web.portal import bring as portal_bring
     from wallet.web.portal import dashboard as portal_dashboard
@@ -68,5 +69,5 @@ def blueprints() -> list[tuple[Blueprint, tuple[ModuleType, ...]]]:
                     admin_issued, admin_keys, admin_people_actions, admin_prices,
                     admin_exports, admin_reports, admin_webhooks)),
         (api.bp, (api_me, api_federation, api_holds, api_notes, api_openapi, api_pending,
-                  api_usage)),
+                  api_usage, api_settlements)),
     ]

@@ -176,6 +176,21 @@ def spec() -> dict[str, Any]:
                 "responses": {"200": {"description": "Per-note receipts (JWS) or errors",
                                       "content": _json("RedeemResults")},
                               **_problem(400, 404, 413, 422, 429, 503)}}},
+            "/api/v1/orgs/{slug}/settlements": {"post": {
+                "summary": "Payee side: another organisation pays what it owes us for its"
+                           " notes we honoured, with a statement JWS signed by its own org"
+                           " key; answered with our signed acknowledgement, posted once per"
+                           " statement jti",
+                "parameters": [SLUG],
+                "requestBody": _body(_strict(["statement"], statement={
+                    **token, "description": "JWS typ cc-settlement+jwt: iss, aud, jti, iat,"
+                                            " amount, direction, through or receipts,"
+                                            " reference"}), jwt=True),
+                "responses": {"200": {"description": "The acknowledgement (JWS typ"
+                                                     " cc-settlement-ack+jwt)",
+                                      "content": {"application/json": {"schema": _strict(
+                                          ["acknowledgement"], acknowledgement=token)}}},
+                              **_problem(400, 404, 413, 422, 429, 503)}}},
             "/api/v1/orgs/{slug}/usage": {"post": {
                 "summary": "A compute gateway records usage; the cost is debited from the"
                            " person's wallet (service token)",
