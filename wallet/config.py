@@ -156,8 +156,12 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None = None) -> di
 
 
 def normalise_database_url(url: str) -> str:
-    """The database URL with the driver we use (the dialect seam decides)."""
-    return _dialect.normalise_url(url)
+    """The database URL with the driver we use (the dialect seam decides), or
+    `ConfigError` for one that is not an SQLite or PostgreSQL URL."""
+    try:
+        return _dialect.checked_url(_dialect.normalise_url(url))
+    except ValueError as err:
+        raise ConfigError(f"WALLET_DATABASE_URL: {err}") from None
 
 
 def _coerce(name: str, raw: str, default: Any) -> Any:

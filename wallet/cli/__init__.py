@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import click
 from flask import Flask
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from wallet.cli.base import State, cli, fail_line
 from wallet.core.errors import VerificationError, WalletError
@@ -33,6 +33,7 @@ from wallet.cli import reports as _reports  # noqa: F401  isort: skip
 from wallet.cli import statements as _statements  # noqa: F401  isort: skip
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
 
 
 def main(argv: Sequence[str] | None = None, *, app: Flask | None = None) -> NoReturn:
@@ -44,10 +45,10 @@ def main(argv: Sequence[str] | None = None, *, app: Flask | None = None) -> NoRe
         sys.exit(done.exit_code)
     except click.UsageError as err:
         where = err.ctx.command_path if err.ctx else "wallet"
-        fail_line(f"{err.format_message()} (see '{where} --help')")
+        fail_line(f"{err.format_message()} (see '{where} --help') [usage]")
         sys.exit(EXIT_USAGE)
     except click.ClickException as err:
-        fail_line(err.format_message())
+        fail_line(f"{err.format_message()} [usage]")
         sys.exit(EXIT_USAGE)
     except (click.Abort, KeyboardInterrupt):
         fail_line("aborted")
@@ -59,9 +60,21 @@ def main(argv: Sequence[str] | None = None, *, app: Flask | None = None) -> NoRe
         fail_line(f"database unreachable or not migrated: {str(err.orig).splitlines()[0]}"
                   " (run 'wallet db upgrade'; check WALLET_DATABASE_URL)")
         sys.exit(EXIT_USAGE)
+    except ProgrammingError as err:
+        if getattr(err.orig, "sqlstate", None) != UNDEFINED_TABLE:
+            _internal(err)
+        fail_line("the database is not migrated: a table is missing (run 'wallet db upgrade';"
+                  " check WALLET_DATABASE_URL)")
+        sys.exit(EXIT_USAGE)
     except Exception as err:
-        if os.environ.get("WALLET_DEBUG"):
-            traceback.print_exc()
-        fail_line(f"internal error: {type(err).__name__}: {err}"[:300])
-        sys.exit(EXIT_FAILED)
+        _internal(err)
     sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+def _internal(err: Exception) -> NoReturn:
+    """A bug: one line (the traceback with WALLET_DEBUG set), exit 1."""
+    if os.environ.get("WALLET_DEBUG"):
+        traceback.print_exc()
+    first = (str(err).splitlines() or [""])[0]
+    fail_line(f"internal error: {type(err).__name__}: {first}"[:300])
+    sys.exit(EXIT_FAILED)

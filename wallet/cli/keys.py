@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -158,6 +159,9 @@ def ask_passphrase(passphrase_file: str | None, *, confirm: bool) -> str:
     """A passphrase from a file, or typed at a prompt (twice when creating)."""
     if passphrase_file:
         return read_secret_file(passphrase_file)
+    if not sys.stdin.isatty():  # a pipe or /dev/null: nobody to ask, and no echo control
+        raise click.UsageError("no terminal to ask for the passphrase on; give"
+                               " --passphrase-file FILE")
     value: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm,
                               err=True)
     return value

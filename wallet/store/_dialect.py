@@ -455,6 +455,18 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def checked_url(url: str) -> str:
+    """`url` when it is a database URL this project runs on, else `ValueError` saying
+    why (the URL itself is not repeated: it may hold a password)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ValueError("not a database URL; expected e.g. sqlite:///path/wallet.db or"
+                         " postgresql://user@host:5432/dbname") from None
+    _named(parsed.get_backend_name())
+    return url
+
+
 def for_url(url: str) -> Dialect:
     """The seam for a database URL (to make its engine)."""
     return _named(sa.engine.make_url(url).get_backend_name())
