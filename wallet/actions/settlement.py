@@ -392,3 +392,47 @@ def _settles(session: Session, org_id: int, statement: core.Statement, owed: int
                                  currency=currency,
                                  since=datetime.fromtimestamp(statement.through + 1, UTC))
     return owed - later
+
+
+# -- reading the payments ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """A statement sent or received, as the settlement page and reconcile show it."""
+
+    counterparty: str
+    jti: str
+    role: str  # sent (we paid) | received (they paid us)
+    amount: Money
+    reference: str
+    state: str  # sent (no acknowledgement yet) | acknowledged
+    ack_jti: str | None
+    outstanding: Money | None  # what the payer still owed after it, by the payee
+    created_at: datetime
+    acknowledged_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"statement": self.jti, "counterparty": self.counterparty, "role": self.role,
+                "amount": self.amount.as_json(), "reference": self.reference,
+                "state": self.state, "acknowledgement": self.ack_jti,
+                "outstanding": None if self.outstanding is None else self.outstanding.as_json(),
+                "created_at": self.created_at.isoformat(),
+                "acknowledged_at": None if self.acknowledged_at is None
+                else self.acknowledged_at.isoformat()}
+
+
+def payments(session: Session, *, slug: str,
+             counterparty: str | None = None) -> dict[str, list[Payment]]:
+    """Statements sent and received, per counterparty, oldest first."""
+    org = org_or_404(session, slug)
+    assert org.id is not None
+    found: dict[str, list[Payment]] = defaultdict(list)
+    for row in store.statements(session, org_id=org.id, counterparty=counterparty):
+        found[row.counterparty].append(Payment(
+            row.counterparty, row.jti, row.role, Money(row.amount, row.currency),
+            row.reference, row.state, row.ack_jti,
+            None if row.outstanding is None else Money(row.outstanding, row.currency),
+            row.created_at, row.acknowledged_at))
+    session.rollback()  # a read
+    return dict(found)

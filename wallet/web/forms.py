@@ -318,6 +318,16 @@ class SettleForm(OnceForm):
     reference = StringField("Reference", validators=[Optional(), Length(max=300)])
 
 
+class PayForm(FlaskForm):
+    """Pay a counterparty through the protocol (wallet.actions.settlement.pay): the bank
+    reference is the payment's key, so sending the form again sends the same statement."""
+
+    counterparty = HiddenField(validators=[DataRequired()])
+    amount = StringField("Amount to pay", validators=[DataRequired(), amount_valid],
+                         render_kw={"inputmode": "decimal"})
+    reference = StringField("Bank reference", validators=[DataRequired(), Length(max=200)])
+
+
 # -- accounts: invitations, password change ------------------------------------------------
 
 

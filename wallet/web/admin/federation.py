@@ -14,7 +14,7 @@ from wallet.core.errors import Conflict, IdempotencyConflict, WalletError
 from wallet.core.money import format_display, parse_amount
 from wallet.web import guard
 from wallet.web.admin import bp
-from wallet.web.forms import RotateForm, SettleForm, TrustForm
+from wallet.web.forms import PayForm, RotateForm, SettleForm, TrustForm
 
 
 def _keys_of(entry: object) -> list[tuple[str, str]]:
@@ -121,9 +121,41 @@ def settlement(slug: str) -> Response | tuple[str, int]:
             if isinstance(done, Response):
                 return done
             status = done
-    lines = settlement_actions.lines(db.session(), slug=slug)
+    return _settlement_page(access, form=form, status=status)
+
+
+def _settlement_page(access: guard.Access, *, form: SettleForm | None = None,
+                     pay_form: PayForm | None = None,
+                     status: int = 200) -> tuple[str, int]:
+    session = db.session()
+    lines = settlement_actions.lines(session, slug=access.org.slug)
+    payments = settlement_actions.payments(session, slug=access.org.slug)
     return render_template("admin/settlement.html", access=access, lines=lines,
-                           form=form), status
+                           payments=payments, form=form or SettleForm(),
+                           pay_form=pay_form or PayForm()), status
+
+
+@bp.post("/settlement/pay")
+@guard.login_required
+def settlement_pay(slug: str) -> Response | tuple[str, int]:
+    """Pay a counterparty: send it a signed statement; posted once it acknowledges."""
+    access = guard.org_access(slug, admin=True)
+    form = PayForm()
+    if not form.validate_on_submit():
+        return _settlement_page(access, pay_form=form, status=400)
+    try:
+        paid = settlement_actions.pay(
+            db.session(), slug=slug, counterparty=form.counterparty.data or "",
+            amount=form.amount.data or "", reference=form.reference.data or "",
+            actor=guard.actor())
+    except WalletError as err:
+        form.amount.errors = [f"{err.message} ({err.code})"]
+        return _settlement_page(access, pay_form=form, status=err.status)
+    flash(("Already paid and acknowledged; nothing changed: " if paid.replayed else "Paid ")
+          + f"{format_display(paid.amount.micros, paid.amount.currency)} ({paid.reference})."
+          f" They acknowledged; by their receipts we still owe"
+          f" {format_display(paid.outstanding.micros, paid.outstanding.currency)}.", "success")
+    return redirect(url_for("admin.settlement", slug=slug))
 
 
 def _record_settlement(slug: str, form: SettleForm, currency: str) -> Response | int:
