@@ -268,6 +268,30 @@ def test_present_signs_kb_jwts_for_the_audience_and_nonce(
     assert "holder_binding" in names and names[-1] == "status"
 
 
+def test_what_present_writes_verify_and_inspect_read_back(
+        offline: Offline, capsys: pytest.CaptureFixture[str]) -> None:
+    notes_file = offline.file("notes.txt", f"{offline.note()}\n{offline.note()}\n")
+    r = run_cli(None, capsys, "note", "present", str(notes_file), "--key",
+                str(offline.key_file()), "--audience", "https://verifier.example/orgs/globex",
+                "--nonce", "n" * 43, "--passphrase-file", str(offline.pass_file()))
+    assert r.exit_code == 0, r.err
+    sent = offline.file("presented.json", r.out)  # the file as the engineer saved it
+    checked = run_cli(None, capsys, "note", "verify", str(sent), "--jwks",
+                      str(offline.jwks_file), "--json")
+    assert checked.exit_code == 0, checked.out + checked.err
+    assert [report["valid"] for report in json.loads(checked.out)] == [True, True]
+    inspected = run_cli(None, capsys, "note", "inspect", str(sent))
+    assert inspected.exit_code == 0, inspected.err
+    assert [item["kb_jwt"]["claims"]["nonce"] for item in json.loads(inspected.out)] == [
+        "n" * 43] * 2
+    for bad, says in (('{"presentations": "x"}', "not what 'wallet note present' writes"),
+                      ("{not json", "neither one note a line nor JSON"),
+                      ('{"presentations": []}', "holds no note or presentation")):
+        r = run_cli(None, capsys, "note", "verify", str(offline.file("bad.json", bad)),
+                    "--jwks", str(offline.jwks_file))
+        assert r.exit_code == 2 and says in r.err, (bad, r.err)
+
+
 def test_present_with_a_wrong_passphrase_is_one_line(
         offline: Offline, capsys: pytest.CaptureFixture[str]) -> None:
     r = run_cli(None, capsys, "note", "present", str(offline.file("n.note", offline.note())),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -56,21 +57,44 @@ def read_input(path: str) -> str:
 
 
 def tokens_in(text: str, path: str) -> tuple[list[str], walletfile.WalletFile | None]:
-    """The notes (or presentations) a file holds, and the wallet file if it is one.
+    """The notes (or presentations) a file holds, and the wallet file if it is one: one
+    item a line, a wallet file, or what `wallet note present` prints.
 
     Zero items is bad input, never an empty success: `verify && credit` must not accept
     a truncated download because nothing in it failed.
     """
     where = "standard input" if path == "-" else path
-    if walletfile.looks_like_wallet(text):
+    presented = _presented(text, where)
+    if presented is not None:
+        items = presented
+    elif walletfile.looks_like_wallet(text):
         wallet = walletfile.parse(text)
         if not wallet.notes:
             raise Malformed(f"{where}: the wallet file holds no notes")
         return wallet.notes, wallet
-    items = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        items = [line.strip() for line in text.splitlines() if line.strip()]
     if not items:
         raise Malformed(f"{where} holds no note or presentation (it is empty or blank)")
     return items, None
+
+
+def _presented(text: str, where: str) -> list[str] | None:
+    """The presentations of what `wallet note present` prints (`{"presentations": [...]}`),
+    or None when `text` is something else (one item a line, a wallet file)."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        raise Malformed(f"{where} is neither one note a line nor JSON") from None
+    if not isinstance(found, dict) or "presentations" not in found:
+        return None  # a wallet file, or JSON the wallet file's parser refuses
+    items = found["presentations"]
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise Malformed(f"{where} is JSON but not what 'wallet note present' writes"
+                        ' ({"presentations": [...]})')
+    return [i.strip() for i in items if i.strip()]
 
 
 @cli.group()
