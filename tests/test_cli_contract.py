@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from tests import support
 from tests.support import run_cli
 from wallet import create_app
+from wallet.core import jose, pkcs8
 
 PG_ENV = "WALLET_TEST_POSTGRES_URL"
 
@@ -111,3 +112,27 @@ def test_click_usage_errors_carry_the_usage_code(
         env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
     r = run_cli(None, capsys, *args)
     assert r.exit_code == 2 and _one_line(r.err).rstrip().endswith("[usage]"), r.err
+
+
+@pytest.mark.parametrize("source", ["stdin", "environment"])
+def test_a_passphrase_from_standard_input_or_the_environment(
+        env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        source: str) -> None:
+    out = tmp_path / "holder.key"
+    if source == "stdin":
+        env.setattr(sys, "stdin", io.StringIO("correct horse battery staple\n"))
+        args = ["--passphrase-file", "-"]
+    else:
+        env.setattr(sys, "stdin", io.StringIO(""))
+        env.setenv("WALLET_HOLDER_PASSPHRASE", "correct horse battery staple")
+        args = []
+    r = run_cli(None, capsys, "keys", "holder-new", "--out", str(out), *args)
+    assert r.exit_code == 0, r.err
+    key = pkcs8.decrypt(out.read_bytes(), "correct horse battery staple")
+    assert jose.public_jwk(key)["kty"] == "OKP"
+    assert "correct horse" not in r.out + r.err
+    env.setattr(sys, "stdin", io.StringIO(""))  # '-' with nothing on it
+    env.delenv("WALLET_HOLDER_PASSPHRASE", raising=False)
+    empty = run_cli(None, capsys, "keys", "holder-new", "--out", str(tmp_path / "b.key"),
+                    "--passphrase-file", "-")
+    assert empty.exit_code == 2 and "no passphrase line" in _one_line(empty.err)

@@ -3,11 +3,13 @@ database, and key material that never leaks (docs/keys.md, "Storage" and "Lifecy
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -630,7 +632,12 @@ def test_holder_new_prompts_for_the_passphrase_twice(
         prompts.append(prompt)
         return "typed passphrase"
 
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:  # a person at a terminal: the passphrase is asked for
+            return True
+
     monkeypatch.setattr(click.termui, "hidden_prompt_func", typed)
+    monkeypatch.setattr(sys, "stdin", Terminal())
     out = tmp_path / "holder.key"
     r = run_cli(None, capsys, "keys", "holder-new", "--out", str(out))
     assert r.exit_code == 0, r.err

@@ -106,7 +106,13 @@ def warn(message: str) -> None:
 
 
 def read_secret_file(path: str) -> str:
-    """Read a password or passphrase from a file (first line, without the newline)."""
+    """Read a password or passphrase from a file, or standard input for '-' (first line,
+    without the newline)."""
+    if path == "-":
+        value = sys.stdin.readline().rstrip("\r\n")
+        if not value:
+            raise click.BadParameter("standard input held no passphrase line")
+        return value
     try:
         with open(path, encoding="utf-8") as handle:
             value = handle.readline().rstrip("\r\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 
@@ -155,13 +156,21 @@ def keys_export_jwks(session: Session, slug: str) -> None:
     emit_json(key_actions.jwks(session, org=org_or_404(session, slug)))
 
 
+PASSPHRASE_ENV = "WALLET_HOLDER_PASSPHRASE"  # noqa: S105 (the variable's name)
+
+
 def ask_passphrase(passphrase_file: str | None, *, confirm: bool) -> str:
-    """A passphrase from a file, or typed at a prompt (twice when creating)."""
+    """A holder key's passphrase: from a file (or standard input, '-'), else from
+    $WALLET_HOLDER_PASSPHRASE, else typed at a terminal (twice when creating)."""
     if passphrase_file:
         return read_secret_file(passphrase_file)
+    from_env = os.environ.get(PASSPHRASE_ENV)
+    if from_env:
+        return from_env
     if not sys.stdin.isatty():  # a pipe or /dev/null: nobody to ask, and no echo control
         raise click.UsageError("no terminal to ask for the passphrase on; give"
-                               " --passphrase-file FILE")
+                               f" --passphrase-file FILE ('-': standard input) or set"
+                               f" {PASSPHRASE_ENV}")
     value: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm,
                               err=True)
     return value
@@ -171,7 +180,8 @@ def ask_passphrase(passphrase_file: str | None, *, confirm: bool) -> str:
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the encrypted key (never overwritten).")
 @click.option("--passphrase-file", type=click.Path(dir_okay=False),
-              help="File whose first line is the passphrase (else you are prompted).")
+              help="File whose first line is the passphrase ('-': standard input; else"
+                   " $WALLET_HOLDER_PASSPHRASE, else you are prompted).")
 def keys_holder_new(out: str, passphrase_file: str | None) -> None:
     """Create an engineer's holder key, encrypted under a passphrase; print its public JWK."""
     temporary = reserve_new_file(out)  # an unusable --out is refused before the prompt

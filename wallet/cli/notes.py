@@ -318,7 +318,8 @@ def _offline_check(name: str, ok: bool) -> dict[str, Any]:
               help="The verifier's issuer id, e.g. https://…/orgs/globex.")
 @click.option("--nonce", required=True, help="The nonce the verifier issued.")
 @click.option("--passphrase-file", type=click.Path(dir_okay=False),
-              help="File whose first line is the holder key's passphrase.")
+              help="File whose first line is the holder key's passphrase ('-': standard"
+                   " input; else $WALLET_HOLDER_PASSPHRASE, else you are prompted).")
 def note_present(file: str, key_file: str | None, audience: str, nonce: str,
                  passphrase_file: str | None) -> None:
     """Sign presentations of every note in FILE for one verifier; print JSON to send."""
