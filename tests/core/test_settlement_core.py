@@ -188,3 +188,68 @@ def test_an_acknowledgement_by_the_payer_is_refused() -> None:
                        {"iss": PAYEE}, PAYER_KEY)
     with pytest.raises(WalletError):
         core.check_ack(forged, keys=PAYEE_KEYS, statement=STATEMENT)
+
+
+# -- reconciling -------------------------------------------------------------------------------
+
+USD = {"value": "100.00", "currency": "USD"}
+ACME_VIEW: dict[str, Any] = {
+    "they_redeemed": [{"note": "n1", "receipt": "r1", "amount": USD}],
+    "we_honoured": [],
+    "payments": [{"statement": "s1", "way": "paid", "amount": USD, "reference": "wire 1",
+                  "acknowledged": True}],
+    "owed": {"USD": {"we_owe": "0.00", "they_owe": "0.00"}},
+}
+GLOBEX_VIEW: dict[str, Any] = {
+    "they_redeemed": [],
+    "we_honoured": [{"note": "n1", "receipt": "r1", "amount": USD}],
+    "payments": [{"statement": "s1", "way": "received", "amount": USD,
+                  "reference": "wire 1", "acknowledged": True}],
+    "owed": {"USD": {"we_owe": "0.00", "they_owe": "0.00"}},
+}
+
+
+def test_two_agreeing_views_have_no_differences() -> None:
+    assert core.differences(ACME_VIEW, GLOBEX_VIEW) == []
+    assert core.differences(GLOBEX_VIEW, ACME_VIEW) == []
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"we_honoured": []},
+     "a note of ours they redeemed (n1, receipt r1): they have no record of it"),
+    ({"we_honoured": [{"note": "n1", "receipt": "r2", "amount": USD}]},
+     "the receipt or amount differs"),
+    ({"payments": []}, "a payment we sent (s1, wire 1): they have no record of it"),
+    ({"payments": [{**GLOBEX_VIEW["payments"][0], "acknowledged": False}]},
+     "not acknowledged yet"),
+    ({"payments": [{**GLOBEX_VIEW["payments"][0], "reference": "wire 2"}]},
+     "the two records differ"),
+    ({"owed": {"USD": {"we_owe": "0.00", "they_owe": "50.00"}}},
+     "what we owe them in USD: 0.00 by our ledger, 50.00 by theirs"),
+])
+def test_each_difference_is_named(change: dict[str, Any], words: str) -> None:
+    found = core.differences(ACME_VIEW, {**GLOBEX_VIEW, **change})
+    assert any(words in line for line in found), found
+
+
+def test_a_view_request_and_a_view_round_trip() -> None:
+    query = core.sign_query(requester=PAYEE, responder=PAYER, jti="q", iat=NOW,
+                            kid=PAYEE_KID, key=PAYEE_KEY)
+    jws, requester = core.peek_query(query)
+    assert requester == PAYEE
+    assert core.check_query(jws, keys=PAYEE_KEYS, responder=PAYER, now=NOW) == PAYEE
+    with pytest.raises(AudienceMismatch):
+        core.check_query(jws, keys=PAYEE_KEYS, responder=PAYEE, now=NOW)
+    with pytest.raises(MalformedToken):
+        core.check_query(jws, keys=PAYEE_KEYS, responder=PAYER, now=NOW + 3600)
+    view = core.sign_view(ACME_VIEW, responder=PAYER, requester=PAYEE, jti="v", iat=NOW,
+                          kid=PAYER_KID, key=PAYER_KEY)
+    read = core.read_view(view, keys=PAYER_KEYS, responder=PAYER, requester=PAYEE)
+    assert {k: read[k] for k in ACME_VIEW} == ACME_VIEW
+    with pytest.raises(MalformedToken):
+        core.read_view(view, keys=PAYER_KEYS, responder=PAYER, requester=PAYER)
+    with pytest.raises(BadSignature):
+        core.read_view(jose.sign({"alg": "EdDSA", "typ": core.VIEW_TYP, "kid": PAYER_KID},
+                                 {**ACME_VIEW, "iss": PAYER, "aud": PAYEE, "iat": NOW},
+                                 PAYEE_KEY),
+                       keys=PAYER_KEYS, responder=PAYER, requester=PAYEE)

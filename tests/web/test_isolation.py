@@ -16,8 +16,8 @@ from tests.support import World
 # documents" and §7 "API routes").
 PUBLIC = {
     "wellknown.metadata", "wellknown.jwks", "wellknown.status_list", "public.verify_page",
-    "api.verify", "api.nonces", "api.redeem", "api.settlements", "api.reissue", "api.openapi",
-    "static",
+    "api.verify", "api.nonces", "api.redeem", "api.settlements", "api.settlement_view",
+    "api.reissue", "api.openapi", "static",
     "auth.login",
     "auth.logout", "auth.home", "auth.accept_invite", "auth.healthz",
 }

@@ -30,6 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from sqlmodel import Session
 
@@ -51,7 +52,7 @@ from wallet.core.errors import (
     UntrustedIssuer,
     WalletError,
 )
-from wallet.core.money import Money, parse_money
+from wallet.core.money import Money, format_amount, parse_money
 from wallet.models import Organization, TrustedIssuer
 from wallet.peers import clean, clean_code, transport_for
 from wallet.peers.base import origin
@@ -436,3 +437,108 @@ def payments(session: Session, *, slug: str,
             row.created_at, row.acknowledged_at))
     session.rollback()  # a read
     return dict(found)
+
+
+# -- reconciling ---------------------------------------------------------------------------
+
+
+def pair_view(session: Session, *, org: Organization, counterparty: str) -> dict[str, Any]:
+    """Our side of the pair, as `core.differences` compares it (no signature)."""
+    assert org.id is not None
+
+    def receipt(note: str, receipt_jti: str, amount: int, currency: str) -> dict[str, Any]:
+        return {"note": note, "receipt": receipt_jti,
+                "amount": Money(amount, currency).as_json()}
+
+    redeemed, honoured = store.receipts_with(session, org_id=org.id, counterparty=counterparty)
+    owed = {}
+    for currency in sorted({r[3] for r in redeemed} | {r[3] for r in honoured}):
+        owed[currency] = {
+            "we_owe": format_amount(ledger_store.balance(
+                session, org_id=org.id, name=ledger.payable(counterparty), currency=currency)),
+            "they_owe": format_amount(-ledger_store.balance(
+                session, org_id=org.id, name=ledger.receivable(counterparty),
+                currency=currency))}
+    return {
+        "counterparty": counterparty, "owed": owed,
+        "they_redeemed": [receipt(*r) for r in redeemed],
+        "we_honoured": [receipt(*r) for r in honoured],
+        "payments": [{"statement": row.jti, "way": "paid" if row.role == "sent" else "received",
+                      "amount": Money(row.amount, row.currency).as_json(),
+                      "reference": row.reference, "acknowledged": row.state == "acknowledged"}
+                     for row in store.statements(session, org_id=org.id,
+                                                 counterparty=counterparty)],
+    }
+
+
+def view_for(session: Session, *, slug: str, counterparty: str, token: object) -> str:
+    """Answer a counterparty's signed request with our signed view of the pair."""
+    jws, requester = core.peek_query(token)
+    org = org_or_404(session, slug)
+    party = normalise_issuer(counterparty)
+    if requester != party:
+        raise UntrustedIssuer("the request is signed by another organisation than the one"
+                              " it asks about")
+    lookups = Lookups(session, org)
+    if party == lookups.directory.own_id:
+        raise Malformed("an organisation has no settlement with itself")
+    now = clock.unix()
+    lookups.verify(lambda d: core.check_query(jws, keys=d.resolve(party),
+                                              responder=d.own_id, now=now))
+    view = pair_view(session, org=org, counterparty=party)
+    kid, key = signing.signer(session, org=org, rows=lookups.directory.own_key_rows())
+    session.rollback()  # a read
+    return core.sign_view(view, responder=lookups.directory.own_id, requester=party,
+                          jti=notes.new_jti(secrets.token_bytes(16)), iat=now, kid=kid,
+                          key=key)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """Our view and the counterparty's signed view of the pair, and how they differ."""
+
+    counterparty: str
+    differences: list[str]
+    ours: dict[str, Any]
+    theirs: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"counterparty": self.counterparty, "agree": not self.differences,
+                "differences": self.differences,
+                "receipts": {"they_redeemed": len(self.ours["they_redeemed"]),
+                             "we_honoured": len(self.ours["we_honoured"])},
+                "payments": len(self.ours["payments"])}
+
+
+def reconcile(session: Session, *, slug: str, counterparty: str, actor: Actor) -> Reconciled:
+    """Fetch the counterparty's signed view of the pair and compare it with ours."""
+    org = org_or_404(session, slug)
+    require_admin(session, org, actor)
+    assert org.id is not None
+    party = normalise_issuer(counterparty)
+    entry = fed_store.entry(session, org_id=org.id, issuer=party)
+    if entry is None:
+        raise UntrustedIssuer(f"{party[:200]!r} is not in {slug}'s trust list")
+    me = signing.issuer_id(org)
+    url = settlement_endpoint(entry) + "/" + quote(me, safe="")  # the pair, as they see it
+    kid, key = signing.signer(session, org=org)
+    query = core.sign_query(requester=me, responder=party,
+                            jti=notes.new_jti(secrets.token_bytes(16)), iat=clock.unix(),
+                            kid=kid, key=key)
+    commit(session)  # nothing written: no transaction open while the peer answers
+    answer = transport_for(url).request("GET", url + "?" + urlencode({"request": query}))
+    if answer.status >= 500 or answer.status == 429:
+        raise IssuerUnavailable(f"the counterparty answered {answer.status}; try again later")
+    try:
+        data = jose.json_object(answer.body)
+    except WalletError:
+        raise IssuerUnavailable("the counterparty's answer was not JSON") from None
+    if answer.status != 200:
+        why = clean(data.get("detail"), 300) or clean(data.get("title"), 300) or "no reason"
+        raise Refusal(clean_code(data.get("code")), f"the counterparty refused: {why}")
+    lookups = Lookups(session, org)
+    theirs = lookups.verify(lambda d: core.read_view(data.get("view"), keys=d.resolve(party),
+                                                     responder=party, requester=me))
+    ours = pair_view(session, org=org, counterparty=party)
+    session.rollback()  # a read
+    return Reconciled(party, core.differences(ours, theirs), ours, theirs)

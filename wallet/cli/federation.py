@@ -265,3 +265,27 @@ def settlement_pay(session: Session, slug: str, counterparty: str, amount: str,
          f" ({paid.reference}), statement {paid.jti}")
     info(f"  they say we still owe {format_display(paid.outstanding.micros, cur)};"
          f" by our receipts {format_display(paid.we_owe, cur)}")
+
+
+@settlement.command("reconcile")
+@org_option
+@click.option("--counterparty", required=True, metavar="ISSUER_ID")
+@json_option
+@with_session
+def settlement_reconcile(session: Session, slug: str, counterparty: str, as_json: bool) -> int:
+    """Compare our receipts and payments with the counterparty's signed view; exit 1 on
+    any difference."""
+    done = settlement_actions.reconcile(session, slug=slug, counterparty=counterparty,
+                                        actor=Actor.cli())
+    if as_json:
+        emit_json(done.as_json())
+    else:
+        ours = done.ours
+        info(f"{done.counterparty}: {len(ours['they_redeemed'])} of our notes they redeemed,"
+             f" {len(ours['we_honoured'])} of theirs we honoured,"
+             f" {len(ours['payments'])} payments")
+        if not done.differences:
+            info("  both sides agree")
+    for line in done.differences:
+        click.echo(f"difference: {clean(line, 400)}", err=True)
+    return 1 if done.differences else 0

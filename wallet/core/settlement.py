@@ -220,3 +220,127 @@ def check_ack(token: object, *, keys: notes.IssuerKeys, statement: Statement) ->
     if not isinstance(jti, str) or not jti:
         raise MalformedToken("the acknowledgement needs a jti")
     return Ack(str(token), jti, iat, statement.jti, left)
+
+
+# -- reconciling: one organisation's signed view of the pair -----------------------------
+
+QUERY_TYP = "cc-settlement-query+jwt"
+VIEW_TYP = "cc-settlement-view+jwt"
+QUERY_MAX_AGE = 300
+
+
+def sign_query(*, requester: str, responder: str, jti: str, iat: int, kid: str,
+               key: Ed25519PrivateKey) -> str:
+    """Sign the request for a counterparty's view of the pair (as redeem requests are)."""
+    return jose.sign({"alg": jose.SIGNING_ALG, "typ": QUERY_TYP, "kid": kid},
+                     {"iss": requester, "aud": responder, "jti": jti, "iat": iat}, key)
+
+
+def peek_query(token: object) -> tuple[jose.Jws, str]:
+    """Parse a view request enough to know who claims to send it."""
+    jws = jose.parse(jose.check_size(token), typ=QUERY_TYP)
+    iss = jws.payload.get("iss")
+    if not isinstance(iss, str) or not iss:
+        raise MalformedToken("the request names no iss")
+    return jws, iss
+
+
+def check_query(jws: jose.Jws, *, keys: notes.IssuerKeys, responder: str, now: int) -> str:
+    """Verify a view request: signature, audience, freshness; the requester's id."""
+    p = jws.payload
+    iat = p.get("iat")
+    if not isinstance(iat, int) or isinstance(iat, bool):
+        raise MalformedToken("the request needs an integer iat")
+    jws.verify(keys.for_token(jose.kid_of(jws), iat).key)
+    if p.get("aud") != responder:
+        raise AudienceMismatch("the request is addressed to another organisation")
+    if iat > now + notes.SKEW:
+        raise NotYetValid("the request is dated in the future")
+    if iat < now - QUERY_MAX_AGE - notes.SKEW:
+        raise MalformedToken("the request is older than 5 minutes")
+    return str(p["iss"])
+
+
+def sign_view(view: dict[str, Any], *, responder: str, requester: str, jti: str, iat: int,
+              kid: str, key: Ed25519PrivateKey) -> str:
+    """Sign our view of the pair for the requester (`view`: see `differences`)."""
+    return jose.sign({"alg": jose.SIGNING_ALG, "typ": VIEW_TYP, "kid": kid},
+                     {**view, "iss": responder, "aud": requester, "jti": jti, "iat": iat}, key)
+
+
+def read_view(token: object, *, keys: notes.IssuerKeys, responder: str,
+              requester: str) -> dict[str, Any]:
+    """Verify the counterparty's view of the pair and hand back its claims."""
+    jws = jose.parse(jose.check_size(token), typ=VIEW_TYP)
+    p: dict[str, Any] = jws.payload
+    iat = p.get("iat")
+    if not isinstance(iat, int) or isinstance(iat, bool):
+        raise MalformedToken("the view needs an integer iat")
+    jws.verify(keys.for_token(jose.kid_of(jws), iat).key)
+    if p.get("iss") != responder or p.get("aud") != requester:
+        raise MalformedToken("the view is from or for another organisation")
+    for member in ("they_redeemed", "we_honoured", "payments"):
+        items = p.get(member)
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise MalformedToken(f"the view's {member} must be a list of objects")
+    return p
+
+
+def _by(items: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    return {str(i.get(key)): i for i in items}
+
+
+def differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """Every difference between two organisations' views of their pair, in words.
+
+    Each view is its author's: `they_redeemed` (our notes the other redeemed: receipts we
+    signed), `we_honoured` (the other's notes we honoured: receipts it signed), `payments`
+    (`{"statement", "way": paid|received, "amount", "reference", "acknowledged"}`) and
+    `owed` (`{currency: {"we_owe", "they_owe"}}`, from its ledger). My
+    `we_honoured` is their `they_redeemed`, and the other way round; my payment `paid` is
+    their `received`."""
+    found: list[str] = []
+    for mine_key, theirs_key, what in (
+            ("we_honoured", "they_redeemed", "a note of theirs we honoured"),
+            ("they_redeemed", "we_honoured", "a note of ours they redeemed")):
+        a, b = _by(mine[mine_key], "note"), _by(theirs[theirs_key], "note")
+        for note in sorted(a.keys() - b.keys()):
+            found.append(f"{what} ({note}, receipt {a[note].get('receipt')}): they have no"
+                         " record of it")
+        for note in sorted(b.keys() - a.keys()):
+            found.append(f"{what} ({note}, receipt {b[note].get('receipt')}): only they"
+                         " record it")
+        for note in sorted(a.keys() & b.keys()):
+            if (a[note].get("receipt"), a[note].get("amount")) != \
+                    (b[note].get("receipt"), b[note].get("amount")):
+                found.append(f"{what} ({note}): the receipt or amount differs")
+    mine_owed, theirs_owed = mine.get("owed") or {}, theirs.get("owed") or {}
+    if not isinstance(theirs_owed, dict):
+        theirs_owed = {}
+    for currency in sorted(set(mine_owed) | set(theirs_owed)):
+        m, t = mine_owed.get(currency) or {}, theirs_owed.get(currency) or {}
+        if not isinstance(t, dict):
+            t = {}
+        for ours, their, what in (("we_owe", "they_owe", "we owe them"),
+                                  ("they_owe", "we_owe", "they owe us")):
+            if m.get(ours, "0.00") != t.get(their, "0.00"):
+                found.append(f"what {what} in {currency}: {m.get(ours, '0.00')} by our"
+                             f" ledger, {t.get(their, '0.00')} by theirs")
+    a, b = _by(mine["payments"], "statement"), _by(theirs["payments"], "statement")
+    opposite = {"paid": "received", "received": "paid"}
+    for jti in sorted(a.keys() - b.keys()):
+        p = a[jti]
+        found.append(f"a payment we {'sent' if p.get('way') == 'paid' else 'received'}"
+                     f" ({jti}, {p.get('reference')}): they have no record of it")
+    for jti in sorted(b.keys() - a.keys()):
+        p = b[jti]
+        found.append(f"a payment they {'sent' if p.get('way') == 'paid' else 'received'}"
+                     f" ({jti}, {p.get('reference')}): we have no record of it")
+    for jti in sorted(a.keys() & b.keys()):
+        p, q = a[jti], b[jti]
+        if opposite.get(str(p.get("way"))) != q.get("way") or p.get("amount") != q.get("amount") \
+                or p.get("reference") != q.get("reference"):
+            found.append(f"the payment {jti}: the two records differ")
+        elif not (p.get("acknowledged") and q.get("acknowledged")):
+            found.append(f"the payment {jti} ({p.get('reference')}): not acknowledged yet")
+    return found

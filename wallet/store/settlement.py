@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from wallet.models import HonouredNote, UTCDateTime
+from wallet.models import HonouredNote, Note, Redemption, UTCDateTime
 from wallet.store._dialect import dialect_of, run
 
 
@@ -157,3 +157,22 @@ def honoured_of(session: Session, *, org_id: int, issuer: str,
                         .where(HonouredNote.org_id == org_id, HonouredNote.issuer == issuer,
                                col(HonouredNote.note_jti).in_(note_jtis)))
     return {jti: (amount, currency) for jti, amount, currency in rows}
+
+
+def receipts_with(session: Session, *, org_id: int,
+                  counterparty: str) -> tuple[list[tuple[str, str, int, str]],
+                                              list[tuple[str, str, int, str]]]:
+    """Receipts of the pair, each (note jti, receipt jti, amount, currency): our notes
+    `counterparty` redeemed, then its notes we honoured."""
+    redeemed = session.exec(select(Note.jti, Redemption.receipt_jti, Redemption.amount,
+                                   Redemption.currency)
+                            .join(Note, col(Note.id) == col(Redemption.note_id))
+                            .where(Redemption.org_id == org_id,
+                                   Redemption.redeemer == counterparty)
+                            .order_by(col(Redemption.id)))
+    honoured = session.exec(select(HonouredNote.note_jti, HonouredNote.receipt_jti,
+                                   HonouredNote.amount, HonouredNote.currency)
+                            .where(HonouredNote.org_id == org_id,
+                                   HonouredNote.issuer == counterparty)
+                            .order_by(col(HonouredNote.id)))
+    return [tuple(r) for r in redeemed], [tuple(r) for r in honoured]  # type: ignore[misc]

@@ -191,6 +191,24 @@ def spec() -> dict[str, Any]:
                                       "content": {"application/json": {"schema": _strict(
                                           ["acknowledgement"], acknowledgement=token)}}},
                               **_problem(400, 404, 413, 422, 429, 503)}}},
+            "/api/v1/orgs/{slug}/settlements/{counterparty}": {"get": {
+                "summary": "For a counterparty organisation: our signed view of the pair"
+                           " (receipts both ways, payments and their acknowledgements), to"
+                           " reconcile; the request is a JWS signed with its own org key",
+                "parameters": [SLUG,
+                               {"name": "counterparty", "in": "path", "required": True,
+                                "description": "The requester's issuer id, URL-encoded",
+                                "schema": {"type": "string", "minLength": 1,
+                                           "maxLength": 300}},
+                               {"name": "request", "in": "query", "required": True,
+                                "description": "JWS typ cc-settlement-query+jwt: iss, aud,"
+                                               " jti, iat (at most 5 minutes old)",
+                                "schema": token}],
+                "responses": {"200": {"description": "The view (JWS typ"
+                                                     " cc-settlement-view+jwt)",
+                                      "content": {"application/json": {"schema": _strict(
+                                          ["view"], view=token)}}},
+                              **_problem(400, 404, 413, 422, 429, 503)}}},
             "/api/v1/orgs/{slug}/usage": {"post": {
                 "summary": "A compute gateway records usage; the cost is debited from the"
                            " person's wallet (service token)",

@@ -2,6 +2,8 @@
 
     POST /api/v1/orgs/<slug>/settlements    the payer's signed statement; our signed
                                             acknowledgement (200), once per statement
+    GET  /api/v1/orgs/<slug>/settlements/<counterparty issuer id, URL-encoded>?request=<JWS>
+                                            our signed view of the pair, for reconciling
 """
 
 from __future__ import annotations
@@ -34,3 +36,15 @@ def _statement() -> str:
     if not isinstance(token, str) or not token:
         raise Malformed('send {"statement": "<settlement statement JWS>"}')
     return token
+
+
+@bp.get("/orgs/<slug>/settlements/<path:counterparty>")
+def settlement_view(slug: str, counterparty: str) -> dict[str, Any]:
+    """A counterparty asks for our signed view of the pair (receipts both ways, payments
+    with their acknowledgements), with a request signed by its org key."""
+    ratelimit.limit("redeem")
+    token = request.args.get("request")
+    if not token:
+        raise Malformed("send ?request=<view request JWS signed with your org key>")
+    return {"view": settlement_actions.view_for(db.session(), slug=slug,
+                                                counterparty=counterparty, token=token)}
