@@ -95,7 +95,10 @@ GOOD: dict[str, Any] = STATEMENT.claims()
     ({"aud": PAYER}, AudienceMismatch),
     ({"iat": "1"}, MalformedToken),
     ({"jti": ""}, MalformedToken),
-    ({"direction": "net"}, MalformedToken),
+    ({"direction": "net"}, MalformedToken),  # net needs an offset
+    ({"direction": "net", "offset": {"value": "1.00", "currency": "EUR"}}, MalformedToken),
+    ({"offset": {"value": "1.00", "currency": "USD"}}, MalformedToken),  # pay has none
+    ({"direction": "sideways"}, MalformedToken),
     ({"amount": {"value": "0", "currency": "USD"}}, WalletError),
     ({"amount": {"value": 1.5, "currency": "USD"}}, WalletError),
     ({"reference": ""}, MalformedToken),
@@ -253,3 +256,17 @@ def test_a_view_request_and_a_view_round_trip() -> None:
                                  {**ACME_VIEW, "iss": PAYER, "aud": PAYEE, "iat": NOW},
                                  PAYEE_KEY),
                        keys=PAYER_KEYS, responder=PAYER, requester=PAYEE)
+
+
+def test_a_net_statement_carries_its_offset() -> None:
+    from dataclasses import replace
+
+    net = replace(STATEMENT, direction="net", offset=Money(250_000_000, "USD"))
+    read = _read(core.sign_statement(net, kid=PAYER_KID, key=PAYER_KEY))
+    assert read == net and read.settles == 1_250_000_000
+    assert read.claims()["offset"] == {"value": "250.00", "currency": "USD"}
+    assert net.digest() != STATEMENT.digest()
+    core.check_offset(net, payee_owes=250_000_000)
+    with pytest.raises(PolicyRejected):
+        core.check_offset(net, payee_owes=249_999_999)
+    core.check_offset(STATEMENT, payee_owes=0)  # a plain payment nets nothing

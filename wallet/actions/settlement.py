@@ -161,10 +161,13 @@ class Paid:
 
 
 def pay(session: Session, *, slug: str, counterparty: str, amount: str,
-        currency: str | None = None, reference: str, actor: Actor) -> Paid:
+        currency: str | None = None, reference: str, actor: Actor, net: bool = False) -> Paid:
     """Pay a counterparty what we owe it: send it a signed statement, post once its
     acknowledgement verifies. Run again with the same reference, it sends the same
-    statement again (its acknowledgement was lost) and posts nothing twice."""
+    statement again (its acknowledgement was lost) and posts nothing twice.
+
+    `net`: the counterparty owes us too; all it owes us is cancelled against our debt
+    (direction "net", `offset`) and `amount` is paid on top."""
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     assert org.id is not None
@@ -179,7 +182,7 @@ def pay(session: Session, *, slug: str, counterparty: str, amount: str,
     row = store.sent_with_reference(session, org_id=org.id, counterparty=party,
                                     reference=reference)
     if row is None:
-        row = _new_statement(session, org, party, money, reference, actor)
+        row = _new_statement(session, org, party, money, reference, actor, net=net)
     if (row.amount, row.currency) != (money.micros, money.currency):
         raise IdempotencyConflict(f"the reference {reference!r} paid"
                                   f" {Money(row.amount, row.currency)} already; use another")
@@ -206,6 +209,11 @@ def pay(session: Session, *, slug: str, counterparty: str, amount: str,
         if store.set_ack(session, row_id=row_id, ack=ack.token, ack_jti=ack.jti,
                          outstanding=ack.outstanding.micros, at=clock.now(),
                          from_state="sent"):
+            if sent.offset is not None:  # what they owed us, cancelled against our debt
+                ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
+                    ledger.payable(party), ledger.receivable(party), sent.offset.micros,
+                    money.currency, kind="settle", key=f"settlement-offset:{sent.jti}",
+                    ref=party, memo=f"statement {sent.jti} (net): {reference}"[:300]))
             ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
                 ledger.payable(party), ledger.EXTERNAL, money.micros, money.currency,
                 kind="settle", key=f"settlement:{sent.jti}", ref=party,
@@ -226,6 +234,18 @@ def _paid(session: Session, org: Organization, jti: str, party: str, money: Mone
     return Paid(jti, party, money, reference, outstanding, owe, replayed)
 
 
+def _unacknowledged(session: Session, org_id: int, party: str, currency: str) -> int:
+    """What our statements to `party` that it has not acknowledged yet settle (a net
+    one's offset included, read from the statement itself)."""
+    total = 0
+    for row in store.statements(session, org_id=org_id, counterparty=party):
+        if row.role == "sent" and row.state == "sent" and row.currency == currency:
+            offset = jose.parse(row.statement, typ=core.STATEMENT_TYP).payload.get("offset")
+            total += row.amount + (parse_money(offset["value"], currency).micros
+                                   if isinstance(offset, dict) else 0)
+    return total
+
+
 def settlement_endpoint(entry: TrustedIssuer) -> str:
     """Where the counterparty takes statements: its pinned metadata's
     `settlement_endpoint`, else beside its `redeem_endpoint` (never a caller's address)."""
@@ -243,22 +263,31 @@ def settlement_endpoint(entry: TrustedIssuer) -> str:
 
 
 def _new_statement(session: Session, org: Organization, party: str, money: Money,
-                   reference: str, actor: Actor) -> store.SettlementStatement:
+                   reference: str, actor: Actor, *, net: bool) -> store.SettlementStatement:
     """Sign and store a statement for `money` (within what we owe by our receipts)."""
     assert org.id is not None
     owe = ledger_store.balance(session, org_id=org.id, name=ledger.payable(party),
                                currency=money.currency)
-    owe -= store.unacknowledged_total(session, org_id=org.id, counterparty=party,
-                                      currency=money.currency)
-    if money.micros > owe:
+    owe -= _unacknowledged(session, org.id, party, money.currency)
+    offset = None
+    if net:
+        owed_us = -ledger_store.balance(session, org_id=org.id, name=ledger.receivable(party),
+                                        currency=money.currency)
+        if owed_us <= 0:
+            raise PolicyRejected(f"{party[:200]} owes us nothing in {money.currency} to net;"
+                                 " pay without --net")
+        offset = Money(owed_us, money.currency)
+    settles = money.micros + (offset.micros if offset is not None else 0)
+    if settles > owe:
         raise PolicyRejected(f"we owe {party[:200]} {Money(max(owe, 0), money.currency)}"
                              " (less any statement not acknowledged yet), less than"
-                             f" {money}")
+                             f" {Money(settles, money.currency)}")
     kid, key = signing.signer(session, org=org)
     now = clock.unix()
     statement = core.Statement(payer=signing.issuer_id(org), payee=party,
                                jti=notes.new_jti(secrets.token_bytes(16)), iat=now,
-                               amount=money, reference=reference, through=now)
+                               amount=money, reference=reference, through=now,
+                               direction="net" if net else "pay", offset=offset)
     values = {"org_id": org.id, "counterparty": party, "jti": statement.jti,
               "digest": statement.digest(), "amount": money.micros,
               "currency": money.currency, "direction": statement.direction,
@@ -329,7 +358,10 @@ def receive(session: Session, *, slug: str, token: object) -> str:
     money = statement.amount
     owed = -ledger_store.balance(session, org_id=org.id, name=ledger.receivable(payer),
                                  currency=money.currency)
-    core.check_owed(money, outstanding=owed, settles=_settles(session, org.id, statement, owed))
+    core.check_owed(Money(statement.settles, money.currency), outstanding=owed,
+                    settles=_settles(session, org.id, statement, owed))
+    core.check_offset(statement, payee_owes=ledger_store.balance(
+        session, org_id=org.id, name=ledger.payable(payer), currency=money.currency))
     kid, key = signing.signer(session, org=org, rows=lookups.directory.own_key_rows())
     with atomic(session):
         row_id = store.add_received(session, {
@@ -342,16 +374,23 @@ def receive(session: Session, *, slug: str, token: object) -> str:
             again = _stored_ack(session, org_id=org.id, statement=statement)
             assert again is not None
             return again
+        if statement.offset is not None:  # what we owed them, cancelled against their debt
+            ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
+                ledger.payable(payer), ledger.receivable(payer), statement.offset.micros,
+                money.currency, kind="settle", key=f"settlement-offset:{statement.jti}",
+                ref=payer, memo=f"statement {statement.jti} (net): {statement.reference}"[:300]))
         posted = ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
             ledger.EXTERNAL, ledger.receivable(payer), money.micros, money.currency,
             kind="settle", key=f"settlement:{statement.jti}", ref=payer,
             memo=f"statement {statement.jti}: {statement.reference}"[:300]))
         # The receivable row is locked from this update to the commit: a concurrent
         # statement read the balance before this one and is refused here.
-        left = -(posted.balance if posted.balance is not None else -owed + money.micros)
+        left = -(posted.balance if posted.balance is not None
+                 else -owed + statement.settles)
         if left < 0:
-            raise PolicyRejected(f"the statement pays {money}; by our receipts"
-                                 f" {Money(owed, money.currency)} is owed")
+            raise PolicyRejected(f"the statement settles"
+                                 f" {Money(statement.settles, money.currency)}; by our"
+                                 f" receipts {Money(owed, money.currency)} is owed")
         ack_jti = notes.new_jti(secrets.token_bytes(16))
         ack = core.sign_ack(payee=lookups.directory.own_id, payer=payer, jti=ack_jti,
                             iat=clock.unix(), statement=statement,

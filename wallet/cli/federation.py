@@ -249,13 +249,17 @@ def settlement_record(session: Session, slug: str, counterparty: str, paid: str 
 @click.option("--reference", required=True,
               help="Bank reference or invoice number; once per counterparty (run again"
                    " with it to send the same statement again).")
+@click.option("--net", is_flag=True,
+              help="They owe us too: cancel all they owe us against our debt and pay"
+                   " --amount on top (a 'net' statement).")
 @json_option
 @with_session
 def settlement_pay(session: Session, slug: str, counterparty: str, amount: str,
-                   currency: str | None, reference: str, as_json: bool) -> None:
+                   currency: str | None, reference: str, net: bool, as_json: bool) -> None:
     """Pay a counterparty: send it a signed statement; post once it acknowledges."""
     paid = settlement_actions.pay(session, slug=slug, counterparty=counterparty, amount=amount,
-                                  currency=currency, reference=reference, actor=Actor.cli())
+                                  currency=currency, reference=reference, actor=Actor.cli(),
+                                  net=net)
     if as_json:
         emit_json(paid.as_json())
         return

@@ -5,8 +5,12 @@ statement JWS signed with A's org key, as redeem requests are signed:
 
     header  {"alg": "EdDSA", "typ": "cc-settlement+jwt", "kid": <A's kid>}
     claims  {"iss": A, "aud": B, "jti": "urn:uuid:…", "iat": …,
-             "amount": {"value", "currency"}, "direction": "pay",
-             "through": <unix time> | "receipts": [<note jti>, …], "reference": "…"}
+             "amount": {"value", "currency"}, "direction": "pay" | "net",
+             "through": <unix time> | "receipts": [<note jti>, …], "reference": "…",
+             "offset": {"value", "currency"}}   (a "net" statement only)
+
+A "net" statement is for when both owe each other: `offset` (what the payee owes the
+payer) cancels against the payer's debt, and `amount` is paid on top.
 
 B answers with an acknowledgement JWS signed by B's org key:
 
@@ -46,7 +50,7 @@ ACK_TYP = "cc-settlement-ack+jwt"
 STATEMENT_MAX_AGE = 86_400
 MAX_RECEIPTS = 100
 MAX_REFERENCE = 200
-DIRECTIONS = ("pay",)
+DIRECTIONS = ("pay", "net")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,14 @@ class Statement:
     direction: str = "pay"
     through: int | None = None
     receipts: tuple[str, ...] | None = None
+    # direction "net": what the payee owes the payer, cancelled against the payer's debt
+    # (each side books it payable -> receivable); `amount` is the money paid on top.
+    offset: Money | None = None
+
+    @property
+    def settles(self) -> int:
+        """How much of the payer's debt the statement settles: paid plus cancelled."""
+        return self.amount.micros + (self.offset.micros if self.offset is not None else 0)
 
     def claims(self) -> dict[str, Any]:
         """The JWS claims, DESIGN §11.2."""
@@ -72,6 +84,8 @@ class Statement:
             out["receipts"] = list(self.receipts)
         else:
             out["through"] = self.through
+        if self.offset is not None:
+            out["offset"] = self.offset.as_json()
         return out
 
     def digest(self) -> str:
@@ -122,8 +136,17 @@ def read_statement(jws: jose.Jws, *, keys: notes.IssuerKeys, payee: str) -> Stat
         raise MalformedToken("the statement needs a jti")
     direction = p.get("direction")
     if direction not in DIRECTIONS:
-        raise MalformedToken("direction must be 'pay'")
+        raise MalformedToken("direction must be 'pay' or 'net'")
     amount = parse_money_json(p.get("amount"))
+    offset = None
+    if direction == "net":
+        if "offset" not in p:
+            raise MalformedToken("a 'net' statement needs an offset")
+        offset = parse_money_json(p["offset"])
+        if offset.currency != amount.currency:
+            raise MalformedToken("the offset must be in the amount's currency")
+    elif "offset" in p:
+        raise MalformedToken("only a 'net' statement has an offset")
     reference = check_reference(p.get("reference"))
     through, receipts = p.get("through"), p.get("receipts")
     if (through is None) == (receipts is None):
@@ -136,11 +159,11 @@ def read_statement(jws: jose.Jws, *, keys: notes.IssuerKeys, payee: str) -> Stat
         if len(receipts) > MAX_RECEIPTS:
             raise TooLarge(f"at most {MAX_RECEIPTS} receipts per statement")
         return Statement(str(p["iss"]), payee, jti, iat, amount, reference, direction,
-                         receipts=tuple(receipts))
+                         receipts=tuple(receipts), offset=offset)
     if not isinstance(through, int) or isinstance(through, bool) or through < 0:
         raise MalformedToken("through must be a unix time")
     return Statement(str(p["iss"]), payee, jti, iat, amount, reference, direction,
-                     through=through)
+                     through=through, offset=offset)
 
 
 def check_fresh(statement: Statement, *, now: int) -> None:
@@ -169,6 +192,14 @@ def check_owed(amount: Money, *, outstanding: int, settles: int) -> None:
     if amount.micros > limit:
         raise PolicyRejected(f"the statement pays {amount}; by our receipts"
                              f" {Money(max(limit, 0), amount.currency)} is owed")
+
+
+def check_offset(statement: Statement, *, payee_owes: int) -> None:
+    """The payee's check of a "net" statement: the offset within what it owes the payer."""
+    offset = statement.offset
+    if offset is not None and offset.micros > payee_owes:
+        raise PolicyRejected(f"the statement nets {offset} we owe; by your receipts we owe"
+                             f" {Money(max(payee_owes, 0), offset.currency)}")
 
 
 def sign_ack(*, payee: str, payer: str, jti: str, iat: int, statement: Statement,

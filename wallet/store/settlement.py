@@ -87,18 +87,6 @@ def statements(session: Session, *, org_id: int,
     return list(session.exec(stmt.order_by(col(SettlementStatement.id))))
 
 
-def unacknowledged_total(session: Session, *, org_id: int, counterparty: str,
-                         currency: str) -> int:
-    """What statements we sent `counterparty` and that it has not acknowledged come to."""
-    total = session.exec(select(sa.func.coalesce(sa.func.sum(SettlementStatement.amount), 0))
-                         .where(SettlementStatement.org_id == org_id,
-                                SettlementStatement.role == "sent",
-                                SettlementStatement.state == "sent",
-                                SettlementStatement.counterparty == counterparty,
-                                SettlementStatement.currency == currency)).one()
-    return int(total)
-
-
 def add_sent(session: Session, values: dict[str, Any]) -> int | None:
     """Record a statement about to be sent; None when one with its reference exists
     already (a concurrent `pay` with the same reference stored its own first)."""
