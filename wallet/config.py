@@ -107,6 +107,14 @@ DEFAULTS: dict[str, Any] = {
     "WALLET_PENDING_HONOURS": True,
     "WALLET_PENDING_RETRY_SECONDS": 30,
     "WALLET_PENDING_RETRY_MAX_SECONDS": 3600,
+    # Webhooks (wallet/actions/webhooks.py; Standard Webhooks): balance.low when a debit
+    # takes an engineer's available below this amount (the organisation's currency; "0"
+    # turns it off); note.expiring and alumni.window_closing this many days ahead.
+    # Deliveries go through the peers' HTTP transport, so endpoints follow
+    # WALLET_FEDERATION_ALLOW_HTTP / _ALLOW_PRIVATE and WALLET_FEDERATION_TIMEOUT.
+    "WALLET_WEBHOOK_LOW_BALANCE": "10.00",
+    "WALLET_WEBHOOK_NOTE_EXPIRING_DAYS": 7,
+    "WALLET_WEBHOOK_ALUMNI_DAYS": 14,
 }
 
 _DEV_SECRET_MARKERS = ("dev", "change", "secret", "test", "example", "password")

@@ -75,6 +75,12 @@ def deliver_webhooks(app: Flask) -> int:
         return webhooks.deliver_due(db.session())
 
 
+def webhook_reminders(app: Flask) -> int:
+    """Emit note.expiring and alumni.window_closing (each once per note or person)."""
+    with app.app_context():
+        return webhooks.remind_due(db.session())
+
+
 def send_mail(app: Flask) -> int:
     """Send the email messages waiting in the outbox; how many were tried."""
     with app.app_context():
@@ -98,6 +104,7 @@ PERIODIC: dict[str, tuple[Callable[..., int], Schedule | None]] = {
     "expire_holds": (expire_holds, crontab()),  # every minute
     "retry_pending": (retry_pending, crontab()),  # every minute; each row has its backoff
     "deliver_webhooks": (deliver_webhooks, crontab()),  # every minute; each message its backoff
+    "webhook_reminders": (webhook_reminders, crontab(hour="6", minute="15")),  # daily
     "send_mail": (send_mail, crontab()),  # every minute: what the outbox holds
 }
 

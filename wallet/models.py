@@ -618,3 +618,70 @@ class PendingHonour(SQLModel, table=True):
     honoured_id: int | None = _fk("honoured_note.id", nullable=True)
     created_at: datetime = _ts()
     closed_at: datetime | None = _ts(nullable=True)
+
+# -- webhooks (Standard Webhooks, wallet/core/webhooks.py) -----------------------------------
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """An organisation's webhook endpoint: where its events are POSTed, signed with the
+    endpoint's secret (sealed at rest under the key passphrase), and which events."""
+
+    __tablename__ = "webhook_endpoint"
+    __table_args__ = (sa.UniqueConstraint("public_id"),
+                      sa.Index("ix_webhook_endpoint_org", "org_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    public_id: str = Field(max_length=40)
+    org_id: int = _fk("organization.id")
+    url: str = Field(max_length=500)
+    secret_sealed: str = Field(sa_type=sa.Text)
+    event_types: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    enabled: bool = Field(default=True)
+    created_by: str = Field(default="", max_length=254)
+    created_at: datetime = _ts()
+
+
+class WebhookMessage(SQLModel, table=True):
+    """One event of an organisation (the outbox), written in the transaction of the change
+    that caused it; `body` is the exact payload every attempt sends. `event_key` makes an
+    event that must be sent once (a note expiring) unique."""
+
+    __tablename__ = "webhook_message"
+    __table_args__ = (sa.UniqueConstraint("msg_id"),
+                      sa.UniqueConstraint("org_id", "event_key"),
+                      sa.Index("ix_webhook_message_org_created", "org_id", "created_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    msg_id: str = Field(max_length=40)
+    org_id: int = _fk("organization.id")
+    type: str = Field(max_length=60)
+    body: str = Field(sa_type=sa.Text)
+    event_key: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _ts()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One message to one endpoint: its attempts so far, the last answer, and when the
+    next attempt is due. `pending -> delivered | failed`; each attempt is claimed by one
+    conditional update (`WHERE state = 'pending' AND next_attempt_at <= now`)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        sa.UniqueConstraint("message_id", "endpoint_id"),
+        sa.CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state"),
+        sa.Index("ix_webhook_delivery_state_due", "state", "next_attempt_at"),
+        sa.Index("ix_webhook_delivery_endpoint", "endpoint_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = _fk("organization.id")
+    message_id: int = _fk("webhook_message.id")
+    endpoint_id: int = _fk("webhook_endpoint.id")
+    state: str = Field(default="pending", max_length=10)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = _ts()
+    last_status: int | None = Field(default=None)
+    last_error: str = Field(default="", max_length=300)
+    last_attempt_at: datetime | None = _ts(nullable=True)
+    closed_at: datetime | None = _ts(nullable=True)
+

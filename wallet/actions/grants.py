@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from wallet import clock
+from wallet.actions import webhooks
 from wallet.actions._base import Actor, atomic, member_or_404, org_or_404, require_admin
 from wallet.actions.ledger import check_key
 from wallet.core import ledger as rules
@@ -367,6 +368,7 @@ def _vest_claimed(session: Session, org_id: int, claimed: Sequence[store.Claimed
                       memo=f"tranche {c.id} of grant {c.grant_id} vested")
         for c in claimed]
     _post_claimed(session, org_id, postings)
+    webhooks.tranches_vested(session, org_id=org_id, claimed=claimed)  # one per tranche
     return len(postings), sum(p.amount for p in postings)
 
 

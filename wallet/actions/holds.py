@@ -21,6 +21,7 @@ from typing import Any
 from sqlmodel import Session
 
 from wallet import clock
+from wallet.actions import webhooks
 from wallet.actions._base import Actor, org_or_404, require_admin
 from wallet.actions.grants import vest_person
 from wallet.actions.ledger import check_key
@@ -199,6 +200,12 @@ def capture(session: Session, *, slug: str, hold_id: str, body: dict[str, Any],
     # The wallet's balance as its update returned it, when the capture moved it (a
     # release or a cost above the hold); read otherwise (a cost of exactly the hold).
     available = batch.balances.get((ledger.wallet(hold.person_id), hold.currency))
+    # balance.low: the capture spends its cost (from the hold and the wallet) like a usage
+    # record; the hold's placement is not a spend (most of it may come back).
+    webhooks.debited(session, org=org, person_id=hold.person_id, email=email,
+                     after=_balance(session, org, ledger.wallet(hold.person_id))
+                     if available is None else available,
+                     amount=settled.from_hold + settled.from_wallet)
     if available is None:
         return _closed(session, org, hold, email)
     return Closed(hold, email, available)

@@ -37,7 +37,7 @@ from sqlmodel import Session
 
 from wallet import clock
 from wallet.actions import nonces as nonce_actions
-from wallet.actions import signing
+from wallet.actions import signing, webhooks
 from wallet.actions._base import atomic, commit, member_or_404, org_or_404
 from wallet.actions.idempotency import Reply
 from wallet.actions.lookups import Lookups
@@ -462,6 +462,9 @@ def credit(session: Session, plan: Plan, done: list[Outcome]) -> Honoured:
             ledger.receivable(note.issuer), ledger.wallet(person.id), note.amount.micros,
             note.amount.currency, kind="honour", key=f"honour:{note.issuer}:{note.jti}",
             ref=note.jti, memo=f"note honoured from {note.issuer}"[:300]))
+        webhooks.emit(session, org_id=org.id, type="honour.completed", data={
+            "note": note.jti, "issuer": note.issuer, "person": person.email,
+            **webhooks.money(note.amount.micros, note.amount.currency)})
         if posted.balance is not None and note.amount.currency == org.currency:
             held["available"] = posted.balance
     plan.result.balances = held

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session
 
 from wallet import clock
-from wallet.actions import signing
+from wallet.actions import signing, webhooks
 from wallet.actions._base import atomic, org_or_404
 from wallet.actions.lookups import Lookups
 from wallet.actions.notes import forget_status_tokens
@@ -212,6 +212,9 @@ def _book_redemption(session: Session, checked: _Request,
         "receipt_jti": receipt_jti, "request_jti": request.jti, "created_at": clock.now()})
     people.audit(session, org_id=org.id, actor=request.verifier, action="note.redeemed",
                  target=note.jti, details={"amount": str(amount)})
+    webhooks.emit(session, org_id=org.id, type="note.redeemed", data={
+        "note": note.jti, "redeemed_by": request.verifier,
+        **webhooks.money(note.amount, note.currency)})
     # Last before the commit: every redemption by this verifier updates the same two
     # account rows, and each holds their locks until it commits.
     ledger_store.post(session, org_id=org.id, posting=ledger.Posting(

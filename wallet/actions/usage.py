@@ -17,6 +17,7 @@ from typing import Any
 from sqlmodel import Session
 
 from wallet import clock
+from wallet.actions import webhooks
 from wallet.actions._base import Actor, atomic, member_or_404, org_or_404, require_admin
 from wallet.actions.grants import vest_person
 from wallet.actions.ledger import check_key
@@ -202,6 +203,8 @@ def _debit(session: Session, org: Organization, person: Person, asked: _Asked) -
         price_snapshot=price.snapshot(), idempotency_key=asked.key, transfer_id=posted.transfer.id,
         created_at=clock.now()))
     available = ledger.balance(session, org_id=org.id, name=wallet, currency=org.currency)
+    webhooks.debited(session, org=org, person_id=person.id, email=person.email,
+                     after=available, amount=cost)
     return Usage(record, True, available, org.currency)
 
 

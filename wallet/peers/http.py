@@ -216,15 +216,18 @@ class HttpTransport:
         return manager
 
     def request(self, method: str, url: str, *, body: bytes | None = None,
-                content_type: str | None = None) -> Fetched:
-        """Send one request within the deadline; a 3xx comes back as it is (no redirects)."""
+                content_type: str | None = None,
+                headers: dict[str, str] | None = None) -> Fetched:
+        """Send one request within the deadline; a 3xx comes back as it is (no redirects).
+        `headers` are sent besides the transport's own (a webhook's signature)."""
         parts = check_url(url, self.policy)
         peer = origin(url)
         deadline = time.monotonic() + self.timeout
         slot = self.guard.enter(peer)
         failed = True
         try:
-            answer = self._exchange(method, url, parts, body, content_type, deadline)
+            answer = self._exchange(method, url, parts, body, content_type, deadline,
+                                    headers)
             failed = answer.status >= 500 or answer.status == 429
             return answer
         except MalformedToken:
@@ -243,9 +246,10 @@ class HttpTransport:
     # -- one exchange ---------------------------------------------------------------------
 
     def _exchange(self, method: str, url: str, parts: SplitResult, body: bytes | None,
-                  content_type: str | None, deadline: float) -> Fetched:
+                  content_type: str | None, deadline: float,
+                  extra: dict[str, str] | None = None) -> Fetched:
         headers = {"Accept": "application/json, application/jwt, */*",
-                   "User-Agent": "compute-credit-wallet"}
+                   "User-Agent": "compute-credit-wallet", **(extra or {})}
         if content_type:
             headers["Content-Type"] = content_type
         watch = self._watchdog.start(deadline, self.IDLE_SECONDS)
