@@ -306,3 +306,15 @@ def tokens_of(session: Session, *, org: Organization, person: Person) -> list[Ap
     """A person's API tokens at `org`, newest first."""
     assert org.id is not None and person.id is not None
     return people.tokens_of(session, org_id=org.id, person_id=person.id)
+
+
+def organisations(session: Session) -> list[Organization]:
+    """Every organisation on this instance, by slug (the operator's view: the CLI)."""
+    return people.orgs(session)
+
+
+def tokens(session: Session, *, org: Organization, person: Person | None) -> list[ApiToken]:
+    """A person's API tokens at `org`, or its service tokens (`person` None), newest first."""
+    assert org.id is not None
+    return people.tokens_of(session, org_id=org.id,
+                            person_id=None if person is None else person.id)

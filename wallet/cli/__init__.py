@@ -31,6 +31,7 @@ from wallet.cli import worker as _worker  # noqa: F401  isort: skip
 from wallet.cli import exports as _exports  # noqa: F401  isort: skip
 from wallet.cli import reports as _reports  # noqa: F401  isort: skip
 from wallet.cli import statements as _statements  # noqa: F401  isort: skip
+from wallet.cli import lists as _lists  # noqa: F401  isort: skip
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a missing table
