@@ -19,7 +19,7 @@ ACME_ADMIN = "admin@acme.test"
 GLOBEX_ADMIN = "admin@globex.test"
 PORTAL_NAV = ["Wallet", "Transactions", "Notes", "Export a note", "Bring credits", "API tokens"]
 ADMIN_NAV = ["Overview", "People", "Grants", "Keys", "Notes issued", "Trusted issuers",
-             "Settlement", "Reports", "Prices", "Audit log"]
+             "Settlement", "Reports", "Webhooks", "Prices", "Audit log"]
 # Screenshots for the user guide, taken on the way: (who, organisation, page) -> file name.
 SHOTS = {
     (ADA, "acme", "Transactions"): "transactions",

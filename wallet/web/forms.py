@@ -348,3 +348,38 @@ class ChangePasswordForm(FlaskForm):
     confirm = PasswordField("Repeat it", validators=[DataRequired(), EqualTo("password",
                             message="The two passwords differ.")],
                             render_kw={"autocomplete": "new-password"})
+
+
+# -- webhooks (wallet/web/admin/webhooks.py) -------------------------------------------------
+# Imported here, not at the top, so that this section stays one block appended to the file.
+from wtforms import SelectMultipleField  # noqa: E402
+from wtforms.widgets import CheckboxInput, ListWidget  # noqa: E402
+
+from wallet.core.webhooks import EVENT_TYPES  # noqa: E402
+
+
+class WebhookEndpointForm(FlaskForm):
+    """Add a webhook endpoint: its URL and the events it receives."""
+
+    url = StringField("Endpoint URL", validators=[DataRequired("Enter the endpoint's URL."),
+                                                   Length(max=500)],
+                      render_kw={"inputmode": "url", "autocomplete": "off",
+                                 "placeholder": "https://example.com/webhooks/credits"})
+    events = SelectMultipleField("Events", choices={name: name for name in EVENT_TYPES},
+                                 validators=[DataRequired("Choose at least one event.")],
+                                 widget=ListWidget(prefix_label=False),
+                                 option_widget=CheckboxInput())
+
+
+class WebhookActionForm(FlaskForm):
+    """One button on one endpoint (enable, disable, send a test event)."""
+
+    endpoint = HiddenField(validators=[DataRequired()])
+
+
+class WebhookDeleteForm(FlaskForm):
+    """Delete an endpoint: typing DELETE guards against slips."""
+
+    endpoint = HiddenField(validators=[DataRequired()])
+    confirm = StringField("Type DELETE to confirm", validators=[Optional(), Length(max=20)],
+                          render_kw={"autocomplete": "off"})
