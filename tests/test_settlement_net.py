@@ -63,6 +63,18 @@ def test_a_net_statement_settles_both_directions(app: Flask, client: FlaskClient
     assert (acme["we_owe"], acme["they_owe"]) == ("1250.00", "0.00")
     assert (globex["they_owe"], globex["we_owe"]) == ("1250.00", "0.00")
     assert _pay_net(app, capsys, "1000.00", "net 1").exit_code == 0  # again: nothing moves
+    with app.app_context():
+        from wallet import db
+        from wallet.actions import settlement as settlement_actions
+
+        (sent,) = settlement_actions.payments(db.session(), slug="acme")[GLOBEX]
+        (got,) = settlement_actions.payments(db.session(), slug="globex")[ACME]
+    assert sent.offset == got.offset and sent.offset is not None
+    assert sent.offset.micros == 500 * MICROS and (sent.role, got.role) == ("sent", "received")
+    admin = app.test_client()
+    support.login(admin, "admin@acme.test")
+    assert "500.00 USD netted" in admin.get("/orgs/acme/admin/settlement").get_data(
+        as_text=True)
     assert _lists(app, capsys)[0]["we_owe"] == "1250.00"
     # Nothing left to net now.
     refused = _pay_net(app, capsys, "1250.00", "net 2")

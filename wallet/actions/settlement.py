@@ -236,14 +236,22 @@ def _paid(session: Session, org: Organization, jti: str, party: str, money: Mone
 
 def _unacknowledged(session: Session, org_id: int, party: str, currency: str) -> int:
     """What our statements to `party` that it has not acknowledged yet settle (a net
-    one's offset included, read from the statement itself)."""
+    one's offset included)."""
     total = 0
     for row in store.statements(session, org_id=org_id, counterparty=party):
         if row.role == "sent" and row.state == "sent" and row.currency == currency:
-            offset = jose.parse(row.statement, typ=core.STATEMENT_TYP).payload.get("offset")
-            total += row.amount + (parse_money(offset["value"], currency).micros
-                                   if isinstance(offset, dict) else 0)
+            offset = _offset_of(row)
+            total += row.amount + (0 if offset is None else offset.micros)
     return total
+
+
+def _offset_of(row: store.SettlementStatement) -> Money | None:
+    """A stored net statement's offset, read from the statement itself (checked when it
+    was signed or received)."""
+    if row.direction != "net":
+        return None
+    offset = jose.parse(row.statement, typ=core.STATEMENT_TYP).payload.get("offset")
+    return core.read_balance(offset)
 
 
 def settlement_endpoint(entry: TrustedIssuer) -> str:
@@ -451,10 +459,12 @@ class Payment:
     outstanding: Money | None  # what the payer still owed after it, by the payee
     created_at: datetime
     acknowledged_at: datetime | None
+    offset: Money | None = None  # a net statement's: what the payee owed, cancelled
 
     def as_json(self) -> dict[str, Any]:
         return {"statement": self.jti, "counterparty": self.counterparty, "role": self.role,
                 "amount": self.amount.as_json(), "reference": self.reference,
+                "offset": None if self.offset is None else self.offset.as_json(),
                 "state": self.state, "acknowledgement": self.ack_jti,
                 "outstanding": None if self.outstanding is None else self.outstanding.as_json(),
                 "created_at": self.created_at.isoformat(),
@@ -473,7 +483,7 @@ def payments(session: Session, *, slug: str,
             row.counterparty, row.jti, row.role, Money(row.amount, row.currency),
             row.reference, row.state, row.ack_jti,
             None if row.outstanding is None else Money(row.outstanding, row.currency),
-            row.created_at, row.acknowledged_at))
+            row.created_at, row.acknowledged_at, _offset_of(row)))
     session.rollback()  # a read
     return dict(found)
 
@@ -504,6 +514,8 @@ def pair_view(session: Session, *, org: Organization, counterparty: str) -> dict
         "we_honoured": [receipt(*r) for r in honoured],
         "payments": [{"statement": row.jti, "way": "paid" if row.role == "sent" else "received",
                       "amount": Money(row.amount, row.currency).as_json(),
+                      "offset": None if (offset := _offset_of(row)) is None
+                      else offset.as_json(),
                       "reference": row.reference, "acknowledged": row.state == "acknowledged"}
                      for row in store.statements(session, org_id=org.id,
                                                  counterparty=counterparty)],

@@ -369,8 +369,8 @@ def differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
                      f" ({jti}, {p.get('reference')}): we have no record of it")
     for jti in sorted(a.keys() & b.keys()):
         p, q = a[jti], b[jti]
-        if opposite.get(str(p.get("way"))) != q.get("way") or p.get("amount") != q.get("amount") \
-                or p.get("reference") != q.get("reference"):
+        if opposite.get(str(p.get("way"))) != q.get("way") or any(
+                p.get(k) != q.get(k) for k in ("amount", "offset", "reference")):
             found.append(f"the payment {jti}: the two records differ")
         elif not (p.get("acknowledged") and q.get("acknowledged")):
             found.append(f"the payment {jti} ({p.get('reference')}): not acknowledged yet")
