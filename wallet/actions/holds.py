@@ -311,12 +311,10 @@ def _hold_of(session: Session, slug: str, hold_id: str,
     org = org_or_404(session, slug)
     require_admin(session, org, actor)
     assert org.id is not None
-    found = store.by_public_id(session, org_id=org.id, public_id=holds.check_id(hold_id))
+    found = store.with_email(session, org_id=org.id, public_id=holds.check_id(hold_id))
     if found is None:  # another organisation's hold is not found either
         raise NotFound(f"no hold {hold_id[:60]!r} at {org.slug}")
-    person = session.get(Person, found.person_id)
-    assert person is not None
-    return org, found, person.email
+    return org, found[0], found[1]
 
 
 def _cost_of(hold: Hold, body: dict[str, Any]) -> tuple[int, tuple[int | None, ...]]:

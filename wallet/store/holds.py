@@ -70,6 +70,15 @@ def by_public_id(session: Session, *, org_id: int, public_id: str) -> Hold | Non
         Hold.org_id == org_id, Hold.public_id == public_id)).first()  # type: ignore[arg-type]
 
 
+def with_email(session: Session, *, org_id: int, public_id: str) -> tuple[Hold, str] | None:
+    """`by_public_id` with the email of the hold's person, in one query."""
+    row = session.execute(sa.select(Hold, Person.email)
+                          .join(Person, Person.id == Hold.person_id)  # type: ignore[arg-type]
+                          .where(Hold.org_id == org_id,  # type: ignore[arg-type]
+                                 Hold.public_id == public_id)).first()  # type: ignore[arg-type]
+    return None if row is None else (row[0], str(row[1]))
+
+
 def by_key(session: Session, *, org_id: int, key: str) -> Hold | None:
     """The hold placed under an idempotency key."""
     return session.scalars(sa.select(Hold).where(

@@ -29,8 +29,29 @@ _ORG_BY_SLUG = select(Organization).where(Organization.slug == sa.bindparam("slu
 
 
 def org_by_slug(session: Session, *, slug: str) -> Organization | None:
-    """Return an organisation by slug."""
-    return session.exec(_ORG_BY_SLUG, params={"slug": slug}).first()
+    """Return an organisation by slug.
+
+    One this session already loaded is handed back without a query: the query would
+    return that very object, as loaded (the identity map answers with what it holds),
+    and organisations are never deleted nor renamed. A request authenticated by a token
+    has loaded its organisation with the token (`token_context`), so the action's own
+    look-up by slug costs nothing.
+    """
+    held = session.info.get(_SESSION_ORGS, {}).get(slug)
+    if held is not None and held in session:
+        return held  # type: ignore[no-any-return]
+    found = session.exec(_ORG_BY_SLUG, params={"slug": slug}).first()
+    if found is not None:
+        _hold_org(session, found)
+    return found
+
+
+_SESSION_ORGS = "people.orgs-by-slug"
+
+
+def _hold_org(session: Session, org: Organization) -> None:
+    """Remember for this session's `org_by_slug` an organisation it has loaded."""
+    session.info.setdefault(_SESSION_ORGS, {})[org.slug] = org
 
 
 # Organisations are never deleted and their slugs never change, so once an id is read
@@ -251,7 +272,10 @@ def token_context(session: Session, *, token_hash: str) -> tuple[
         ApiToken, Organization, Person | None, Membership | None] | None:
     """A live token with its organisation, person and membership, in one query."""
     row = session.exec(_TOKEN_CONTEXT, params={"token_hash": token_hash}).first()
-    return None if row is None else (row[0], row[1], row[2], row[3])
+    if row is None:
+        return None
+    _hold_org(session, row[1])
+    return row[0], row[1], row[2], row[3]
 
 
 def tokens_of(session: Session, *, org_id: int, person_id: int | None) -> list[ApiToken]:
