@@ -115,6 +115,17 @@ DEFAULTS: dict[str, Any] = {
     "WALLET_WEBHOOK_LOW_BALANCE": "10.00",
     "WALLET_WEBHOOK_NOTE_EXPIRING_DAYS": 7,
     "WALLET_WEBHOOK_ALUMNI_DAYS": 14,
+    # Email (wallet/actions/mail.py): smtp://user:pass@host:587?starttls=1 or smtps://…;
+    # empty: every message is written to the log instead (development). The sender
+    # (empty: "Compute Credits <no-reply@HOST of WALLET_BASE_URL>"); the total seconds of
+    # one try (connect, TLS, sign-in, send); tries before a message is given up, and the
+    # wait after a failed try: first, doubling, at most.
+    "WALLET_SMTP_URL": "",
+    "WALLET_MAIL_FROM": "",
+    "WALLET_SMTP_TIMEOUT": 10.0,
+    "WALLET_MAIL_MAX_ATTEMPTS": 8,
+    "WALLET_MAIL_RETRY_SECONDS": 60,
+    "WALLET_MAIL_RETRY_MAX_SECONDS": 3600,
 }
 
 _DEV_SECRET_MARKERS = ("dev", "change", "secret", "test", "example", "password")
@@ -155,6 +166,7 @@ def load(instance_path: str, test_config: Mapping[str, Any] | None = None) -> di
         elif not settings[name]:
             settings[name] = _instance_secret(instance / filename)
     _check_status_lists(settings)
+    _check_mail(settings)
     if env == "production":
         _require_https(settings["WALLET_BASE_URL"])
         for name in ("WALLET_FEDERATION_ALLOW_HTTP", "WALLET_FEDERATION_ALLOW_PRIVATE"):
@@ -202,6 +214,21 @@ def _check_status_lists(settings: Mapping[str, Any]) -> None:
     except ValueError as err:
         raise ConfigError(f"WALLET_STATUS_LIST_SIZE / WALLET_STATUS_LIST_MAX_NOTES: {err}"
                           " (see docs/operations.md)") from None
+
+
+def _check_mail(settings: dict[str, Any]) -> None:
+    """A WALLET_SMTP_URL and WALLET_MAIL_FROM that can be used, or a clear refusal."""
+    from wallet.core import mail
+
+    if not settings["WALLET_MAIL_FROM"]:
+        settings["WALLET_MAIL_FROM"] = mail.default_sender(settings["WALLET_BASE_URL"])
+    try:
+        mail.parse_smtp_url(str(settings["WALLET_SMTP_URL"]))
+        mail.parse_sender(str(settings["WALLET_MAIL_FROM"]))
+    except mail.MailConfigError as err:
+        raise ConfigError(f"{err} (see docs/operations.md)") from None
+    if not float(settings["WALLET_SMTP_TIMEOUT"]) > 0:
+        raise ConfigError("WALLET_SMTP_TIMEOUT must be more than 0 seconds")
 
 
 MIN_SECRET_LENGTH = 32

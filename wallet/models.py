@@ -619,6 +619,7 @@ class PendingHonour(SQLModel, table=True):
     created_at: datetime = _ts()
     closed_at: datetime | None = _ts(nullable=True)
 
+
 # -- webhooks (Standard Webhooks, wallet/core/webhooks.py) -----------------------------------
 
 
@@ -685,3 +686,55 @@ class WebhookDelivery(SQLModel, table=True):
     last_attempt_at: datetime | None = _ts(nullable=True)
     closed_at: datetime | None = _ts(nullable=True)
 
+
+# -- email (the outbox, wallet/actions/mail.py) -----------------------------------------------
+
+
+class MailMessage(SQLModel, table=True):
+    """One email in the outbox, written in the transaction of what caused it. `key` says
+    which event it tells of (`invite:<invitation>`, `vested:<tranche>`, …) and is unique,
+    so each is queued once however often or concurrently a sweep runs. `queued -> sent |
+    failed | expired`; each try is claimed by one conditional update. The body (which may
+    hold a one-time link) is blanked once the message is finished."""
+
+    __tablename__ = "mail_message"
+    __table_args__ = (
+        sa.UniqueConstraint("key"),
+        sa.CheckConstraint("state IN ('queued', 'sent', 'failed', 'expired')", name="state"),
+        sa.Index("ix_mail_message_state_due", "state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=200)
+    org_id: int | None = _fk("organization.id", nullable=True)
+    kind: str = Field(max_length=20)  # invite, reset, vested, redeemed, alumni
+    to_addr: str = Field(max_length=254)
+    to_name: str = Field(default="", max_length=200)
+    subject: str = Field(max_length=200)
+    body: str = Field(sa_type=sa.Text)
+    state: str = Field(default="queued", max_length=10)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = _ts()
+    expires_at: datetime | None = _ts(nullable=True)  # a link's end: not worth sending after
+    last_error: str = Field(default="", max_length=300)
+    sent_via: str | None = Field(default=None, max_length=10)  # "smtp" or "log"
+    created_at: datetime = _ts()
+    closed_at: datetime | None = _ts(nullable=True)
+
+
+class MailSweep(SQLModel, table=True):
+    """How far each of the mail sweeps has looked (`vested`, `redeemed`, `alumni`)."""
+
+    __tablename__ = "mail_sweep"
+    __table_args__ = (sa.UniqueConstraint("name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=20)
+    swept_to: datetime = _ts()
+
+
+# What the mail sweeps read every minute: tranches vested and notes redeemed since a time.
+sa.Index("ix_tranche_state_settled", Tranche.__table__.c.state,  # type: ignore[attr-defined]
+         Tranche.__table__.c.settled_at)  # type: ignore[attr-defined]
+sa.Index("ix_note_state_redeemed", Note.__table__.c.state,  # type: ignore[attr-defined]
+         Note.__table__.c.redeemed_at)  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from wallet import clock, security
+from wallet.actions import mail
 from wallet.actions._base import (
     Actor,
     atomic,
@@ -137,12 +138,20 @@ def _add_member(session: Session, *, org: Organization, email: str, role: str, s
 
 
 def _invite(session: Session, membership: Membership, *, purpose: str, actor: Actor) -> str:
+    """Issue a one-time link and queue its email, in the caller's transaction."""
     token = secrets.token_urlsafe(24)
     now = clock.now()
     lifetime = timedelta(days=INVITE_DAYS) if purpose == "join" else RESET_LIFETIME
+    token_hash = security.hash_token(token)
     people.add_invitation(session, membership=membership, purpose=purpose,
-                          token_hash=security.hash_token(token), expires_at=now + lifetime,
+                          token_hash=token_hash, expires_at=now + lifetime,
                           created_by=actor.label, now=now)
+    org, person = (session.get(Organization, membership.org_id),
+                   session.get(Person, membership.person_id))
+    assert org is not None and person is not None
+    mail.queue_link(session, purpose=purpose, org=org, person=person, membership=membership,
+                    token=token, token_hash=token_hash, expires_at=now + lifetime,
+                    lifetime=lifetime)
     return token
 
 
@@ -171,7 +180,8 @@ def reset_link(session: Session, *, slug: str, email: str, actor: Actor) -> str:
     Used, it sets the account's password and confirms this organisation's membership
     only: every other membership of the person returns to unconfirmed (their
     organisations invite again), so a reset issued here is never a way into another
-    organisation. Until the instance sends email, the admin hands the link over.
+    organisation. It is emailed to the member (wallet.actions.mail); with no SMTP server
+    configured, the admin hands the link over.
     """
     org = org_or_404(session, slug)
     require_admin(session, org, actor)

@@ -187,9 +187,8 @@ def compose_redeemed(*, org: str, amount: str, by: str, link: str) -> Draft:
     """A note the person exported was redeemed by another organisation."""
     org, by = one_line(org), one_line(by, 300)
     return _draft(f"{org}: your note of {amount} was redeemed",
-                  f"The credit note of {amount} you exported from {org} was redeemed"
-                  f" by {by}.",
-                  f"The note: {link}",
+                  f"The credit note of {amount} you exported from {org} has been"
+                  f" redeemed.\n\nRedeemed by: {by}\nThe note: {link}",
                   "If you did not present this note yourself, tell an administrator of"
                   f" {org}.")
 

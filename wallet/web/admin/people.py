@@ -6,6 +6,7 @@ from flask import flash, redirect, url_for
 from werkzeug.wrappers import Response
 
 from wallet import db
+from wallet.actions import mail as mail_actions
 from wallet.actions import orgs as org_actions
 from wallet.core.errors import NotFound, WalletError
 from wallet.web import guard
@@ -20,12 +21,21 @@ def people_page(slug: str) -> Response | str:
     """Members of the organisation; add someone."""
     access = guard.org_access(slug, admin=True)
     form = PersonForm()
-    invite_url = None
     if form.validate_on_submit() and (added := _add(slug, form)) is not None:
         if not added.invite:
             return redirect(url_for("admin.people_page", slug=slug))
-        invite_url = url_for("auth.accept_invite", token=added.invite, _external=True)
-    return members_page(access, form, invite_url=invite_url)
+        return members_page(access, form, **link_shown("invite", added.invite,
+                                                       added.person.email))
+    return members_page(access, form)
+
+
+def link_shown(kind: str, token: str, email: str) -> dict[str, str | None]:
+    """What the page says of a link just issued (`invite` or `reset`): that it was
+    emailed; or, when mail only goes to the log, the link itself to hand over."""
+    if not mail_actions.log_only():
+        return {f"{kind}_emailed": email}
+    endpoint = "auth.accept_invite" if kind == "invite" else "auth.reset_password"
+    return {f"{kind}_url": url_for(endpoint, token=token, _external=True)}
 
 
 def _add(slug: str, form: PersonForm) -> org_actions.Added | None:
@@ -55,5 +65,4 @@ def reinvite(slug: str, person_id: int) -> Response | str:
     except WalletError as err:
         flash(err.message, "error")
         return redirect(url_for("admin.people_page", slug=slug))
-    return members_page(access, PersonForm(), invite_url=url_for(
-        "auth.accept_invite", token=token, _external=True))
+    return members_page(access, PersonForm(), **link_shown("invite", token, found[1].email))

@@ -14,6 +14,7 @@ from wallet.core.errors import WalletError
 from wallet.core.money import format_display
 from wallet.web import guard
 from wallet.web.admin import bp, member, members_page
+from wallet.web.admin.people import link_shown
 from wallet.web.fields import add_error
 from wallet.web.forms import PersonForm, TerminateForm
 
@@ -75,5 +76,5 @@ def reset_link(slug: str, person_id: int) -> Response | str:
     except WalletError as err:
         flash(err.message, "error")
         return redirect(url_for("admin.people_page", slug=slug))
-    return members_page(access, PersonForm(), reset_for=person.email, reset_url=url_for(
-        "auth.reset_password", token=token, _external=True))
+    return members_page(access, PersonForm(), reset_for=person.email,
+                        **link_shown("reset", token, person.email))
