@@ -540,3 +540,25 @@ def _race(app: Flask, work: Any, *, workers: int) -> list[Any]:
     for t in threads:
         t.join(30)
     return results
+
+
+@pytest.mark.parametrize("mail_url", [""])
+def test_the_demo_sends_its_invitation_by_email_to_the_log(
+        app: Flask, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="wallet_mail"):
+        first = support.run_cli(app, capsys, "demo", "--password", "demo-password-x")
+    assert first.exit_code == 0, first.err
+    assert ("Invited grace@example.test to globex; the invitation email was written to the"
+            " log (WALLET_SMTP_URL is unset)") in first.out
+    [record] = [r for r in caplog.records if r.name == "wallet_mail"]
+    text = record.getMessage()
+    assert "Grace Hopper <grace@example.test>" in text and "'Globex invites you" in text
+    link = re.search(r"http://wallet\.test/invite/\S+", text)
+    assert link and app.test_client().get(
+        link.group(0).removeprefix(support.BASE_URL)).status_code == 200
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="wallet_mail"):
+        again = support.run_cli(app, capsys, "demo", "--password", "demo-password-x")
+    assert "nothing changed" in again.out
+    assert [r for r in caplog.records if r.name == "wallet_mail"] == []

@@ -14,12 +14,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import current_app
 from sqlmodel import Session
 
-from wallet import clock
+from wallet import clock, security
 from wallet.actions import grants as grant_actions
 from wallet.actions import holds as hold_actions
 from wallet.actions import honour as honour_actions
 from wallet.actions import keys as key_actions
 from wallet.actions import ledger as ledger_actions
+from wallet.actions import mail as mail_actions
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import notes as note_actions
 from wallet.actions import orgs as org_actions
@@ -36,6 +37,7 @@ from wallet.store import people
 DEFAULT_PASSWORD = "demo-password"  # noqa: S105 - demo data only, printed to the operator
 ACME, GLOBEX = "acme", "globex"
 ADA = "ada@example.test"
+GRACE = "grace@example.test"  # invited to globex, not joined yet: her invitation is emailed
 LOGINS = (
     ("admin@acme.test", "administrator of Acme AI (acme)"),
     ("admin@globex.test", "administrator of Globex (globex)"),
@@ -75,6 +77,7 @@ def load(session: Session, *, password: str, if_empty: bool = False) -> Report:
             org_actions.add_person(session, slug=slug, email=ADA, name="Ada Lovelace",
                                    start=clock.today(), password=password, actor=cli)
             report.did(f"Added {ADA} to {slug}")
+    _invite_grace(session, report)
     for slug, amount in ((ACME, "250000.00"), (GLOBEX, "100000.00")):
         if ledger_actions.fund(session, slug=slug, amount=amount, idempotency_key="demo-fund",
                                actor=cli, memo="demo funding").created:
@@ -86,6 +89,23 @@ def load(session: Session, *, password: str, if_empty: bool = False) -> Report:
     if not report.changed:
         report.lines.append("Demo data already loaded; nothing changed.")
     return report
+
+
+def _invite_grace(session: Session, report: Report) -> None:
+    """Globex invites a new hire who has not joined yet: the invitation goes by email
+    (to the log when WALLET_SMTP_URL is unset, as in development), sent at once."""
+    org = people.org_by_slug(session, slug=GLOBEX)
+    assert org is not None and org.id is not None
+    if people.member_by_email(session, org_id=org.id, email=GRACE) is not None:
+        return
+    added = org_actions.add_person(session, slug=GLOBEX, email=GRACE, name="Grace Hopper",
+                                   start=clock.today(), actor=Actor.cli())
+    assert added.invite is not None
+    state = mail_actions.send_now(session, key=mail_actions.link_key(
+        "join", security.hash_token(added.invite)))
+    where = ("written to the log (WALLET_SMTP_URL is unset)" if mail_actions.log_only()
+             else "sent" if state == "sent" else "queued for the worker")
+    report.did(f"Invited {GRACE} to {GLOBEX}; the invitation email was {where}")
 
 
 # Ada's grant at acme: 48,000.00 over four years, monthly, with a one-year cliff, started
