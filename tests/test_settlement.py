@@ -366,3 +366,39 @@ def test_two_different_statements_at_once_cannot_overpay(app: Flask,
     assert _settles(app, "globex") == 1
     assert fs.account_balance(app, "globex", f"receivable:{ACME}") == -750 * MICROS
     support.assert_ledger_sound(app)
+
+
+def test_two_payers_with_the_same_reference_at_once_pay_once(app: Flask,
+                                                             client: FlaskClient) -> None:
+    """`pay` run twice at once (two terminals, the page sent twice): one statement,
+    posted once on each side; one answer says it was paid, the other that it was already."""
+    from wallet import db
+    from wallet.actions import settlement as settlement_actions
+    from wallet.actions._base import Actor
+
+    _owed_2750(app, client)
+    start = threading.Barrier(2)
+    answers: list[Any] = []
+
+    def pay() -> None:
+        with app.app_context():
+            start.wait()
+            try:
+                answers.append(settlement_actions.pay(
+                    db.session(), slug="acme", counterparty=GLOBEX, amount="300.00",
+                    reference="wire race", actor=Actor.cli()))
+            except Exception as err:  # the assertion below shows it
+                answers.append(err)
+
+    threads = [threading.Thread(target=pay) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(isinstance(a, settlement_actions.Paid) for a in answers), answers
+    assert sorted(a.replayed for a in answers) == [False, True]
+    assert answers[0].jti == answers[1].jti
+    assert _settles(app, "acme") == _settles(app, "globex") == 1
+    assert fs.account_balance(app, "acme", f"payable:{GLOBEX}") == 2450 * MICROS
+    assert fs.account_balance(app, "globex", f"receivable:{ACME}") == -2450 * MICROS
+    support.assert_ledger_sound(app)

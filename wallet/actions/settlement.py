@@ -206,9 +206,12 @@ def pay(session: Session, *, slug: str, counterparty: str, amount: str,
         raise IssuerUnavailable("the acknowledgement did not verify: "
                                 f"{err.message}; run the same 'pay' again") from None
     with atomic(session):
-        if store.set_ack(session, row_id=row_id, ack=ack.token, ack_jti=ack.jti,
-                         outstanding=ack.outstanding.micros, at=clock.now(),
-                         from_state="sent"):
+        # Once: a concurrent 'pay' with this reference sent the same statement, and only
+        # one of the two moves it to acknowledged and posts.
+        posted = store.set_ack(session, row_id=row_id, ack=ack.token, ack_jti=ack.jti,
+                               outstanding=ack.outstanding.micros, at=clock.now(),
+                               from_state="sent")
+        if posted:
             if sent.offset is not None:  # what they owed us, cancelled against our debt
                 ledger_store.post(session, org_id=org.id, posting=ledger.Posting(
                     ledger.payable(party), ledger.receivable(party), sent.offset.micros,
@@ -222,7 +225,7 @@ def pay(session: Session, *, slug: str, counterparty: str, amount: str,
                          target=party, details={"statement": sent.jti, "amount": str(money),
                                                 "reference": reference})
     return _paid(session, org, sent.jti, party, money, reference, ack.outstanding,
-                 replayed=False)
+                 replayed=not posted)
 
 
 def _paid(session: Session, org: Organization, jti: str, party: str, money: Money,
