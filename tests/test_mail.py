@@ -239,6 +239,40 @@ def test_a_vested_tranche_is_told_once(app: Flask, smtp: Server) -> None:
     assert [r.kind for r in rows(app)] == ["vested"]
 
 
+def test_tranches_vested_together_are_told_in_one_message(app: Flask, smtp: Server) -> None:
+    """A grant started 18 months ago with a one-year cliff vests 7 tranches at once."""
+    from wallet.core.vesting import add_months
+
+    world(app)
+    _engineer(app)
+    with app.app_context():
+        grant_actions.create_grant(db.session(), slug="acme", email=ADA, amount="4800.00",
+                                   start=add_months(clock.today(), -18), cliff_months=12,
+                                   every="month", months=48, actor=CLI)
+    send_due(app)
+    send_due(app)
+    [msg] = smtp.inbox.to(ADA)
+    assert msg["Subject"] == "Acme AI: 1,800.00 USD of your credits vested"
+    assert "(7 instalments, the last due on" in msg.get_content()
+
+
+def test_a_sweep_reads_every_page(app: Flask, smtp: Server,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """More rows than a page (here 2) since the last look: all are told, once."""
+    monkeypatch.setattr(mail_actions, "SWEEP_PAGE", 2)
+    world(app)
+    emails = [f"eng{i}@acme.test" for i in range(5)]
+    with app.app_context():
+        s = db.session()
+        for addr in emails:
+            orgs.add_person(s, slug="acme", email=addr, password=support.PASSWORD, actor=CLI)
+            grant_actions.create_grant(s, slug="acme", email=addr, amount="1.00", actor=CLI)
+        assert mail_actions.sweep(s) == 5
+        assert mail_actions.sweep(s) == 0
+    send_due(app)
+    assert sorted(m["To"].addresses[0].addr_spec for _, _, m in smtp.inbox.messages) == emails
+
+
 def test_two_sweeps_at_once_queue_each_message_once(app: Flask, smtp: Server) -> None:
     world(app)
     emails = [f"eng{i}@acme.test" for i in range(6)]

@@ -148,6 +148,10 @@ def test_the_messages_name_the_organisation_and_link() -> None:
         assert draft.subject.startswith("Acme AI")
         assert f"L{n}" in draft.text and draft.text.endswith("\n")
     assert cases[2].subject == "Acme AI: 1,250.00 USD of your credits vested"
+    assert "vested on 2026-12-01 and" in cases[2].text
+    several = mail.compose_vested(org="Acme AI", amount="7,000.00 USD", on=date(2026, 12, 1),
+                                  link="L", tranches=7)
+    assert "vested (7 instalments, the last due on 2026-12-01) and" in several.text
     assert cases[4].subject == ("Acme AI: your alumni window closes in 14 days"
                                 " — export your credits")
     assert "closes tomorrow" in mail.compose_alumni(org="A", closes_on=date(2026, 1, 2),

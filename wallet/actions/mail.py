@@ -1,7 +1,8 @@
 """Email through SMTP (WALLET_SMTP_URL), from an outbox (issue 15, "Notifications").
 
 Every message is a row of `mail_message` with a unique key naming its event
-(`invite:<token hash>`, `reset:<token hash>`, `vested:<tranche>`, `redeemed:<note>`,
+(`invite:<token hash>`, `reset:<token hash>`, `vested:<first tranche of a vesting
+run>`, `redeemed:<note>`,
 `alumni:<membership>:14d`), so it is queued once however often, or however
 concurrently, its cause is seen. Invitations and reset links are queued by the action
 that makes them, in its transaction (`queue_link`); the other three by `sweep`, driven by
@@ -27,6 +28,7 @@ is left out (the administrator still sees the link on the page).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import smtplib
 import socket
@@ -35,6 +37,7 @@ import threading
 import time
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
+from typing import Any
 
 from flask import current_app
 from sqlmodel import Session
@@ -73,7 +76,7 @@ ALUMNI_NOTICE_DAYS = 14
 ALUMNI_EVERY = timedelta(hours=1)  # windows close by the day: no need to look each minute
 ALUMNI_HORIZON_DAYS = 3660  # the longest alumni window the sweep looks for
 LEASE_SLACK = timedelta(seconds=60)  # a claimed try is retried after its deadline and this
-SWEEP_LIMIT = 1000
+SWEEP_PAGE = 500  # rows a sweep reads at a time
 
 
 # -- queueing --------------------------------------------------------------------------------
@@ -142,28 +145,50 @@ def _since(session: Session, name: str, now: datetime) -> datetime:
     return (now - FIRST_LOOK) if last is None else last - OVERLAP
 
 
+def _pages(fetch: Any, since: datetime, moment: str) -> list[Any]:
+    """Every row a sweep's query finds since `since`, page by page (keyset: however many
+    vested in one minute, one sweep reads them all and its mark moves on)."""
+    found: list[Any] = []
+    after = None
+    while True:
+        page = fetch(since=since, after=after, limit=SWEEP_PAGE)
+        found.extend(page)
+        if len(page) < SWEEP_PAGE:
+            return found
+        last = page[-1][0]
+        after = (getattr(last, moment), last.id)
+
+
 def _vested(session: Session, now: datetime) -> int:
-    rows = store.vested_since(session, since=_since(session, "vested", now),
-                              limit=SWEEP_LIMIT)
-    taken = store.taken(session, [f"vested:{t.id}" for t, *_ in rows])
+    """One message per vesting run of a grant: the tranches one claim vested together
+    (same grant, same instant; they commit together, so every sweep sees the same run),
+    keyed by the run's first tranche."""
+    rows = _pages(functools.partial(store.vested_since, session),
+                  _since(session, "vested", now), "settled_at")
+    runs: dict[tuple[int, datetime | None], list[Any]] = {}
+    for row in rows:
+        runs.setdefault((row[0].grant_id, row[0].settled_at), []).append(row)
+    keys = {run: f"vested:{min(r[0].id for r in group)}" for run, group in runs.items()}
+    taken = store.taken(session, list(keys.values()))
     count = 0
-    for tranche, org, person, name in rows:
-        key = f"vested:{tranche.id}"
-        if key in taken:
+    for run, group in runs.items():
+        if keys[run] in taken:
             continue
-        draft = mail.compose_vested(org=org.name, amount=format_display(
-            tranche.amount, org.currency), on=tranche.due_on,
+        _, org, person, name = group[0]
+        draft = mail.compose_vested(
+            org=org.name, amount=format_display(sum(r[0].amount for r in group),
+                                                org.currency),
+            on=max(r[0].due_on for r in group), tranches=len(group),
             link=link(f"/orgs/{org.slug}/wallet"))
-        count += queue(session, key=key, kind="vested", org=org, to_addr=person.email,
-                       to_name=name or person.name, draft=draft)
-    reached = rows[-1][0].settled_at if len(rows) == SWEEP_LIMIT else now
-    store.advance(session, name="vested", to=reached or now)
+        count += queue(session, key=keys[run], kind="vested", org=org,
+                       to_addr=person.email, to_name=name or person.name, draft=draft)
+    store.advance(session, name="vested", to=now)
     return count
 
 
 def _redeemed(session: Session, now: datetime) -> int:
-    rows = store.redeemed_since(session, since=_since(session, "redeemed", now),
-                                limit=SWEEP_LIMIT)
+    rows = _pages(functools.partial(store.redeemed_since, session),
+                  _since(session, "redeemed", now), "redeemed_at")
     taken = store.taken(session, [f"redeemed:{n.id}" for n, *_ in rows])
     count = 0
     for note, org, person, name in rows:
@@ -175,8 +200,7 @@ def _redeemed(session: Session, now: datetime) -> int:
             link=link(f"/orgs/{org.slug}/notes/{note.jti}"))
         count += queue(session, key=key, kind="redeemed", org=org, to_addr=person.email,
                        to_name=name or person.name, draft=draft)
-    reached = rows[-1][0].redeemed_at if len(rows) == SWEEP_LIMIT else now
-    store.advance(session, name="redeemed", to=reached or now)
+    store.advance(session, name="redeemed", to=now)
     return count
 
 

@@ -174,12 +174,15 @@ def compose_reset(*, org: str, link: str, minutes: int) -> Draft:
                   " as it is.")
 
 
-def compose_vested(*, org: str, amount: str, on: date, link: str) -> Draft:
-    """Credits of a grant vested (`amount` already formatted for people)."""
+def compose_vested(*, org: str, amount: str, on: date, link: str, tranches: int = 1) -> Draft:
+    """Credits of a grant vested: `tranches` of them at once, the last due `on`
+    (`amount`, their sum, already formatted for people)."""
     org = one_line(org)
+    when = (f"on {on.isoformat()}" if tranches == 1 else
+            f"({tranches} instalments, the last due on {on.isoformat()})")
     return _draft(f"{org}: {amount} of your credits vested",
-                  f"{amount} of your compute credits at {org} vested on {on.isoformat()}"
-                  " and are yours to spend.",
+                  f"{amount} of your compute credits at {org} vested {when} and are yours"
+                  " to spend.",
                   f"Your wallet: {link}")
 
 

@@ -117,32 +117,40 @@ def _later(new: Any) -> sa.ColumnElement[bool]:
 # -- what the sweeps tell of -----------------------------------------------------------------
 
 
-def vested_since(session: Session, *, since: datetime,
+After = tuple[datetime, int] | None  # keyset paging: past this (time, id)
+
+
+def vested_since(session: Session, *, since: datetime, after: After = None,
                  limit: int = 1000) -> list[tuple[Tranche, Organization, Person, str]]:
-    """Tranches vested at or after `since`, each with its organisation, person and what
-    the organisation calls the person (their membership's name)."""
+    """Tranches vested at or after `since` (and past `after`), oldest first, each with its
+    organisation, person and what the organisation calls the person."""
     t = TRANCHE
+    page = [t.c.state == "vested", t.c.settled_at >= since]
+    if after is not None:
+        page.append(sa.tuple_(t.c.settled_at, t.c.id) > sa.tuple_(*after))
     rows = session.execute(
         sa.select(Tranche, Organization, Person, MEMBER.c.name)
         .join(ORG, ORG.c.id == t.c.org_id).join(PERSON, PERSON.c.id == t.c.person_id)
         .outerjoin(MEMBER, sa.and_(MEMBER.c.org_id == t.c.org_id,
                                    MEMBER.c.person_id == t.c.person_id))
-        .where(t.c.state == "vested", t.c.settled_at >= since)
-        .order_by(t.c.settled_at, t.c.id).limit(limit))
+        .where(*page).order_by(t.c.settled_at, t.c.id).limit(limit))
     return [(tr, o, p, n or "") for tr, o, p, n in rows]
 
 
-def redeemed_since(session: Session, *, since: datetime,
+def redeemed_since(session: Session, *, since: datetime, after: After = None,
                    limit: int = 1000) -> list[tuple[Note, Organization, Person, str]]:
-    """Notes redeemed (by another organisation) at or after `since`, with theirs."""
+    """Notes redeemed (by another organisation) at or after `since` (and past `after`),
+    oldest first, with theirs."""
     n = NOTE
+    page = [n.c.state == "redeemed", n.c.redeemed_at >= since]
+    if after is not None:
+        page.append(sa.tuple_(n.c.redeemed_at, n.c.id) > sa.tuple_(*after))
     rows = session.execute(
         sa.select(Note, Organization, Person, MEMBER.c.name)
         .join(ORG, ORG.c.id == n.c.org_id).join(PERSON, PERSON.c.id == n.c.person_id)
         .outerjoin(MEMBER, sa.and_(MEMBER.c.org_id == n.c.org_id,
                                    MEMBER.c.person_id == n.c.person_id))
-        .where(n.c.state == "redeemed", n.c.redeemed_at >= since)
-        .order_by(n.c.redeemed_at, n.c.id).limit(limit))
+        .where(*page).order_by(n.c.redeemed_at, n.c.id).limit(limit))
     return [(note, o, p, name or "") for note, o, p, name in rows]
 
 
