@@ -438,7 +438,10 @@ def of_person(session: Session, *, org: Organization, person: Person) -> list[No
 
 def search(session: Session, *, org: Organization, query: str = "", state: str | None = None,
            limit: int = 50, offset: int = 0) -> list[NoteView]:
-    """Notes an organisation issued, by person email or jti."""
+    """Notes an organisation issued, by person email or jti. State `expired`: the notes
+    still outstanding past their expiry, which nobody reissued (breakage candidates)."""
     assert org.id is not None
+    expired = state == "expired"
     return [NoteView(n, p) for n, p in note_store.notes_of(
-        session, org_id=org.id, query=query, state=state, limit=limit, offset=offset)]
+        session, org_id=org.id, query=query, state="active" if expired else state,
+        limit=limit, offset=offset, expired_at=utcnow() if expired else None)]

@@ -109,8 +109,10 @@ def grant_list(session: Session, slug: str, email: str | None, limit: int,
 @note.command("list")
 @org_option
 @click.option("--search", "query", default="", help="Part of an email or a jti.")
-@click.option("--state", type=click.Choice(["active", "redeemed", "revoked", "reclaimed"]),
-              default=None, help="Only notes in this state.")
+@click.option("--state", type=click.Choice(["active", "expired", "redeemed", "revoked",
+                                            "reclaimed"]),
+              default=None, help="Only notes in this state (expired: still outstanding past"
+              " their expiry; 'wallet note breakage' books one).")
 @LIMIT
 @json_option
 @with_session

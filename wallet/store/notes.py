@@ -156,14 +156,18 @@ def set_state(session: Session, *, note_id: int, from_state: str, to_state: str,
 
 def notes_of(session: Session, *, org_id: int, person_id: int | None = None,
              query: str = "", state: str | None = None, limit: int = 50,
-             offset: int = 0) -> list[tuple[Note, Person]]:
-    """Notes of an organisation (optionally one person's), newest first, with the person."""
+             offset: int = 0, expired_at: datetime | None = None
+             ) -> list[tuple[Note, Person]]:
+    """Notes of an organisation (optionally one person's), newest first, with the person;
+    with `expired_at`, only those whose expiry is at or before it."""
     stmt = (select(Note, Person).join(Person, col(Person.id) == Note.person_id)
             .where(Note.org_id == org_id))
     if person_id is not None:
         stmt = stmt.where(Note.person_id == person_id)
     if state:
         stmt = stmt.where(Note.state == state)
+    if expired_at is not None:
+        stmt = stmt.where(Note.expires_at <= expired_at)
     if query:
         like = f"%{query.strip().lower()}%"
         stmt = stmt.where(sa.or_(sa.func.lower(Note.jti).like(like), Person.email.like(like)))

@@ -298,6 +298,10 @@ class RevokeNoteForm(FlaskForm):
     reason = StringField("Reason", validators=[DataRequired(), Length(max=300)])
 
 
+class BreakageForm(FlaskForm):
+    confirm = BooleanField("I understand: this cannot be undone", validators=[DataRequired()])
+
+
 class TrustForm(FlaskForm):
     issuer = StringField("Issuer id", validators=[DataRequired(), Length(max=300)],
                          render_kw={"placeholder": "https://credits.example/orgs/acme",

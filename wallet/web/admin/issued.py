@@ -1,4 +1,5 @@
-"""Notes this organisation issued: search by person or jti, revoke with a reason."""
+"""Notes this organisation issued: search by person or jti, revoke with a reason, and
+book expired ones nobody reissued as breakage (explicitly, one at a time, confirmed)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from wallet.actions import notes as note_actions
 from wallet.core.errors import WalletError
 from wallet.web import guard
 from wallet.web.admin import bp
-from wallet.web.forms import RevokeNoteForm
+from wallet.web.forms import BreakageForm, RevokeNoteForm
 from wallet.web.paging import page_number
 
 PAGE = 50
-STATES = ("active", "redeemed", "revoked", "reclaimed")
+STATES = ("active", "expired", "redeemed", "revoked", "reclaimed")
 
 
 @bp.get("/notes")
@@ -29,7 +30,7 @@ def notes(slug: str) -> str:
                                limit=PAGE + 1, offset=(page - 1) * PAGE)
     return render_template("admin/notes.html", access=access, rows=rows[:PAGE], query=query,
                            state=state, states=STATES, page=page, has_next=len(rows) > PAGE,
-                           form=RevokeNoteForm())
+                           form=RevokeNoteForm(), breakage_form=BreakageForm())
 
 
 @bp.post("/notes/<jti>/revoke")
@@ -50,3 +51,23 @@ def revoke_note(slug: str, jti: str) -> Response:
             flash(f"Note {row.jti} revoked; its value is back in the engineer's wallet.",
                   "success")
     return redirect(url_for("admin.notes", slug=slug, q=jti))
+
+
+@bp.post("/notes/<jti>/breakage")
+@guard.login_required
+def book_breakage(slug: str, jti: str) -> Response:
+    """Book one expired, unredeemed note as breakage: its value becomes the issuer's."""
+    guard.org_access(slug, admin=True)
+    form = BreakageForm()
+    if not form.validate_on_submit():
+        flash("Tick the box to confirm: booking a note as breakage cannot be undone.",
+              "error")
+    else:
+        try:
+            row = note_actions.breakage(db.session(), slug=slug, jti=jti, actor=guard.actor())
+        except WalletError as err:
+            flash(err.message, "error")
+        else:
+            flash(f"Note {row.jti} booked as breakage: its value is no longer owed.",
+                  "success")
+    return redirect(url_for("admin.notes", slug=slug, state="expired"))
