@@ -11,6 +11,7 @@ import email.policy
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -596,3 +597,101 @@ def test_the_demo_sends_its_invitation_by_email_to_the_log(
         again = support.run_cli(app, capsys, "demo", "--password", "demo-password-x")
     assert "nothing changed" in again.out
     assert [r for r in caplog.records if r.name == "wallet_mail"] == []
+
+
+# -- TLS: STARTTLS and smtps://, certificates checked -------------------------------------
+
+
+@dataclass
+class Tls:
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    """A self-signed certificate for 127.0.0.1, and a client context trusting only it."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return Tls(server, ssl.create_default_context(cafile=str(folder / "cert.pem")))
+
+
+@pytest.mark.parametrize("scheme", ["starttls", "smtps"])
+def test_tls_as_the_url_says(app: Flask, tls: Tls, scheme: str,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    world(app)
+    monkeypatch.setattr(mail_actions, "tls_context", lambda: tls.client)
+    options: dict[str, Any] = ({"tls_context": tls.server, "require_starttls": True}
+                               if scheme == "starttls" else {"ssl_context": tls.server})
+    server = Server(free_port(), options=options)
+    server.start()
+    try:
+        app.config["WALLET_SMTP_URL"] = (f"smtp://127.0.0.1:{server.port}?starttls=1"
+                                         if scheme == "starttls"
+                                         else f"smtps://127.0.0.1:{server.port}")
+        with app.app_context():
+            orgs.add_person(db.session(), slug="acme", email=ADA, actor=CLI)
+        send_due(app)
+    finally:
+        server.stop()
+    assert [r.state for r in rows(app)] == ["sent"]
+    [msg] = server.inbox.to(ADA)
+    assert msg["Subject"] == "Acme AI invites you to Compute Credits"
+
+
+def test_a_certificate_we_do_not_trust_sends_nothing(app: Flask, tls: Tls) -> None:
+    world(app)
+    server = Server(free_port(), options={"ssl_context": tls.server})
+    server.start()
+    try:
+        app.config["WALLET_SMTP_URL"] = f"smtps://127.0.0.1:{server.port}"
+        with app.app_context():
+            orgs.add_person(db.session(), slug="acme", email=ADA, actor=CLI)
+        send_due(app)
+    finally:
+        server.stop()
+    assert server.inbox.messages == []
+    [row] = rows(app)
+    assert row.state == "queued" and "CERTIFICATE_VERIFY_FAILED" in row.last_error
+
+
+def test_an_unexpected_error_is_logged_and_the_message_kept(
+        app: Flask, smtp: Server, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    world(app)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(mail_actions, "smtp_send", broken)
+    with app.app_context():
+        orgs.add_person(db.session(), slug="acme", email=ADA, actor=CLI)
+        orgs.add_person(db.session(), slug="acme", email="bob@acme.test", actor=CLI)
+    with caplog.at_level(logging.WARNING, logger="wallet.actions.mail"):
+        assert send_due(app) == 2  # the first one's error did not stop the second
+    assert [(r.state, r.last_error) for r in rows(app)] == [("queued", "RuntimeError: a bug")] * 2
+    assert "unexpected error while sending" in caplog.text

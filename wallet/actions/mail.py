@@ -274,7 +274,9 @@ def send(session: Session, *, message_id: int) -> str | None:
         _deliver(row, timeout=timeout)
     except Permanent as err:
         return _close(session, message_id, FAILED, why=str(err))
-    except (OSError, smtplib.SMTPException) as err:
+    except Exception as err:  # a worker goes on to the next message, whatever happened
+        if not isinstance(err, OSError | smtplib.SMTPException):
+            log.exception("mail %s: unexpected error while sending", row.key)
         why = _describe(err)
         if attempts >= int(cfg["WALLET_MAIL_MAX_ATTEMPTS"]):
             log.warning("mail %s to %s given up after %d tries: %s", row.key, row.to_addr,
@@ -327,15 +329,23 @@ def _to_log(row: MailMessage, msg: EmailMessage) -> None:
                     msg["To"], row.subject, row.key, body)
 
 
+def tls_context() -> ssl.SSLContext:
+    """How the server's certificate is checked: the system's CAs, for the URL's host."""
+    return ssl.create_default_context()
+
+
 def smtp_send(settings: mail.SmtpSettings, msg: EmailMessage, *, timeout: float) -> None:
     """Send one message within a total deadline of `timeout` seconds (connect, TLS,
     sign-in, every command and answer): a server that answers a byte at a time is cut
     off when the deadline passes. Raises OSError or smtplib.SMTPException (`Permanent`
     when every recipient was refused for good)."""
     deadline = time.monotonic() + timeout
-    context = ssl.create_default_context()
+    context = tls_context()
     client: smtplib.SMTP = (smtplib.SMTP_SSL(timeout=timeout, context=context)
                             if settings.ssl else smtplib.SMTP(timeout=timeout))
+    # Made unconnected (so that the deadline's timer can reach it from the start), it
+    # needs the name its TLS checks the certificate for: what SMTP(host) would have set.
+    client._host = settings.host
     cut = threading.Event()
 
     def cut_off() -> None:  # the deadline: end the connection under whatever step waits
