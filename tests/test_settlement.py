@@ -402,3 +402,34 @@ def test_two_payers_with_the_same_reference_at_once_pay_once(app: Flask,
     assert fs.account_balance(app, "acme", f"payable:{GLOBEX}") == 2450 * MICROS
     assert fs.account_balance(app, "globex", f"receivable:{ACME}") == -2450 * MICROS
     support.assert_ledger_sound(app)
+
+
+def test_the_payee_is_told_once_by_webhook(app: Flask, client: FlaskClient,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """settlement.received (Standard Webhooks outbox) is recorded with the posting, once
+    per statement however often it is sent."""
+    from wallet import db
+    from wallet.actions import webhooks
+    from wallet.actions._base import Actor
+
+    _owed_2750(app, client)
+    with app.app_context():
+        webhooks.create_endpoint(db.session(), slug="globex", url="http://127.0.0.1:9/hook",
+                                 types=["settlement.received"], actor=Actor.cli())
+    token = _signed_statement(app, "500.00", reference="wire hook")
+    assert _send(client, token).status_code == 200
+    assert _send(client, token).status_code == 200
+    assert fs.count(app, "WebhookMessage", type="settlement.received") == 1
+    with app.app_context():
+        from sqlmodel import select
+
+        from wallet.models import WebhookMessage
+
+        s = db.session()
+        body = json.loads(s.exec(select(WebhookMessage.body)).one())
+        s.rollback()
+    assert body["type"] == "settlement.received"
+    assert body["data"]["payer"] == ACME and body["data"]["reference"] == "wire hook"
+    assert body["data"]["amount"] == "500.00"
+    assert body["data"]["outstanding"] == {"amount": "2250.00", "currency": "USD"}
+    support.assert_ledger_sound(app)

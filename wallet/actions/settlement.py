@@ -35,7 +35,7 @@ from urllib.parse import quote, urlencode
 from sqlmodel import Session
 
 from wallet import clock
-from wallet.actions import signing
+from wallet.actions import signing, webhooks
 from wallet.actions._base import Actor, atomic, commit, org_or_404, require_admin
 from wallet.actions.ledger import check_key
 from wallet.actions.lookups import Lookups
@@ -411,6 +411,12 @@ def receive(session: Session, *, slug: str, token: object) -> str:
         people.audit(session, org_id=org.id, actor=payer, action="settlement.received",
                      target=payer, details={"statement": statement.jti, "amount": str(money),
                                             "reference": statement.reference})
+        webhooks.emit(session, org_id=org.id, type="settlement.received",
+                      key=f"settlement:{statement.jti}", data={
+                          "statement": statement.jti, "payer": payer,
+                          "reference": statement.reference, "direction": statement.direction,
+                          **webhooks.money(money.micros, money.currency),
+                          "outstanding": webhooks.money(left, money.currency)})
     return ack
 
 
