@@ -477,6 +477,38 @@ def test_signing_in_to_the_server(app: Flask, auth_smtp: Server, password: str, 
     assert password not in caplog.text and password not in row.last_error
 
 
+class Refusing(Inbox):
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: Any) -> str:
+        if address.startswith("gone@"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if envelope.rcpt_tos == ["spam@acme.test"]:
+            return "554 5.7.1 rejected as spam"
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize(("to", "says"), [("gone@acme.test", "550 5.1.1 no such user"),
+                                          ("spam@acme.test", "554 5.7.1 rejected as spam")])
+def test_a_refusal_for_good_is_not_tried_again(app: Flask, to: str, says: str) -> None:
+    world(app)
+    server = Server(free_port(), inbox=Refusing())
+    server.start()
+    try:
+        app.config["WALLET_SMTP_URL"] = f"smtp://127.0.0.1:{server.port}"
+        with app.app_context():
+            orgs.add_person(db.session(), slug="acme", email=to, actor=CLI)
+        send_due(app)
+    finally:
+        server.stop()
+    [row] = rows(app)
+    assert (row.state, row.attempts, row.body) == ("failed", 1, "")
+    assert says in row.last_error
+
+
 # -- log-only mode and configuration -------------------------------------------------------
 
 

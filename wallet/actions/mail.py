@@ -385,6 +385,11 @@ def smtp_send(settings: mail.SmtpSettings, msg: EmailMessage, *, timeout: float)
                     f"{code} {text.decode(errors='replace')}"
                     for code, text in err.recipients.values())[:250]) from None
             raise
+        except smtplib.SMTPDataError as err:  # 5xx to the message itself: for good
+            if err.smtp_code >= 500:
+                raise Permanent(f"the server refused the message: {_describe(err)}"[:300]
+                                ) from None
+            raise
         try:  # the server took the message: a lost goodbye must not send it twice
             step()
             client.quit()
