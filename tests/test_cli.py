@@ -109,8 +109,13 @@ def test_demo_twice_changes_nothing_the_second_time(app: Flask,
     assert acme["next_vesting"]["amount"] == "1000.00"
     r = run_cli(app, capsys, "balance", "--org", "globex", "--email", "ada@example.test", "--json")
     assert json.loads(r.out)["available"] == "1250.00"  # the note honoured at globex
+    # Acme paid 1,000.00 of the 1,250.00 it owes by a settlement statement globex
+    # acknowledged: both sides show the same figures.
     settled = json.loads(run_cli(app, capsys, "settlement", "list", "--org", "acme", "--json").out)
-    assert [(s["we_owe"], s["redeemed_count"]) for s in settled] == [("1250.00", 1)]
+    assert [(s["we_owe"], s["redeemed_count"]) for s in settled] == [("250.00", 1)]
+    owed = json.loads(run_cli(app, capsys, "settlement", "list", "--org", "globex",
+                              "--json").out)
+    assert [(s["they_owe"], s["honoured_count"]) for s in owed] == [("250.00", 1)]
     assert run_cli(app, capsys, "ledger", "check").exit_code == 0
     client = app.test_client()
     support.login(client, "ada@example.test", "demo-password-x")

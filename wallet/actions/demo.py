@@ -24,6 +24,7 @@ from wallet.actions import mail as mail_actions
 from wallet.actions import nonces as nonce_actions
 from wallet.actions import notes as note_actions
 from wallet.actions import orgs as org_actions
+from wallet.actions import settlement as settlement_actions
 from wallet.actions import trust as trust_actions
 from wallet.actions import usage as usage_actions
 from wallet.actions._base import Actor, atomic
@@ -86,6 +87,7 @@ def load(session: Session, *, password: str, if_empty: bool = False) -> Report:
     _gateway_calls_for_ada(session, report)
     _keys_and_trust(session, report)
     _notes_for_ada(session, report, password=password)
+    _acme_pays_globex(session, report)
     if not report.changed:
         report.lines.append("Demo data already loaded; nothing changed.")
     return report
@@ -191,6 +193,33 @@ def _keys_and_trust(session: Session, report: Report) -> None:
         if fed_store.entry(session, org_id=org.id, issuer=issuer) is None:
             trust_actions.add(session, slug=slug, issuer=issuer, cap="25000.00", actor=cli)
             report.did(f"{slug} now trusts {other} (cap 25,000.00 USD per note)")
+
+
+SETTLED = "1000.00"  # of the 1,250.00 acme owes globex once ada's note is honoured
+SETTLEMENT_REFERENCE = "demo wire 1"
+
+
+def _acme_pays_globex(session: Session, report: Report) -> None:
+    """Acme pays Globex part of what it owes with a signed settlement statement; Globex
+    acknowledges it and both ledgers post it once, so both Settlement pages show the same
+    figures. A second run sends nothing new (the reference is the payment's key)."""
+    globex = people.org_by_slug(session, slug=GLOBEX)
+    assert globex is not None
+    party = key_actions.issuer_id(globex)
+    owed = next((ln.we_owe for ln in settlement_actions.lines(session, slug=ACME)
+                 if ln.counterparty == party and ln.currency == "USD"), 0)
+    earlier = [p for p in settlement_actions.payments(session, slug=ACME,
+                                                      counterparty=party).get(party, [])
+               if p.reference == SETTLEMENT_REFERENCE]
+    if any(p.state == "acknowledged" for p in earlier) or (
+            not earlier and owed < 1_000_000_000):
+        return  # paid by an earlier run, or nothing honoured to pay for
+    done = settlement_actions.pay(session, slug=ACME, counterparty=party, amount=SETTLED,
+                                  reference=SETTLEMENT_REFERENCE, actor=Actor.cli())
+    report.did(f"Acme paid Globex {format_display(done.amount.micros)} by a signed"
+               f" settlement statement (reference {SETTLEMENT_REFERENCE!r}); Globex"
+               f" acknowledged it: acme owes {format_display(done.we_owe)} and Globex is owed"
+               f" {format_display(done.outstanding.micros)}, on both Settlement pages")
 
 
 def wallet_file_path() -> Path:
