@@ -13,7 +13,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run serve-prod test test-fast lint typecheck bench bench-deps screenshots clean clean-instance
+.PHONY: help venv run serve-prod test test-fast lint typecheck bench bench-deps docs-cli screenshots clean clean-instance
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,9 @@ bench-deps: ## wrk and HAProxy (Debian packages) for the HTTP benchmarks, instal
 	    echo "installing$$missing (Debian packages)"; apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "make bench: install$$missing first (Debian: sudo apt-get install -y$$missing)" >&2; exit 2; fi; fi
+
+docs-cli: $(STAMP) ## regenerate docs/cli.md from the commands' own help (a test keeps them equal)
+	$(BIN)/python -m wallet.cli.reference > docs/cli.md
 
 screenshots: $(STAMP) ## refresh docs/images/ from the browser tests
 	WALLET_SCREENSHOTS=docs/images $(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
