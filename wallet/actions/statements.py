@@ -18,7 +18,7 @@ from wallet import clock
 from wallet.actions._base import Actor, atomic
 from wallet.actions.grants import vest_person
 from wallet.actions.signing import issuer_id, signer
-from wallet.core import jose, notes, statements
+from wallet.core import issuers, statements
 from wallet.core import ledger as rules
 from wallet.core.errors import Malformed, WalletError
 from wallet.models import Organization, Person
@@ -74,13 +74,9 @@ def check(token: str, *, jwks_text: str) -> dict[str, Any]:
     that issuer is who the reader thinks it is, is for the reader to know (the JWKS came
     from somewhere they trust), and the report says so."""
     try:
-        keys = jose.jwks_keys(jose.json_object(jwks_text.encode()))
+        resolve = issuers.offline_keys(jwks_text)
     except WalletError as err:
         raise Malformed(f"the JWKS file: {err.message}") from None
-
-    def resolve(issuer: str) -> notes.IssuerKeys:
-        return notes.IssuerKeys(issuer, {kid: notes.KeyInfo(k) for kid, k in keys.items()})
-
     checks: list[tuple[str, bool]] = []
     try:
         found = statements.read(token.strip(), resolve=resolve, now=clock.unix(),

@@ -30,7 +30,7 @@ from wallet.cli.base import (
     yes_option,
 )
 from wallet.cli.keys import ask_passphrase
-from wallet.core import jose, notes, pkcs8, walletfile
+from wallet.core import issuers, jose, notes, pkcs8, walletfile
 from wallet.core.errors import Conflict, Malformed, NotFound, VerificationError, WalletError
 from wallet.core.money import format_amount
 from wallet.models import Note
@@ -273,13 +273,9 @@ def _verify_offline(item: str, jwks_text: str) -> dict[str, Any]:
     errors: list[dict[str, str]] = []
     note_json = None
     try:
-        keys = jose.jwks_keys(jose.json_object(jwks_text.encode()))
+        resolve = issuers.offline_keys(jwks_text)
     except WalletError as err:
         raise Malformed(f"the JWKS file: {err.message}") from None
-
-    def resolve(issuer: str) -> notes.IssuerKeys:
-        return notes.IssuerKeys(issuer, {kid: notes.KeyInfo(k) for kid, k in keys.items()})
-
     now = clock.unix()
     try:
         if notes.split(item)[1] is None:

@@ -9,7 +9,7 @@ retired, revoked keys what they signed before the compromise.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,3 +85,12 @@ def _time(entry: Mapping[str, Any], name: str, *, required: bool) -> int | None:
     if type(value) is not int:
         raise MalformedToken(f"metadata key entries need an integer {name}")
     return value
+
+
+def offline_keys(jwks_text: str) -> Callable[[str], notes.IssuerKeys]:
+    """A resolver for verifying offline with a JWKS someone handed over: whatever issuer
+    a token names, these keys (no retirement or compromise times: a JWKS carries none).
+    `MalformedToken` when the text is not a JWKS we accept."""
+    keys = jose.jwks_keys(jose.json_object(jwks_text.encode()))
+    infos = {kid: notes.KeyInfo(key) for kid, key in keys.items()}
+    return lambda issuer: notes.IssuerKeys(issuer, infos)
