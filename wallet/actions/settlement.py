@@ -602,3 +602,28 @@ def reconcile(session: Session, *, slug: str, counterparty: str, actor: Actor) -
     ours = pair_view(session, org=org, counterparty=party)
     session.rollback()  # a read
     return Reconciled(party, core.differences(ours, theirs), ours, theirs)
+
+
+ACCOUNT_SHOWN = 100  # the latest movements a page shows (the CSV and reconcile have all)
+
+
+def account(session: Session, *, slug: str, counterparty: str,
+            currency: str) -> list[core.AccountLine]:
+    """Every movement of what we and `counterparty` owe each other in `currency`, oldest
+    first, each with the running balance (> 0: we owe them): receipts both ways,
+    payments, netting. Straight from the ledger's transfers, so its last balance is
+    the outstanding figure of `lines`."""
+    org = org_or_404(session, slug)
+    assert org.id is not None
+    payable, receivable = ledger.payable(counterparty), ledger.receivable(counterparty)
+    moves, after = [], 0
+    while True:  # keyset pages: a long history is read in bounded pieces
+        rows = ledger_store.transfers_page(session, org_id=org.id, since=None, before=None,
+                                           after_id=after, limit=1000,
+                                           account_names=(payable, receivable))
+        moves += [(r.created_at, r.kind, r.source, r.destination, r.ref or "", r.amount)
+                  for r in rows if r.currency == currency]
+        if len(rows) < 1000:
+            break
+        after = rows[-1].id
+    return core.account_lines(moves, payable=payable, receivable=receivable)

@@ -27,7 +27,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -375,3 +377,41 @@ def differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
         elif not (p.get("acknowledged") and q.get("acknowledged")):
             found.append(f"the payment {jti} ({p.get('reference')}): not acknowledged yet")
     return found
+
+
+# -- the statement of account of one pair ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AccountLine:
+    """One movement of what two organisations owe each other, and where that left them:
+    `balance` > 0 we owe them, < 0 they owe us (payable plus receivable, as the ledger
+    keeps them)."""
+
+    at: datetime
+    kind: str  # redeem, honour, settle
+    what: str  # "redeemed" | "honoured" | "paid" | "received" | "netted"
+    ref: str
+    amount: int
+    balance: int
+
+
+def account_lines(moves: Sequence[tuple[datetime, str, str, str, str, int]], *,
+                  payable: str, receivable: str) -> list[AccountLine]:
+    """The pair's movements (at, kind, source, destination, ref, amount; oldest first) with
+    the running balance. A movement between the two accounts (a net statement's offset)
+    cancels a debt each way and leaves the balance as it was."""
+    pair, balance, lines = (payable, receivable), 0, []
+    for at, kind, source, destination, ref, amount in moves:
+        change = (amount if destination in pair else 0) - (amount if source in pair else 0)
+        balance += change
+        if source in pair and destination in pair:
+            what = "netted"
+        elif kind == "redeem":
+            what = "redeemed"
+        elif kind == "honour":
+            what = "honoured"
+        else:
+            what = "paid" if source == payable else "received"
+        lines.append(AccountLine(at, kind, what, ref, amount, balance))
+    return lines

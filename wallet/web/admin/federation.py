@@ -130,8 +130,12 @@ def _settlement_page(access: guard.Access, *, form: SettleForm | None = None,
     session = db.session()
     lines = settlement_actions.lines(session, slug=access.org.slug)
     payments = settlement_actions.payments(session, slug=access.org.slug)
+    accounts = {(ln.counterparty, ln.currency): settlement_actions.account(
+        session, slug=access.org.slug, counterparty=ln.counterparty, currency=ln.currency)
+        for ln in lines}
     return render_template("admin/settlement.html", access=access, lines=lines,
-                           payments=payments, form=form or SettleForm(),
+                           payments=payments, accounts=accounts,
+                           shown=settlement_actions.ACCOUNT_SHOWN, form=form or SettleForm(),
                            pay_form=pay_form or PayForm()), status
 
 
