@@ -82,6 +82,7 @@ HEADERS = {
     "transactions": export_actions.TRANSACTIONS_HEADER, "grants": export_actions.GRANTS_HEADER,
     "usage": export_actions.USAGE_HEADER, "notes": export_actions.NOTES_HEADER,
     "settlement": export_actions.SETTLEMENT_HEADER, "audit": export_actions.AUDIT_HEADER,
+    "people": export_actions.PEOPLE_HEADER,
 }
 
 
@@ -218,7 +219,7 @@ def test_every_admin_table_links_its_download(app: Flask, world: World,
     login(client, world.acme_admin)
     for page, kinds in (("", ("transactions", "usage")), ("grants", ("grants",)),
                         ("notes", ("notes",)), ("settlement", ("settlement",)),
-                        ("audit", ("audit",))):
+                        ("audit", ("audit",)), ("people", ("people",))):
         html = client.get(f"/orgs/acme/admin/{page}").get_data(as_text=True)
         assert "Download CSV" in html, page
         for kind in kinds:
@@ -355,3 +356,18 @@ def test_settlement_rows_are_the_settlement_pages_figures(
             globex["they_owe_outstanding"]) == ("1", "100.00", "100.00")
     moved = as_dicts(download(client, "/orgs/acme/admin/export/transactions.csv"))
     assert f"payable:{fs.GLOBEX}" in {r["to_account"] for r in moved}
+
+
+def test_people_is_a_snapshot_of_the_members_of_one_organisation(
+        app: Flask, world: World, client: FlaskClient) -> None:
+    login(client, world.acme_admin)
+    answer = client.get("/orgs/acme/admin/export/people.csv")
+    assert answer.status_code == 200 and answer.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(answer.get_data(as_text=True))))
+    assert rows[0] == ["email", "name", "role", "state", "started_on", "ended_on"]
+    assert sorted((r[0], r[2], r[3]) for r in rows[1:]) == [
+        (world.ada, "engineer", "member"), (world.acme_admin, "admin", "member"),
+        (world.bob, "engineer", "member")]
+    assert world.globex_admin not in answer.get_data(as_text=True)
+    dated = client.get("/orgs/acme/admin/export/people.csv?from=2026-01-01")
+    assert dated.status_code == 400 and "snapshot" in dated.get_data(as_text=True)

@@ -42,7 +42,8 @@ from wallet.store import notes as note_store
 from wallet.store import people
 from wallet.store import usage as usage_store
 
-KINDS = ("transactions", "grants", "usage", "notes", "settlement", "audit")
+KINDS = ("transactions", "grants", "usage", "notes", "settlement", "audit", "people")
+SNAPSHOTS = ("settlement", "people")  # as they stand now: no date range
 PAGE = 500
 
 Row = Sequence[csvout.Cell]
@@ -116,12 +117,15 @@ def export(session: Session, *, slug: str, kind: str, start: object = None,
     org = org_or_404(session, slug)
     assert org.id is not None
     org_id, org_slug = org.id, org.slug  # plain values: each page's rollback expires `org`
-    if kind == "settlement":
+    if kind in SNAPSHOTS:
         if not span.is_open:
-            raise Malformed("settlement is a snapshot of the balances now: it takes no"
+            raise Malformed(f"{kind} is a snapshot of how things stand now: it takes no"
                             " from or to date")
-        return Export(kind, f"{org_slug}-settlement-as-of-{today().isoformat()}.csv",
-                      SETTLEMENT_HEADER, iter(_settlement_rows(session, org_slug)))
+        header, snapshot = ((SETTLEMENT_HEADER, _settlement_rows(session, org_slug))
+                            if kind == "settlement" else (PEOPLE_HEADER,
+                                                          _people_rows(session, org_id)))
+        return Export(kind, f"{org_slug}-{kind}-as-of-{today().isoformat()}.csv", header,
+                      iter(snapshot))
     header, rows = _BUILDERS[kind](session, org_id, span)
     return Export(kind, f"{org_slug}-{kind}-{span.label}.csv", header, rows)
 
@@ -177,6 +181,7 @@ SETTLEMENT_HEADER = ("counterparty", "name", "currency", "our_notes_redeemed_cou
                      "their_notes_honoured_count", "their_notes_honoured_gross",
                      "they_owe_outstanding")
 AUDIT_HEADER = ("id", "created_at", "actor", "action", "target", "details")
+PEOPLE_HEADER = ("email", "name", "role", "state", "started_on", "ended_on")
 
 
 def _transactions(session: Session, org_id: int, span: Span) -> tuple[tuple[str, ...],
@@ -277,6 +282,15 @@ def _settlement_rows(session: Session, slug: str) -> list[Row]:
              format_amount(ln.redeemed_by_them), format_amount(ln.we_owe), ln.honoured_count,
              format_amount(ln.honoured_from_them), format_amount(ln.they_owe))
             for ln in settlement_actions.lines(session, slug=slug)]
+
+
+def _people_rows(session: Session, org_id: int) -> list[Row]:
+    # The People page's members, by email: a membership not confirmed yet is "invited".
+    return [(p.email, m.name or p.name, m.role,
+             "left" if m.ended_on is not None and m.ended_on < today()
+             else ("member" if m.confirmed_at is not None else "invited"),
+             m.started_on.isoformat(), "" if m.ended_on is None else m.ended_on.isoformat())
+            for m, p in people.members(session, org_id=org_id)]
 
 
 _BUILDERS: Mapping[str, Callable[[Session, int, Span], tuple[tuple[str, ...], Iterator[Row]]]]

@@ -35,7 +35,7 @@ def export(session: Session, kind: str, slug: str, start: str | None, end: str |
     would run as formulas are quoted with a leading ').
 
     KIND: transactions, grants (one row per tranche), usage, notes (issued), settlement
-    (the balances now; no dates), audit.
+    (the balances now; no dates), audit, people (the members now; no dates).
     """
     prepared = export_actions.export(session, slug=slug, kind=kind, start=start, end=end)
     if output is None:
