@@ -426,3 +426,22 @@ def test_the_widest_dates_answer(app: Flask, capsys: pytest.CaptureFixture[str])
     assert _micros(json.loads(last.out)["available"]) == \
         books.person["acme", ADA, books.days[-1]][0]
     support.assert_ledger_sound(app)
+
+
+def test_wallet_balance_as_of_a_day_for_the_organisation(
+        app: Flask, world: support.World, capsys: pytest.CaptureFixture[str]) -> None:
+    with app.app_context():
+        grant_actions.create_grant(db.session(), slug="acme", email=world.bob, amount="1200.00",
+                            actor=Actor.cli())
+    today = clock.today()
+    r = support.run_cli(app, capsys, "balance", "--org", "acme", "--as-of", today.isoformat(),
+                        "--json")
+    assert r.exit_code == 0, r.err
+    shown = json.loads(r.out)
+    assert (shown["pool"], shown["available"], shown["liability"], shown["outstanding_notes"]) \
+        == ("248800.00", "1200.00", "1200.00", "0.00")
+    before = support.run_cli(app, capsys, "balance", "--org", "acme", "--as-of",
+                     (today - timedelta(days=1)).isoformat(), "--json")
+    assert json.loads(before.out)["liability"] == "0.00"  # nothing was owed yet
+    neither = support.run_cli(app, capsys, "balance", "--org", "acme")
+    assert neither.exit_code == 2 and "--email" in neither.err

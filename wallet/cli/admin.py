@@ -219,22 +219,49 @@ def fund(session: Session, slug: str, amount: str, currency: str | None,
         info(f"Already recorded as transfer {t.id}; nothing changed")
 
 
+def _org_balance(slug: str, position: Any, currency: str, on: Any, as_json: bool) -> None:
+    figures = position.as_dict()
+    if as_json:
+        emit_json({"org": slug, "currency": currency, "as_of": on.isoformat(),
+                   **{"outstanding_notes" if name == "notes" else name: format_amount(micros)
+                      for name, micros in figures.items()}})
+        return
+    info(f"{slug}, as of {on.isoformat()} (end of day, UTC)")
+    for name, label in (("pool", "Pool"), ("unvested", "Unvested"),
+                        ("available", "Available"), ("held", "Held"),
+                        ("notes", "Outstanding notes"), ("payable", "Payable"),
+                        ("liability", "Liability")):
+        info(f"  {label:<18} {format_display(figures[name], currency)}")
+
+
 @cli.command()
 @org_option
-@click.option("--email", required=True)
+@click.option("--email", default=None,
+              help="The engineer (without it, with --as-of: the organisation's positions).")
 @click.option("--as-of", "as_of", metavar="DATE",
               help="Balances at the end of this day (YYYY-MM-DD, UTC), from the ledger's"
                    " transfers; default: now.")
 @json_option
 @with_session
-def balance(session: Session, slug: str, email: str, as_of: str | None, as_json: bool) -> None:
-    """Show a person's available, held, unvested, spent and outstanding credit.
+def balance(session: Session, slug: str, email: str | None, as_of: str | None,
+            as_json: bool) -> None:
+    """Show a person's available, held, unvested, spent and outstanding credit, or the
+    organisation's positions as of a day.
 
     Available is what the wallet can spend now: credit held for calls in progress
     is not in it. With --as-of, what the ledger held at the end of that day (nothing is
-    vested on the way: tranches count once their vesting was posted)."""
+    vested on the way: tranches count once their vesting was posted); without --email,
+    the organisation's pool, unvested, available, held, outstanding notes, payable and
+    liability then (docs/finance.md, "Balances as of a date")."""
     on = None if as_of is None else parse_date(as_of, "--as-of")
     organisation = org_or_404(session, slug)
+    if email is None:
+        if on is None:
+            raise click.UsageError("give --email E for a person, or --as-of DATE for the"
+                                   " organisation's positions")
+        _org_balance(slug, reports.org_position(session, org=organisation, on=on),
+                     organisation.currency, on, as_json)
+        return
     _m, who = member_or_404(session, organisation, email)
     if on is not None:
         b = reports.person_balance(session, org=organisation, person=who, on=on)
