@@ -1,6 +1,8 @@
 """Settlement between two real instances (issue 15): acme on instance A owes globex on
 instance B for a note B honoured; acme pays with `wallet settlement pay` over real HTTP,
-both sides then agree, and `reconcile` finds nothing to say. Both backends.
+both sides then agree; a payment for more than is owed is refused, the statement sent
+again over the wire gets the same acknowledgement and posts nothing, a forged one is
+refused, and `reconcile` finds nothing to say. Both backends.
 
 The instances are the ones tests/test_two_instances.py starts (`wallet serve` each, its
 own database, keystore and port).
@@ -12,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tests import support
 from tests.test_two_instances import (  # noqa: F401 - fixtures used by name
@@ -22,6 +25,7 @@ from tests.test_two_instances import (  # noqa: F401 - fixtures used by name
     instances,
     second_db_url,
 )
+from wallet.core import jose
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +96,25 @@ def test_paying_across_two_real_instances(instances: tuple[Instance, Instance], 
     too_much = a.cli("settlement", "pay", "--org", "acme", "--counterparty",
                      b.issuer("globex"), "--amount", "60.01", "--reference", "wire 2", ok=False)
     assert too_much.returncode == 1 and "policy_rejected" in too_much.stderr
+    assert _lines(a, b)[0]["we_owe"] == "60.00"
+
+    # The statement sent again as it was (a replay over the wire): the same acknowledgement,
+    # nothing posted twice; with a figure changed under its signature: refused.
+    engine = sa.create_engine(a.env["WALLET_DATABASE_URL"])
+    with engine.connect() as c:
+        (sent,) = c.execute(sa.text("SELECT statement FROM settlement_statement"
+                                    " WHERE role = 'sent'")).scalars().all()
+    engine.dispose()
+    endpoint = f"{b.base}/api/v1/orgs/globex/settlements"
+    status, answer = http("POST", endpoint, {"statement": sent})
+    assert status == 200 and "acknowledgement" in answer, answer
+    assert _lines(a, b)[0]["we_owe"] == "60.00"
+    head, body, signature = sent.split(".")
+    claims = json.loads(jose.b64url_decode(body))
+    claims["amount"]["value"] = "50.00"
+    forged = ".".join([head, jose.b64url_encode(json.dumps(claims).encode()), signature])
+    status, answer = http("POST", endpoint, {"statement": forged})
+    assert status == 422 and answer["code"] == "bad_signature", answer
     assert _lines(a, b)[0]["we_owe"] == "60.00"
 
     for inst, slug, party in ((a, "acme", b.issuer("globex")), (b, "globex", a.issuer("acme"))):
